@@ -1,0 +1,179 @@
+//! Issuance and revocation.
+
+use tokio_postgres::error::SqlState;
+use uuid::Uuid;
+
+use crate::leases::Lease;
+use crate::notify::CHANNEL_CHANGED;
+use crate::{Result, Store, StoreError};
+
+/// A validated `/issue` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueRequest {
+    pub client_id: String,
+    pub jti: Uuid,
+    /// Unix seconds.
+    pub status_expiry: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueOutcome {
+    pub list_id: String,
+    pub uri: String,
+    pub idx: u64,
+    /// False when this answers a repeat of an earlier request (same client and jti).
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    /// Revoked now, at this unix time.
+    Revoked { at: i64 },
+    /// Revoked before, at this unix time: nothing changed.
+    AlreadyRevoked { at: i64 },
+    /// No such entry for this client (absent, or another client's: one answer for both).
+    NotFound,
+}
+
+/// Upper bound on positions skipped in one issuance because an earlier holder of the
+/// range used them (only after a reclaim raced an issuance, see `leases`).
+const MAX_POSITION_RETRIES: usize = 64;
+
+impl Store {
+    /// Issues one entry from `lease`, or returns the original answer to a repeated request.
+    ///
+    /// One statement on the happy path: the fencing check, the lease lock and the insert
+    /// are a single `INSERT .. SELECT`; `(client_id, jti)` makes concurrent duplicates
+    /// produce one entry; `(list_id, idx)` and `(list_id, position)` make a double
+    /// allocation impossible even if everything above failed.
+    pub async fn issue(&self, lease: &Lease, req: &IssueRequest) -> Result<IssueOutcome> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let insert = client
+                .prepare_cached(
+                    "INSERT INTO entries (list_id, idx, position, client_id, jti, status_expiry)
+                     SELECT le.list_id, $4, $5, $6, $7, $8 FROM leases le
+                     WHERE le.id = $1 AND le.holder = $2 AND le.token = $3 AND le.expires_at > now()
+                       AND $5 >= le.start_pos AND $5 < le.end_pos
+                     FOR KEY SHARE OF le
+                     ON CONFLICT (client_id, jti) DO NOTHING
+                     RETURNING idx",
+                )
+                .await?;
+            for _ in 0..MAX_POSITION_RETRIES {
+                let Some(position) = lease.take_position() else {
+                    // A repeat needs no position: answer it even from a spent lease.
+                    return match self.existing(&client, req).await? {
+                        Some(found) => Ok(found),
+                        None => Err(StoreError::LeaseExhausted),
+                    };
+                };
+                let idx = lease.index_of(position)?;
+                let (idx_i, pos_i) = (idx as i64, position as i64);
+                let result = client
+                    .query_opt(
+                        &insert,
+                        &[&lease.id, &lease.worker, &lease.token, &idx_i, &pos_i, &req.client_id, &req.jti, &req.status_expiry],
+                    )
+                    .await;
+                match result {
+                    Ok(Some(_)) => {
+                        return Ok(IssueOutcome { list_id: lease.list.id.clone(), uri: lease.list.uri.clone(), idx, created: true });
+                    }
+                    Ok(None) => {
+                        // Nothing inserted: a repeat, or the lease is no longer ours. The
+                        // position was not used either way.
+                        lease.give_back(position);
+                        return match self.existing(&client, req).await? {
+                            Some(found) => Ok(found),
+                            None => Err(StoreError::LeaseLost),
+                        };
+                    }
+                    Err(e) => {
+                        let e = StoreError::from(e);
+                        if e.sql_state() == Some(&SqlState::UNIQUE_VIOLATION) {
+                            // The slot or position was used by an earlier holder of this
+                            // range: skip it, never reuse it.
+                            tracing::warn!(lease = lease.id, position, "position already used; skipping");
+                            continue;
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            Err(StoreError::Corrupt(format!("lease {}: {MAX_POSITION_RETRIES} positions in a row already used", lease.id)))
+        })
+        .await
+    }
+
+    /// The entry already issued for `(client_id, jti)`, if any, checked against the
+    /// request's `statusExpiry`.
+    async fn existing(&self, client: &deadpool_postgres::Object, req: &IssueRequest) -> Result<Option<IssueOutcome>> {
+        let stmt = client
+            .prepare_cached(
+                "SELECT e.list_id, e.idx, e.status_expiry, l.uri FROM entries e JOIN lists l ON l.id = e.list_id
+                 WHERE e.client_id = $1 AND e.jti = $2",
+            )
+            .await?;
+        let Some(row) = client.query_opt(&stmt, &[&req.client_id, &req.jti]).await? else {
+            return Ok(None);
+        };
+        let expiry: i64 = row.try_get("status_expiry")?;
+        if expiry != req.status_expiry {
+            return Err(StoreError::IdempotencyConflict);
+        }
+        let idx: i64 = row.try_get("idx")?;
+        Ok(Some(IssueOutcome { list_id: row.try_get("list_id")?, uri: row.try_get("uri")?, idx: idx as u64, created: false }))
+    }
+
+    /// Looks up a repeat of `req` without issuing (the worker answers replays even when it
+    /// holds no lease).
+    pub async fn find_issued(&self, req: &IssueRequest) -> Result<Option<IssueOutcome>> {
+        self.bounded(async {
+            let client = self.client().await?;
+            self.existing(&client, req).await
+        })
+        .await
+    }
+
+    /// Revokes entry `idx` of the list at `uri` for `client_id`. Final: INVALID never goes
+    /// back. Bumps the list's version in the same transaction and wakes the publishers.
+    pub async fn revoke(&self, uri: &str, idx: u64, client_id: &str) -> Result<RevokeOutcome> {
+        let Ok(idx) = i64::try_from(idx) else {
+            return Ok(RevokeOutcome::NotFound);
+        };
+        self.bounded(async {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(
+                    "WITH target AS (SELECT id FROM lists WHERE uri = $1 AND state IN ('Active', 'Full')),
+                     e AS (UPDATE entries SET status = 1, revoked_at = now()
+                           WHERE list_id = (SELECT id FROM target) AND idx = $2 AND client_id = $3 AND status = 0
+                           RETURNING list_id, revoked_at),
+                     v AS (UPDATE lists SET version = version + 1 WHERE id IN (SELECT list_id FROM e) RETURNING id),
+                     n AS (SELECT pg_notify($4, id) FROM v)
+                     SELECT extract(epoch FROM e.revoked_at)::bigint AS at, (SELECT count(*) FROM n) AS notified FROM e",
+                )
+                .await?;
+            if let Some(row) = client.query_opt(&stmt, &[&uri, &idx, &client_id, &CHANNEL_CHANGED]).await? {
+                return Ok(RevokeOutcome::Revoked { at: row.try_get("at")? });
+            }
+            let stmt = client
+                .prepare_cached(
+                    "SELECT e.status, extract(epoch FROM e.revoked_at)::bigint AS at
+                     FROM entries e JOIN lists l ON l.id = e.list_id
+                     WHERE l.uri = $1 AND l.state IN ('Active', 'Full') AND e.idx = $2 AND e.client_id = $3",
+                )
+                .await?;
+            match client.query_opt(&stmt, &[&uri, &idx, &client_id]).await? {
+                Some(row) => {
+                    let at: Option<i64> = row.try_get("at")?;
+                    let at = at.ok_or_else(|| StoreError::Corrupt("revoked entry without revoked_at".into()))?;
+                    Ok(RevokeOutcome::AlreadyRevoked { at })
+                }
+                None => Ok(RevokeOutcome::NotFound),
+            }
+        })
+        .await
+    }
+}

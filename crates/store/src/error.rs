@@ -1,0 +1,76 @@
+use tokio_postgres::error::SqlState;
+
+/// Store failures. Callers map them once, at their edge (HTTP status, condition, ...).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database cannot be reached or did not answer in time: retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The lease was reclaimed or expired: the holder must claim another.
+    #[error("lease is no longer held by this worker")]
+    LeaseLost,
+    /// Every position of the lease has been handed out.
+    #[error("lease has no positions left")]
+    LeaseExhausted,
+    /// The same `(client_id, jti)` was issued before with another `statusExpiry`.
+    #[error("idempotency key reused with a different statusExpiry")]
+    IdempotencyConflict,
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[source] tokio_postgres::Error),
+}
+
+impl StoreError {
+    /// Whether a retry later may succeed (the contract's 503).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+
+    /// The SQL state, when the database raised one.
+    pub(crate) fn sql_state(&self) -> Option<&SqlState> {
+        match self {
+            StoreError::Database(e) => e.code(),
+            _ => None,
+        }
+    }
+}
+
+fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        // Class 08: connection exception; 57P0x: shutdown or startup in progress;
+        // 53300: too many connections.
+        return code.code().starts_with("08")
+            || [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW, SqlState::TOO_MANY_CONNECTIONS]
+                .contains(code);
+    }
+    // No SQL state: an IO or protocol failure talking to the server.
+    std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+        || e.to_string().contains("connection")
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if connection_lost(&e) {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Database(e)
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        use deadpool_postgres::PoolError;
+        match e {
+            PoolError::Backend(e) => e.into(),
+            other => StoreError::Unavailable(other.to_string()),
+        }
+    }
+}

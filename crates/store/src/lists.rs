@@ -1,0 +1,330 @@
+//! Physical lists: provisioning (with its leases carved), capacity, lifecycle.
+
+use statuslist_format::Bits;
+use tokio_postgres::Row;
+
+use crate::notify::CHANNEL_CONFIG;
+use crate::{Result, Store, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListFormat {
+    /// IETF Token Status List, served at `/t/{id}`.
+    Token,
+    /// W3C Bitstring Status List, served at `/b/{id}`.
+    Bitstring,
+}
+
+impl ListFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListFormat::Token => "Token",
+            ListFormat::Bitstring => "Bitstring",
+        }
+    }
+
+    /// The URI path segment of the format.
+    pub fn path(self) -> &'static str {
+        match self {
+            ListFormat::Token => "t",
+            ListFormat::Bitstring => "b",
+        }
+    }
+}
+
+impl std::str::FromStr for ListFormat {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "Token" => Ok(ListFormat::Token),
+            "Bitstring" => Ok(ListFormat::Bitstring),
+            other => Err(StoreError::Corrupt(format!("unknown format {other}"))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListState {
+    /// Leases are being claimed.
+    Active,
+    /// Every position handed out; still served and revocable.
+    Full,
+    /// Every entry past its `statusExpiry`: entries removed, URI answers 404.
+    Retired,
+    /// Its pool was deleted with `deletionPolicy: Delete`.
+    Deleted,
+}
+
+impl ListState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListState::Active => "Active",
+            ListState::Full => "Full",
+            ListState::Retired => "Retired",
+            ListState::Deleted => "Deleted",
+        }
+    }
+
+    /// Whether the list is published and revocable.
+    pub fn is_live(self) -> bool {
+        matches!(self, ListState::Active | ListState::Full)
+    }
+}
+
+impl std::str::FromStr for ListState {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "Active" => Ok(ListState::Active),
+            "Full" => Ok(ListState::Full),
+            "Retired" => Ok(ListState::Retired),
+            "Deleted" => Ok(ListState::Deleted),
+            other => Err(StoreError::Corrupt(format!("unknown list state {other}"))),
+        }
+    }
+}
+
+/// A physical list (its secret stays inside the store and the lease).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListInfo {
+    pub id: String,
+    pub pool: Option<String>,
+    pub uri: String,
+    pub format: ListFormat,
+    pub bits: Bits,
+    pub size: u64,
+    pub state: ListState,
+    pub version: i64,
+}
+
+pub(crate) const LIST_COLUMNS: &str = "l.id, l.pool, l.uri, l.format, l.bits, l.size, l.state, l.version";
+
+pub(crate) fn list_from_row(row: &Row) -> Result<ListInfo> {
+    let bits: i16 = row.try_get("bits")?;
+    let size: i64 = row.try_get("size")?;
+    let format: String = row.try_get("format")?;
+    let state: String = row.try_get("state")?;
+    Ok(ListInfo {
+        id: row.try_get("id")?,
+        pool: row.try_get("pool")?,
+        uri: row.try_get("uri")?,
+        format: format.parse()?,
+        bits: Bits::try_from(bits as u64).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        size: u64::try_from(size).map_err(|_| StoreError::Corrupt("negative size".into()))?,
+        state: state.parse()?,
+        version: row.try_get("version")?,
+    })
+}
+
+/// Capacity of one list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListCapacity {
+    pub id: String,
+    pub uri: String,
+    pub state: ListState,
+    pub size: u64,
+    /// Entries issued.
+    pub allocated: u64,
+    /// Entries with a non-zero status.
+    pub revoked: u64,
+    /// Positions not yet handed out.
+    pub free: u64,
+}
+
+/// Capacity of a pool: its live (Active and Full) lists and their totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capacity {
+    pub lists: Vec<ListCapacity>,
+    pub size: u64,
+    pub allocated: u64,
+    pub revoked: u64,
+    pub free: u64,
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| StoreError::Config("no system randomness".into()))?;
+    Ok(b)
+}
+
+/// A random list id: 12 uppercase hex characters.
+fn new_list_id() -> Result<String> {
+    Ok(random_bytes::<6>()?.iter().map(|b| format!("{b:02X}")).collect())
+}
+
+const CAPACITY_QUERY: &str = "
+    SELECT l.id, l.uri, l.state, l.size,
+        (SELECT count(*) FROM entries e WHERE e.list_id = l.id) AS allocated,
+        (SELECT count(*) FROM entries e WHERE e.list_id = l.id AND e.status <> 0) AS revoked,
+        (SELECT coalesce(sum(le.end_pos - le.start_pos), 0)::bigint
+             - (SELECT count(*) FROM leases le2 JOIN entries e ON e.list_id = le2.list_id
+                    AND e.position >= le2.start_pos AND e.position < le2.end_pos
+                WHERE le2.list_id = l.id)
+         FROM leases le WHERE le.list_id = l.id) AS free
+    FROM lists l
+    WHERE l.pool = $1 AND l.state IN ('Active', 'Full')
+    ORDER BY l.created_at, l.id";
+
+fn capacity_from_rows(rows: &[Row]) -> Result<Capacity> {
+    let mut cap = Capacity::default();
+    for row in rows {
+        let n = |c: &str| -> Result<u64> {
+            let v: i64 = row.try_get(c)?;
+            u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative {c}")))
+        };
+        let state: String = row.try_get("state")?;
+        let list = ListCapacity {
+            id: row.try_get("id")?,
+            uri: row.try_get("uri")?,
+            state: state.parse()?,
+            size: n("size")?,
+            allocated: n("allocated")?,
+            revoked: n("revoked")?,
+            free: n("free")?,
+        };
+        cap.size += list.size;
+        cap.allocated += list.allocated;
+        cap.revoked += list.revoked;
+        if list.state == ListState::Active {
+            cap.free += list.free;
+        }
+        cap.lists.push(list);
+    }
+    Ok(cap)
+}
+
+impl Store {
+    pub async fn list(&self, id: &str) -> Result<Option<ListInfo>> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let stmt = client.prepare_cached(&format!("SELECT {LIST_COLUMNS} FROM lists l WHERE l.id = $1")).await?;
+            client.query_opt(&stmt, &[&id]).await?.as_ref().map(list_from_row).transpose()
+        })
+        .await
+    }
+
+    /// Capacity figures of a pool's live lists.
+    pub async fn capacity(&self, pool: &str) -> Result<Capacity> {
+        self.bounded(async {
+            let client = self.client().await?;
+            capacity_from_rows(&client.query(CAPACITY_QUERY, &[&pool]).await?)
+        })
+        .await
+    }
+
+    /// Provisions a new list when the pool's free capacity is below `minFreeEntries` (or
+    /// it has no list at all). The pool row is locked, so concurrent callers provision at
+    /// most one list between them. Returns the new list, if any.
+    pub async fn ensure_capacity(&self, pool: &str) -> Result<Option<ListInfo>> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let Some(row) = tx
+                .query_opt(
+                    "SELECT format, bits, base_uri, entries_per_list, min_free_entries, lease_size
+                     FROM pools WHERE name = $1 AND issuing FOR UPDATE",
+                    &[&pool],
+                )
+                .await?
+            else {
+                return Ok(None);
+            };
+            let cap = capacity_from_rows(&tx.query(CAPACITY_QUERY, &[&pool]).await?)?;
+            let min_free: i64 = row.try_get("min_free_entries")?;
+            let has_active = cap.lists.iter().any(|l| l.state == ListState::Active);
+            if has_active && cap.free as i64 >= min_free {
+                return Ok(None);
+            }
+            let format: ListFormat = row.try_get::<_, String>("format")?.parse()?;
+            let bits: i16 = row.try_get("bits")?;
+            let base_uri: String = row.try_get("base_uri")?;
+            let size: i64 = row.try_get("entries_per_list")?;
+            let lease_size: i64 = row.try_get("lease_size")?;
+            let secret = random_bytes::<32>()?;
+            let base = base_uri.trim_end_matches('/');
+            // A random 48-bit id collides with an existing one with negligible odds; the
+            // primary key makes that a retry, never a reuse.
+            let (id, uri) = loop {
+                let id = new_list_id()?;
+                let uri = format!("{base}/{}/{id}", format.path());
+                let inserted = tx
+                    .execute(
+                        "INSERT INTO lists (id, pool, uri, format, bits, size, secret)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                        &[&id, &pool, &uri, &format.as_str(), &bits, &size, &secret.as_slice()],
+                    )
+                    .await?;
+                if inserted == 1 {
+                    break (id, uri);
+                }
+            };
+            tx.execute(
+                "INSERT INTO leases (list_id, start_pos, end_pos)
+                 SELECT $1, s, LEAST(s + $2::bigint, $3::bigint) FROM generate_series(0::bigint, $3::bigint - 1, $2::bigint) AS s",
+                &[&id, &lease_size, &size],
+            )
+            .await?;
+            tx.execute("INSERT INTO list_publish (list_id) VALUES ($1)", &[&id]).await?;
+            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL_CONFIG, &pool]).await?;
+            tx.commit().await?;
+            tracing::info!(pool, list = %id, %uri, "provisioned list");
+            Ok(Some(ListInfo {
+                id,
+                pool: Some(pool.to_owned()),
+                uri,
+                format,
+                bits: Bits::try_from(bits as u64).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                size: size as u64,
+                state: ListState::Active,
+                version: 0,
+            }))
+        })
+        .await
+    }
+
+    /// Marks Full the pool's Active lists whose every position has been handed out.
+    pub async fn mark_full(&self, pool: &str) -> Result<Vec<String>> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "UPDATE lists l SET state = 'Full'
+                     WHERE l.pool = $1 AND l.state = 'Active'
+                       AND NOT EXISTS (SELECT 1 FROM leases le WHERE le.list_id = l.id)
+                     RETURNING l.id",
+                    &[&pool],
+                )
+                .await?;
+            rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+        })
+        .await
+    }
+
+    /// Retires the pool's Full lists whose latest `statusExpiry` is before `now` (unix
+    /// seconds): entries and artifacts removed, state Retired, id kept so it is never reused.
+    pub async fn retire_expired(&self, pool: &str, now: i64) -> Result<Vec<String>> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let rows = tx
+                .query(
+                    "SELECT l.id FROM lists l
+                     WHERE l.pool = $1 AND l.state = 'Full'
+                       AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.list_id = l.id AND e.status_expiry >= $2)
+                     FOR UPDATE",
+                    &[&pool, &now],
+                )
+                .await?;
+            let ids: Vec<String> = rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
+            if !ids.is_empty() {
+                tx.execute("DELETE FROM entries WHERE list_id = ANY($1)", &[&ids]).await?;
+                tx.execute("DELETE FROM artifacts WHERE list_id = ANY($1)", &[&ids]).await?;
+                tx.execute("DELETE FROM list_publish WHERE list_id = ANY($1)", &[&ids]).await?;
+                tx.execute("UPDATE lists SET state = 'Retired', retired_at = now() WHERE id = ANY($1)", &[&ids])
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(ids)
+        })
+        .await
+    }
+}

@@ -1,0 +1,57 @@
+//! Embedded, versioned, forward-only migrations, applied by whichever component starts
+//! first: a session advisory lock serialises concurrent starts.
+
+use deadpool_postgres::Object;
+
+use crate::Result;
+
+/// `(version, sql)`, in order. Never edit a shipped migration: add the next one.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+
+/// Advisory lock key: "statusls" in ASCII.
+const LOCK_KEY: i64 = 0x7374_6174_7573_6c73;
+
+pub(crate) async fn run(client: &mut Object) -> Result<()> {
+    client.execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY]).await?;
+    let result = apply(client).await;
+    // Unlock even when a migration failed; a lost connection releases it anyway.
+    let unlock = client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]).await;
+    result?;
+    unlock?;
+    Ok(())
+}
+
+async fn apply(client: &mut Object) -> Result<()> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version    integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await?;
+    let applied: Vec<i32> = client
+        .query("SELECT version FROM schema_migrations ORDER BY version", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if let Some(newest) = applied.last()
+        && *newest > MIGRATIONS.last().map_or(0, |m| m.0)
+    {
+        return Err(crate::StoreError::Config(format!(
+            "database schema version {newest} is newer than this binary knows; upgrade the binary"
+        )));
+    }
+    for (version, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        let tx = client.transaction().await?;
+        tx.batch_execute(sql).await?;
+        tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version]).await?;
+        tx.commit().await?;
+        tracing::info!(version, "applied migration");
+    }
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! A fresh database per test: on the server named by `DATABASE_URL` (the test command
+//! starts one), or else on a private throwaway server of the test's own.
+
+use tokio_postgres::NoTls;
+
+use crate::throwaway::PgServer;
+use crate::{Store, StoreConfig};
+
+/// A database created for one test and dropped with it.
+#[derive(Debug)]
+pub struct TestDb {
+    pub store: Store,
+    pub url: String,
+    name: String,
+    admin_url: String,
+    server: Option<PgServer>,
+}
+
+/// `url` with its database replaced by `db` (URL or key=value form).
+pub fn with_database(url: &str, db: &str) -> String {
+    for scheme in ["postgres://", "postgresql://"] {
+        if let Some(rest) = url.strip_prefix(scheme) {
+            let (base, query) = rest.split_once('?').map_or((rest, None), |(b, q)| (b, Some(q)));
+            let authority = base.split_once('/').map_or(base, |(a, _)| a);
+            return match query {
+                Some(q) => format!("{scheme}{authority}/{db}?{q}"),
+                None => format!("{scheme}{authority}/{db}"),
+            };
+        }
+    }
+    format!("{url} dbname={db}")
+}
+
+impl TestDb {
+    /// A migrated store on a database of its own.
+    pub async fn new() -> Self {
+        match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.is_empty() => Self::create(url, None).await,
+            _ => Self::with_own_server().await,
+        }
+    }
+
+    /// A database on a server of this test's own, which the test may stop and restart.
+    pub async fn with_own_server() -> Self {
+        let server = tokio::task::spawn_blocking(PgServer::start)
+            .await
+            .expect("server start task")
+            .expect("start a throwaway PostgreSQL server");
+        let admin = server.url("postgres");
+        Self::create(admin, Some(server)).await
+    }
+
+    async fn create(admin_url: String, server: Option<PgServer>) -> Self {
+        let name = format!("statuslist_test_{}", uuid::Uuid::new_v4().simple());
+        let (client, conn) = tokio_postgres::connect(&admin_url, NoTls).await.expect("connect to the admin database");
+        let conn = tokio::spawn(conn);
+        client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+        drop(client);
+        let _ = conn.await;
+        let url = with_database(&admin_url, &name);
+        let store = Store::connect(&StoreConfig::new(&url)).await.expect("connect and migrate");
+        Self { store, url, name, admin_url, server }
+    }
+
+    pub fn server_mut(&mut self) -> Option<&mut PgServer> {
+        self.server.as_mut()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if self.server.is_some() {
+            // The whole server goes with it.
+            return;
+        }
+        let (admin, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let (client, conn) = tokio_postgres::connect(&admin, NoTls).await.ok()?;
+                tokio::spawn(conn);
+                client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn replaces_the_database() {
+        assert_eq!(with_database("postgres://u@h:5/postgres", "x"), "postgres://u@h:5/x");
+        assert_eq!(with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
+        assert_eq!(with_database("postgresql://h/db?sslmode=disable", "x"), "postgresql://h/x?sslmode=disable");
+        assert_eq!(with_database("host=h user=u", "x"), "host=h user=u dbname=x");
+    }
+}

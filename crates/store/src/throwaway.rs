@@ -1,0 +1,169 @@
+//! A private, throwaway PostgreSQL server: `statuslist dev` and the tests start one when
+//! `DATABASE_URL` is not set. Data lives in a temporary directory removed on drop.
+
+use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{Result, StoreError};
+
+/// A running server; stopped and deleted when dropped.
+#[derive(Debug)]
+pub struct PgServer {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    /// `Some(user)` when running as root: PostgreSQL refuses root, so it runs as `user`.
+    run_as: Option<String>,
+    running: bool,
+}
+
+/// Where the PostgreSQL server binaries are: `$PG_BIN`, then `PATH`, then the highest
+/// version under `/usr/lib/postgresql/*/bin` (Debian and Ubuntu packages).
+pub fn find_bin_dir() -> Option<PathBuf> {
+    let has_tools = |d: &Path| d.join("initdb").is_file() && d.join("pg_ctl").is_file();
+    if let Some(dir) = std::env::var_os("PG_BIN").map(PathBuf::from) {
+        return has_tools(&dir).then_some(dir);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        if let Some(dir) = std::env::split_paths(&path).find(|d| has_tools(d)) {
+            return Some(dir);
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            has_tools(&bin).then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+fn is_root() -> bool {
+    // /proc/self belongs to the effective user.
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}
+
+fn id_of(user: &str, flag: &str) -> Result<u32> {
+    let out = Command::new("id")
+        .args([flag, user])
+        .output()
+        .map_err(|e| StoreError::Config(format!("cannot run id: {e}")))?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|_| StoreError::Config(format!("running as root needs a '{user}' user to run PostgreSQL")))
+}
+
+impl PgServer {
+    /// Initialises a cluster in a fresh temporary directory and starts it on a free
+    /// loopback port (trust authentication, user `postgres`, fsync off: nothing here is
+    /// meant to survive).
+    pub fn start() -> Result<Self> {
+        let bin = find_bin_dir().ok_or_else(|| {
+            StoreError::Config(
+                "no PostgreSQL server binaries (initdb, pg_ctl) found on PATH or under \
+                 /usr/lib/postgresql; install them (Debian/Ubuntu: apt-get install postgresql) \
+                 or set DATABASE_URL"
+                    .into(),
+            )
+        })?;
+        let dir = tempfile::Builder::new()
+            .prefix("statuslist-pg-")
+            .tempdir()
+            .map_err(|e| StoreError::Config(format!("cannot create a temporary directory: {e}")))?;
+        let run_as = is_root().then(|| "postgres".to_owned());
+        if let Some(user) = &run_as {
+            let (uid, gid) = (id_of(user, "-u")?, id_of(user, "-g")?);
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .map_err(|e| StoreError::Config(format!("cannot hand the data directory to {user}: {e}")))?;
+        }
+        let mut server = Self { bin, dir, port: 0, run_as, running: false };
+        server.run(
+            "initdb",
+            &["-D", &server.data_dir(), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "--no-instructions"],
+        )?;
+        server.port = free_port()?;
+        server.start_again()?;
+        Ok(server)
+    }
+
+    fn data_dir(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> Result<()> {
+        let program = self.bin.join(tool);
+        let mut cmd = match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(&program);
+                c
+            }
+            None => Command::new(&program),
+        };
+        let out = cmd
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .map_err(|e| StoreError::Config(format!("cannot run {}: {e}", program.display())))?;
+        if !out.status.success() {
+            let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+            return Err(StoreError::Config(format!(
+                "{tool} failed: {}{}\n{log}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Starts the server (again, after [`PgServer::stop`]) on the same port and data.
+    pub fn start_again(&mut self) -> Result<()> {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off -c max_connections=200",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log").display().to_string();
+        self.run("pg_ctl", &["-D", &self.data_dir(), "-o", &options, "-l", &log, "-w", "-t", "30", "start"])?;
+        self.running = true;
+        Ok(())
+    }
+
+    /// Stops the server (fast shutdown: sessions are terminated).
+    pub fn stop(&mut self) -> Result<()> {
+        self.run("pg_ctl", &["-D", &self.data_dir(), "-m", "fast", "-w", "stop"])?;
+        self.running = false;
+        Ok(())
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// URL of database `db` on this server.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = self.run("pg_ctl", &["-D", &self.data_dir(), "-m", "immediate", "-w", "stop"]);
+        }
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| StoreError::Config(format!("no free port: {e}")))?;
+    listener.local_addr().map(|a| a.port()).map_err(|e| StoreError::Config(e.to_string()))
+}
