@@ -73,12 +73,26 @@ impl Store {
                 let result = client
                     .query_opt(
                         &insert,
-                        &[&lease.id, &lease.worker, &lease.token, &idx_i, &pos_i, &req.client_id, &req.jti, &req.status_expiry],
+                        &[
+                            &lease.id,
+                            &lease.worker,
+                            &lease.token,
+                            &idx_i,
+                            &pos_i,
+                            &req.client_id,
+                            &req.jti,
+                            &req.status_expiry,
+                        ],
                     )
                     .await;
                 match result {
                     Ok(Some(_)) => {
-                        return Ok(IssueOutcome { list_id: lease.list.id.clone(), uri: lease.list.uri.clone(), idx, created: true });
+                        return Ok(IssueOutcome {
+                            list_id: lease.list.id.clone(),
+                            uri: lease.list.uri.clone(),
+                            idx,
+                            created: true,
+                        });
                     }
                     Ok(None) => {
                         // Nothing inserted: a repeat, or the lease is no longer ours. The
@@ -94,21 +108,32 @@ impl Store {
                         if e.sql_state() == Some(&SqlState::UNIQUE_VIOLATION) {
                             // The slot or position was used by an earlier holder of this
                             // range: skip it, never reuse it.
-                            tracing::warn!(lease = lease.id, position, "position already used; skipping");
+                            tracing::warn!(
+                                lease = lease.id,
+                                position,
+                                "position already used; skipping"
+                            );
                             continue;
                         }
                         return Err(e);
                     }
                 }
             }
-            Err(StoreError::Corrupt(format!("lease {}: {MAX_POSITION_RETRIES} positions in a row already used", lease.id)))
+            Err(StoreError::Corrupt(format!(
+                "lease {}: {MAX_POSITION_RETRIES} positions in a row already used",
+                lease.id
+            )))
         })
         .await
     }
 
     /// The entry already issued for `(client_id, jti)`, if any, checked against the
     /// request's `statusExpiry`.
-    async fn existing(&self, client: &deadpool_postgres::Object, req: &IssueRequest) -> Result<Option<IssueOutcome>> {
+    async fn existing(
+        &self,
+        client: &deadpool_postgres::Object,
+        req: &IssueRequest,
+    ) -> Result<Option<IssueOutcome>> {
         let stmt = client
             .prepare_cached(
                 "SELECT e.list_id, e.idx, e.status_expiry, l.uri FROM entries e JOIN lists l ON l.id = e.list_id
@@ -123,7 +148,12 @@ impl Store {
             return Err(StoreError::IdempotencyConflict);
         }
         let idx: i64 = row.try_get("idx")?;
-        Ok(Some(IssueOutcome { list_id: row.try_get("list_id")?, uri: row.try_get("uri")?, idx: idx as u64, created: false }))
+        Ok(Some(IssueOutcome {
+            list_id: row.try_get("list_id")?,
+            uri: row.try_get("uri")?,
+            idx: idx as u64,
+            created: false,
+        }))
     }
 
     /// Looks up a repeat of `req` without issuing (the worker answers replays even when it

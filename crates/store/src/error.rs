@@ -47,8 +47,13 @@ fn connection_lost(e: &tokio_postgres::Error) -> bool {
         // Class 08: connection exception; 57P0x: shutdown or startup in progress;
         // 53300: too many connections.
         return code.code().starts_with("08")
-            || [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW, SqlState::TOO_MANY_CONNECTIONS]
-                .contains(code);
+            || [
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+                SqlState::TOO_MANY_CONNECTIONS,
+            ]
+            .contains(code);
     }
     // No SQL state: an IO or protocol failure talking to the server.
     std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())

@@ -10,8 +10,8 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use statuslist_format::Permutation;
 use deadpool_postgres::Transaction;
+use statuslist_format::Permutation;
 
 use crate::lists::{LIST_COLUMNS, ListInfo, list_from_row};
 use crate::{Result, Store, StoreError};
@@ -65,11 +65,17 @@ impl Lease {
     }
 
     pub(crate) fn give_back(&self, position: u64) {
-        self.cursor.lock().unwrap_or_else(|p| p.into_inner()).returned.push(position);
+        self.cursor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .returned
+            .push(position);
     }
 
     pub(crate) fn index_of(&self, position: u64) -> Result<u64> {
-        self.permutation.forward(position).map_err(|e| StoreError::Corrupt(e.to_string()))
+        self.permutation
+            .forward(position)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 }
 
@@ -80,7 +86,7 @@ fn seconds(d: Duration) -> f64 {
 /// Moves each lease's start past the highest position issued in it, then frees it (or
 /// deletes it when nothing is left). The caller holds `FOR UPDATE` locks on `ids`, and this
 /// statement's fresh snapshot sees every issuance that committed before them.
-async fn return_remainder(tx: &Transaction<'_>, ids: &[i64]) -> Result<()> {
+pub(crate) async fn return_remainder(tx: &Transaction<'_>, ids: &[i64]) -> Result<()> {
     tx.execute(
         "WITH r AS (
              SELECT le.id, le.end_pos, GREATEST(le.start_pos, coalesce(
@@ -101,7 +107,12 @@ impl Store {
     /// Claims a free lease of one of `pool`'s active lists, chosen at random, for `ttl`.
     /// When none is free, expired leases of the pool are reclaimed first. `None`: the pool
     /// has no free capacity (or is not issuing).
-    pub async fn claim_lease(&self, pool: &str, worker: &str, ttl: Duration) -> Result<Option<Lease>> {
+    pub async fn claim_lease(
+        &self,
+        pool: &str,
+        worker: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>> {
         self.bounded(async {
             if let Some(lease) = self.try_claim(pool, worker, ttl).await? {
                 return Ok(Some(lease));
@@ -131,13 +142,16 @@ impl Store {
                  RETURNING le.id AS lease_id, le.start_pos, le.end_pos, le.token, l.secret, {LIST_COLUMNS}"
             ))
             .await?;
-        let Some(row) = client.query_opt(&stmt, &[&pool, &worker, &seconds(ttl)]).await? else {
+        let Some(row) = client
+            .query_opt(&stmt, &[&pool, &worker, &seconds(ttl)])
+            .await?
+        else {
             return Ok(None);
         };
         let list = list_from_row(&row)?;
         let secret: Vec<u8> = row.try_get("secret")?;
-        let permutation =
-            Permutation::new(&secret, list.size).map_err(|e| StoreError::Corrupt(format!("list {}: {e}", list.id)))?;
+        let permutation = Permutation::new(&secret, list.size)
+            .map_err(|e| StoreError::Corrupt(format!("list {}: {e}", list.id)))?;
         let (start, end): (i64, i64) = (row.try_get("start_pos")?, row.try_get("end_pos")?);
         let (start, end) = (start as u64, end as u64);
         let lease = Lease {
@@ -148,7 +162,10 @@ impl Store {
             start,
             end,
             permutation,
-            cursor: Mutex::new(Cursor { next: start, returned: Vec::new() }),
+            cursor: Mutex::new(Cursor {
+                next: start,
+                returned: Vec::new(),
+            }),
         };
         tracing::debug!(?lease, "claimed lease");
         Ok(Some(lease))
@@ -165,7 +182,13 @@ impl Store {
                      WHERE id = $1 AND holder = $2 AND token = $3 AND expires_at > now()",
                 )
                 .await?;
-            match client.execute(&stmt, &[&lease.id, &lease.worker, &lease.token, &seconds(ttl)]).await? {
+            match client
+                .execute(
+                    &stmt,
+                    &[&lease.id, &lease.worker, &lease.token, &seconds(ttl)],
+                )
+                .await?
+            {
                 1 => Ok(()),
                 _ => Err(StoreError::LeaseLost),
             }
@@ -212,7 +235,10 @@ impl Store {
                 &[&pool],
             )
             .await?;
-        let ids: Vec<i64> = rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
+        let ids: Vec<i64> = rows
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
         if !ids.is_empty() {
             return_remainder(&tx, &ids).await?;
             tracing::info!(count = ids.len(), "reclaimed expired leases");

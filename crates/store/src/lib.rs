@@ -10,25 +10,25 @@
 //! - [`notify`]: LISTEN/NOTIFY with a listener that reconnects;
 //! - [`throwaway`]: a private PostgreSQL server for `statuslist dev` and the tests.
 
-mod error;
 pub mod entries;
+mod error;
 pub mod leases;
 pub mod lists;
 mod migrations;
 pub mod notify;
 pub mod pools;
 pub mod publish;
-pub mod throwaway;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod throwaway;
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
-pub use error::StoreError;
 pub use entries::{IssueOutcome, IssueRequest, RevokeOutcome};
+pub use error::StoreError;
 pub use leases::Lease;
 pub use lists::{Capacity, ListCapacity, ListFormat, ListInfo, ListState};
 pub use pools::{ApplyOutcome, DeletionPolicy, IssuerSpec, PoolSettings, PoolSpec};
@@ -74,7 +74,9 @@ pub struct Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL may hold a password: show the shape only.
-        f.debug_struct("Store").field("status", &self.pool.status()).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("status", &self.pool.status())
+            .finish_non_exhaustive()
     }
 }
 
@@ -103,7 +105,9 @@ impl Store {
         let manager = Manager::from_config(
             pg_config.clone(),
             NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
         );
         let pool = Pool::builder(manager)
             .max_size(config.max_connections)
@@ -113,7 +117,11 @@ impl Store {
             .recycle_timeout(Some(config.connect_timeout))
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        Ok(Self { pool, pg_config, operation_timeout: config.operation_timeout })
+        Ok(Self {
+            pool,
+            pg_config,
+            operation_timeout: config.operation_timeout,
+        })
     }
 
     /// Applies the embedded migrations.

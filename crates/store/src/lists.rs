@@ -96,7 +96,8 @@ pub struct ListInfo {
     pub version: i64,
 }
 
-pub(crate) const LIST_COLUMNS: &str = "l.id, l.pool, l.uri, l.format, l.bits, l.size, l.state, l.version";
+pub(crate) const LIST_COLUMNS: &str =
+    "l.id, l.pool, l.uri, l.format, l.bits, l.size, l.state, l.version";
 
 pub(crate) fn list_from_row(row: &Row) -> Result<ListInfo> {
     let bits: i16 = row.try_get("bits")?;
@@ -148,7 +149,10 @@ fn random_bytes<const N: usize>() -> Result<[u8; N]> {
 
 /// A random list id: 12 uppercase hex characters.
 fn new_list_id() -> Result<String> {
-    Ok(random_bytes::<6>()?.iter().map(|b| format!("{b:02X}")).collect())
+    Ok(random_bytes::<6>()?
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect())
 }
 
 const CAPACITY_QUERY: &str = "
@@ -196,8 +200,17 @@ impl Store {
     pub async fn list(&self, id: &str) -> Result<Option<ListInfo>> {
         self.bounded(async {
             let client = self.client().await?;
-            let stmt = client.prepare_cached(&format!("SELECT {LIST_COLUMNS} FROM lists l WHERE l.id = $1")).await?;
-            client.query_opt(&stmt, &[&id]).await?.as_ref().map(list_from_row).transpose()
+            let stmt = client
+                .prepare_cached(&format!(
+                    "SELECT {LIST_COLUMNS} FROM lists l WHERE l.id = $1"
+                ))
+                .await?;
+            client
+                .query_opt(&stmt, &[&id])
+                .await?
+                .as_ref()
+                .map(list_from_row)
+                .transpose()
         })
         .await
     }

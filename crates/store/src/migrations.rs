@@ -12,10 +12,14 @@ const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_init.s
 const LOCK_KEY: i64 = 0x7374_6174_7573_6c73;
 
 pub(crate) async fn run(client: &mut Object) -> Result<()> {
-    client.execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY]).await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
+        .await?;
     let result = apply(client).await;
     // Unlock even when a migration failed; a lost connection releases it anyway.
-    let unlock = client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]).await;
+    let unlock = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+        .await;
     result?;
     unlock?;
     Ok(())
@@ -31,7 +35,10 @@ async fn apply(client: &mut Object) -> Result<()> {
         )
         .await?;
     let applied: Vec<i32> = client
-        .query("SELECT version FROM schema_migrations ORDER BY version", &[])
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
         .await?
         .iter()
         .map(|r| r.get(0))
@@ -49,7 +56,11 @@ async fn apply(client: &mut Object) -> Result<()> {
         }
         let tx = client.transaction().await?;
         tx.batch_execute(sql).await?;
-        tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version]).await?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[version],
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(version, "applied migration");
     }

@@ -18,11 +18,19 @@ pub const CHANNEL_PUBLISHED: &str = "statuslist_published";
 /// A list's content changed (revocation). Payload: list id.
 pub const CHANNEL_CHANGED: &str = "statuslist_changed";
 
-pub const ALL_CHANNELS: [&str; 4] = [CHANNEL_CONFIG, CHANNEL_CAPACITY, CHANNEL_PUBLISHED, CHANNEL_CHANGED];
+pub const ALL_CHANNELS: [&str; 4] = [
+    CHANNEL_CONFIG,
+    CHANNEL_CAPACITY,
+    CHANNEL_PUBLISHED,
+    CHANNEL_CHANGED,
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Notification { channel: String, payload: String },
+    Notification {
+        channel: String,
+        payload: String,
+    },
     /// The listener (re)connected: notifications may have been missed, resynchronise.
     Connected,
 }
@@ -32,7 +40,9 @@ impl Store {
     pub async fn notify(&self, channel: &str, payload: &str) -> Result<()> {
         self.bounded(async {
             let client = self.client().await?;
-            client.execute("SELECT pg_notify($1, $2)", &[&channel, &payload]).await?;
+            client
+                .execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
+                .await?;
             Ok(())
         })
         .await
@@ -44,7 +54,10 @@ impl Store {
     pub fn listen(&self, channels: &[&str]) -> (broadcast::Receiver<Event>, JoinHandle<()>) {
         let (tx, rx) = broadcast::channel(1024);
         let config = self.pg_config.clone();
-        let listen_sql: String = channels.iter().map(|c| format!("LISTEN \"{c}\";")).collect();
+        let listen_sql: String = channels
+            .iter()
+            .map(|c| format!("LISTEN \"{c}\";"))
+            .collect();
         let handle = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             while tx.receiver_count() > 0 {

@@ -196,9 +196,17 @@ impl Store {
         self.bounded(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
-            // Leases go in both cases: no new issuance; a worker still holding one is fenced.
-            tx.execute("DELETE FROM leases WHERE list_id IN (SELECT id FROM lists WHERE pool = $1)", &[&name])
+            // Every held lease is taken back (waiting for in-flight issuances), so its holder
+            // is fenced out; claims check `issuing`, so no new issuance starts.
+            let held = tx
+                .query(
+                    "SELECT le.id FROM leases le JOIN lists l ON l.id = le.list_id
+                     WHERE l.pool = $1 AND le.holder IS NOT NULL ORDER BY le.id FOR UPDATE OF le",
+                    &[&name],
+                )
                 .await?;
+            let held: Vec<i64> = held.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
+            crate::leases::return_remainder(&tx, &held).await?;
             match policy {
                 DeletionPolicy::Retain => {
                     tx.execute("UPDATE pools SET issuing = false, updated_at = now() WHERE name = $1", &[&name])
@@ -206,6 +214,7 @@ impl Store {
                 }
                 DeletionPolicy::Delete => {
                     let lists = "SELECT id FROM lists WHERE pool = $1";
+                    tx.execute(&format!("DELETE FROM leases WHERE list_id IN ({lists})"), &[&name]).await?;
                     tx.execute(&format!("DELETE FROM entries WHERE list_id IN ({lists})"), &[&name]).await?;
                     tx.execute(&format!("DELETE FROM artifacts WHERE list_id IN ({lists})"), &[&name]).await?;
                     tx.execute(&format!("DELETE FROM list_publish WHERE list_id IN ({lists})"), &[&name]).await?;
@@ -228,8 +237,17 @@ impl Store {
     pub async fn pool(&self, name: &str) -> Result<Option<Pool>> {
         self.bounded(async {
             let client = self.client().await?;
-            let stmt = client.prepare_cached(&format!("SELECT {POOL_COLUMNS} FROM pools p WHERE p.name = $1")).await?;
-            client.query_opt(&stmt, &[&name]).await?.as_ref().map(pool_from_row).transpose()
+            let stmt = client
+                .prepare_cached(&format!(
+                    "SELECT {POOL_COLUMNS} FROM pools p WHERE p.name = $1"
+                ))
+                .await?;
+            client
+                .query_opt(&stmt, &[&name])
+                .await?
+                .as_ref()
+                .map(pool_from_row)
+                .transpose()
         })
         .await
     }
@@ -238,7 +256,12 @@ impl Store {
     pub async fn pools(&self) -> Result<Vec<Pool>> {
         self.bounded(async {
             let client = self.client().await?;
-            let rows = client.query(&format!("SELECT {POOL_COLUMNS} FROM pools p ORDER BY p.name"), &[]).await?;
+            let rows = client
+                .query(
+                    &format!("SELECT {POOL_COLUMNS} FROM pools p ORDER BY p.name"),
+                    &[],
+                )
+                .await?;
             rows.iter().map(pool_from_row).collect()
         })
         .await

@@ -72,7 +72,13 @@ impl Store {
     /// stores the result, all in one transaction. The claim uses `SKIP LOCKED` on the
     /// list's publish row, so two renderers never hold the same list at once, and
     /// revocations (which touch the list row) never wait for a renderer.
-    pub async fn publish_due<F, Fut, E>(&self, limit: i64, now: i64, refresh_margin: i64, mut render: F) -> Result<PublishReport>
+    pub async fn publish_due<F, Fut, E>(
+        &self,
+        limit: i64,
+        now: i64,
+        refresh_margin: i64,
+        mut render: F,
+    ) -> Result<PublishReport>
     where
         F: FnMut(PublishJob) -> Fut,
         Fut: Future<Output = Result<Vec<Artifact>, E>>,
@@ -97,12 +103,17 @@ impl Store {
             )
             .await?;
         let sparse = tx
-            .prepare("SELECT idx, status FROM entries WHERE list_id = $1 AND status <> 0 ORDER BY idx")
+            .prepare(
+                "SELECT idx, status FROM entries WHERE list_id = $1 AND status <> 0 ORDER BY idx",
+            )
             .await?;
         let mut report = PublishReport::default();
         for row in &claim {
             let list = list_from_row(row)?;
-            let (ttl, validity): (i64, i64) = (row.try_get("ttl_seconds")?, row.try_get("validity_seconds")?);
+            let (ttl, validity): (i64, i64) = (
+                row.try_get("ttl_seconds")?,
+                row.try_get("validity_seconds")?,
+            );
             // Read after the version: the content is at least as new as the version stored.
             let entries = tx
                 .query(&sparse, &[&list.id])
@@ -114,7 +125,12 @@ impl Store {
                 })
                 .collect::<Result<Vec<_>>>()?;
             let (id, version) = (list.id.clone(), list.version);
-            let job = PublishJob { list, ttl_seconds: ttl as u64, validity_seconds: validity as u64, entries };
+            let job = PublishJob {
+                list,
+                ttl_seconds: ttl as u64,
+                validity_seconds: validity as u64,
+                entries,
+            };
             let artifacts = match render(job).await {
                 Ok(a) if !a.is_empty() => a,
                 Ok(_) => {
@@ -142,7 +158,11 @@ impl Store {
                 &[&id, &version, &exp],
             )
             .await?;
-            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL_PUBLISHED, &format!("{id}:{version}")]).await?;
+            tx.execute(
+                "SELECT pg_notify($1, $2)",
+                &[&CHANNEL_PUBLISHED, &format!("{id}:{version}")],
+            )
+            .await?;
             report.published.push((id, version));
         }
         tx.commit().await?;
@@ -151,7 +171,11 @@ impl Store {
 
     /// The stored artifact of a live list (`None` for unknown, retired or deleted lists,
     /// and for a list not rendered yet).
-    pub async fn artifact(&self, list_id: &str, kind: ArtifactKind) -> Result<Option<StoredArtifact>> {
+    pub async fn artifact(
+        &self,
+        list_id: &str,
+        kind: ArtifactKind,
+    ) -> Result<Option<StoredArtifact>> {
         self.bounded(async {
             let client = self.client().await?;
             let stmt = client
@@ -184,8 +208,15 @@ impl Store {
     pub async fn signing_kids_in_use(&self, now: i64) -> Result<Vec<String>> {
         self.bounded(async {
             let client = self.client().await?;
-            let rows = client.query("SELECT DISTINCT kid FROM artifacts WHERE exp > $1 ORDER BY kid", &[&now]).await?;
-            rows.iter().map(|r| r.try_get(0).map_err(StoreError::from)).collect()
+            let rows = client
+                .query(
+                    "SELECT DISTINCT kid FROM artifacts WHERE exp > $1 ORDER BY kid",
+                    &[&now],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| r.try_get(0).map_err(StoreError::from))
+                .collect()
         })
         .await
     }

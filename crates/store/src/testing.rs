@@ -20,7 +20,9 @@ pub struct TestDb {
 pub fn with_database(url: &str, db: &str) -> String {
     for scheme in ["postgres://", "postgresql://"] {
         if let Some(rest) = url.strip_prefix(scheme) {
-            let (base, query) = rest.split_once('?').map_or((rest, None), |(b, q)| (b, Some(q)));
+            let (base, query) = rest
+                .split_once('?')
+                .map_or((rest, None), |(b, q)| (b, Some(q)));
             let authority = base.split_once('/').map_or(base, |(a, _)| a);
             return match query {
                 Some(q) => format!("{scheme}{authority}/{db}?{q}"),
@@ -52,14 +54,27 @@ impl TestDb {
 
     async fn create(admin_url: String, server: Option<PgServer>) -> Self {
         let name = format!("statuslist_test_{}", uuid::Uuid::new_v4().simple());
-        let (client, conn) = tokio_postgres::connect(&admin_url, NoTls).await.expect("connect to the admin database");
+        let (client, conn) = tokio_postgres::connect(&admin_url, NoTls)
+            .await
+            .expect("connect to the admin database");
         let conn = tokio::spawn(conn);
-        client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
         drop(client);
         let _ = conn.await;
         let url = with_database(&admin_url, &name);
-        let store = Store::connect(&StoreConfig::new(&url)).await.expect("connect and migrate");
-        Self { store, url, name, admin_url, server }
+        let store = Store::connect(&StoreConfig::new(&url))
+            .await
+            .expect("connect and migrate");
+        Self {
+            store,
+            url,
+            name,
+            admin_url,
+            server,
+        }
     }
 
     pub fn server_mut(&mut self) -> Option<&mut PgServer> {
@@ -76,11 +91,17 @@ impl Drop for TestDb {
         let (admin, name) = (self.admin_url.clone(), self.name.clone());
         // Drop runs inside the test's runtime: use a thread with its own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             rt.block_on(async {
                 let (client, conn) = tokio_postgres::connect(&admin, NoTls).await.ok()?;
                 tokio::spawn(conn);
-                client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .ok()
             })
         })
         .join();
@@ -93,9 +114,18 @@ mod tests {
 
     #[test]
     fn replaces_the_database() {
-        assert_eq!(with_database("postgres://u@h:5/postgres", "x"), "postgres://u@h:5/x");
+        assert_eq!(
+            with_database("postgres://u@h:5/postgres", "x"),
+            "postgres://u@h:5/x"
+        );
         assert_eq!(with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
-        assert_eq!(with_database("postgresql://h/db?sslmode=disable", "x"), "postgresql://h/x?sslmode=disable");
-        assert_eq!(with_database("host=h user=u", "x"), "host=h user=u dbname=x");
+        assert_eq!(
+            with_database("postgresql://h/db?sslmode=disable", "x"),
+            "postgresql://h/x?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("host=h user=u", "x"),
+            "host=h user=u dbname=x"
+        );
     }
 }

@@ -26,10 +26,10 @@ pub fn find_bin_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("PG_BIN").map(PathBuf::from) {
         return has_tools(&dir).then_some(dir);
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        if let Some(dir) = std::env::split_paths(&path).find(|d| has_tools(d)) {
-            return Some(dir);
-        }
+    if let Some(path) = std::env::var_os("PATH")
+        && let Some(dir) = std::env::split_paths(&path).find(|d| has_tools(d))
+    {
+        return Some(dir);
     }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
@@ -46,7 +46,9 @@ pub fn find_bin_dir() -> Option<PathBuf> {
 
 fn is_root() -> bool {
     // /proc/self belongs to the effective user.
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 fn id_of(user: &str, flag: &str) -> Result<u32> {
@@ -57,7 +59,11 @@ fn id_of(user: &str, flag: &str) -> Result<u32> {
     String::from_utf8_lossy(&out.stdout)
         .trim()
         .parse()
-        .map_err(|_| StoreError::Config(format!("running as root needs a '{user}' user to run PostgreSQL")))
+        .map_err(|_| {
+            StoreError::Config(format!(
+                "running as root needs a '{user}' user to run PostgreSQL"
+            ))
+        })
 }
 
 impl PgServer {
@@ -80,13 +86,31 @@ impl PgServer {
         let run_as = is_root().then(|| "postgres".to_owned());
         if let Some(user) = &run_as {
             let (uid, gid) = (id_of(user, "-u")?, id_of(user, "-g")?);
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
-                .map_err(|e| StoreError::Config(format!("cannot hand the data directory to {user}: {e}")))?;
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).map_err(|e| {
+                StoreError::Config(format!("cannot hand the data directory to {user}: {e}"))
+            })?;
         }
-        let mut server = Self { bin, dir, port: 0, run_as, running: false };
+        let mut server = Self {
+            bin,
+            dir,
+            port: 0,
+            run_as,
+            running: false,
+        };
         server.run(
             "initdb",
-            &["-D", &server.data_dir(), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "--no-instructions"],
+            &[
+                "-D",
+                &server.data_dir(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--no-instructions",
+            ],
         )?;
         server.port = free_port()?;
         server.start_again()?;
@@ -113,7 +137,8 @@ impl PgServer {
             .output()
             .map_err(|e| StoreError::Config(format!("cannot run {}: {e}", program.display())))?;
         if !out.status.success() {
-            let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
             return Err(StoreError::Config(format!(
                 "{tool} failed: {}{}\n{log}",
                 String::from_utf8_lossy(&out.stdout),
@@ -132,14 +157,31 @@ impl PgServer {
             self.dir.path().display()
         );
         let log = self.dir.path().join("server.log").display().to_string();
-        self.run("pg_ctl", &["-D", &self.data_dir(), "-o", &options, "-l", &log, "-w", "-t", "30", "start"])?;
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data_dir(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "-t",
+                "30",
+                "start",
+            ],
+        )?;
         self.running = true;
         Ok(())
     }
 
     /// Stops the server (fast shutdown: sessions are terminated).
     pub fn stop(&mut self) -> Result<()> {
-        self.run("pg_ctl", &["-D", &self.data_dir(), "-m", "fast", "-w", "stop"])?;
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data_dir(), "-m", "fast", "-w", "stop"],
+        )?;
         self.running = false;
         Ok(())
     }
@@ -157,13 +199,19 @@ impl PgServer {
 impl Drop for PgServer {
     fn drop(&mut self) {
         if self.running {
-            let _ = self.run("pg_ctl", &["-D", &self.data_dir(), "-m", "immediate", "-w", "stop"]);
+            let _ = self.run(
+                "pg_ctl",
+                &["-D", &self.data_dir(), "-m", "immediate", "-w", "stop"],
+            );
         }
     }
 }
 
 fn free_port() -> Result<u16> {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").map_err(|e| StoreError::Config(format!("no free port: {e}")))?;
-    listener.local_addr().map(|a| a.port()).map_err(|e| StoreError::Config(e.to_string()))
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| StoreError::Config(format!("no free port: {e}")))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| StoreError::Config(e.to_string()))
 }

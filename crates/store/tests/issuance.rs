@@ -28,7 +28,11 @@ async fn worker(
     while issued.load(Ordering::SeqCst) < TOTAL {
         let current = match lease.take() {
             Some(l) => l,
-            None => match store.claim_lease("p", &name, LEASE_TTL).await.expect("claim") {
+            None => match store
+                .claim_lease("p", &name, LEASE_TTL)
+                .await
+                .expect("claim")
+            {
                 Some(l) => l,
                 None => {
                     store.ensure_capacity("p").await.expect("provision");
@@ -46,7 +50,9 @@ async fn worker(
                 lease = Some(current);
             }
             Err(StoreError::LeaseLost) => lost += 1,
-            Err(StoreError::LeaseExhausted) => store.release_lease(&current).await.expect("release"),
+            Err(StoreError::LeaseExhausted) => {
+                store.release_lease(&current).await.expect("release")
+            }
             Err(e) => panic!("{name}: {e}"),
         }
     }
@@ -71,7 +77,12 @@ async fn concurrent_issuers_with_leases_reclaimed_mid_run() {
         let mut config = StoreConfig::new(&db.url);
         config.max_connections = 2;
         let store = Store::connect(&config).await.expect("worker store");
-        tasks.push(tokio::spawn(worker(store, format!("worker-{w}"), issued.clone(), progress.clone())));
+        tasks.push(tokio::spawn(worker(
+            store,
+            format!("worker-{w}"),
+            issued.clone(),
+            progress.clone(),
+        )));
     }
     drop(progress);
 
@@ -81,7 +92,9 @@ async fn concurrent_issuers_with_leases_reclaimed_mid_run() {
         if seen.wait_for(|n| *n >= threshold).await.is_err() {
             break;
         }
-        let client = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.expect("connect");
+        let client = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
         tokio::spawn(client.1);
         client
             .0
@@ -100,34 +113,58 @@ async fn concurrent_issuers_with_leases_reclaimed_mid_run() {
     assert!(acknowledged.len() as u64 >= TOTAL);
 
     // Zero duplicate (list, idx) among what was acknowledged.
-    let slots: HashSet<(String, u64)> = acknowledged.iter().map(|(l, i, _)| (l.clone(), *i)).collect();
-    assert_eq!(slots.len(), acknowledged.len(), "a slot was acknowledged twice");
+    let slots: HashSet<(String, u64)> = acknowledged
+        .iter()
+        .map(|(l, i, _)| (l.clone(), *i))
+        .collect();
+    assert_eq!(
+        slots.len(),
+        acknowledged.len(),
+        "a slot was acknowledged twice"
+    );
 
     // Every acknowledged entry is present, and nothing else is.
-    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.expect("connect");
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
     tokio::spawn(conn);
-    let rows = client.query("SELECT list_id, idx, position, jti FROM entries", &[]).await.expect("entries");
+    let rows = client
+        .query("SELECT list_id, idx, position, jti FROM entries", &[])
+        .await
+        .expect("entries");
     assert_eq!(rows.len(), acknowledged.len());
-    let stored: HashMap<(String, i64), uuid::Uuid> =
-        rows.iter().map(|r| ((r.get(0), r.get(1)), r.get(3))).collect();
+    let stored: HashMap<(String, i64), uuid::Uuid> = rows
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(3)))
+        .collect();
     for (list, idx, jti) in &acknowledged {
         assert_eq!(stored.get(&(list.clone(), *idx as i64)), Some(jti));
     }
 
     // Positions were never reused, and each index is the permutation of its position.
-    let lists = client.query("SELECT id, secret, size FROM lists", &[]).await.expect("lists");
+    let lists = client
+        .query("SELECT id, secret, size FROM lists", &[])
+        .await
+        .expect("lists");
     let mut positions = HashSet::new();
     for l in &lists {
         let (id, secret, size): (String, Vec<u8>, i64) = (l.get(0), l.get(1), l.get(2));
         let p = Permutation::new(&secret, size as u64).expect("stored secret");
         for r in rows.iter().filter(|r| r.get::<_, String>(0) == id) {
             let (idx, pos): (i64, i64) = (r.get(1), r.get(2));
-            assert!(positions.insert((id.clone(), pos)), "position {pos} of {id} used twice");
+            assert!(
+                positions.insert((id.clone(), pos)),
+                "position {pos} of {id} used twice"
+            );
             assert_eq!(p.forward(pos as u64).expect("in range"), idx as u64);
         }
     }
     // Every lease was released or reclaimed: none is held any more.
-    let held: i64 = client.query_one("SELECT count(*) FROM leases WHERE holder IS NOT NULL", &[]).await.expect("q").get(0);
+    let held: i64 = client
+        .query_one("SELECT count(*) FROM leases WHERE holder IS NOT NULL", &[])
+        .await
+        .expect("q")
+        .get(0);
     assert_eq!(held, 0);
 }
 
@@ -142,41 +179,86 @@ async fn twenty_concurrent_duplicates_make_one_entry() {
     let req = request("a", FAR_FUTURE);
     let barrier = Arc::new(tokio::sync::Barrier::new(20));
     let outcomes = futures_util::future::join_all((0..20).map(|i| {
-        let (store, lease, req, barrier) = (db.store.clone(), leases[i % 4].clone(), req.clone(), barrier.clone());
+        let (store, lease, req, barrier) = (
+            db.store.clone(),
+            leases[i % 4].clone(),
+            req.clone(),
+            barrier.clone(),
+        );
         tokio::spawn(async move {
             barrier.wait().await;
             store.issue(&lease, &req).await
         })
     }))
     .await;
-    let outcomes: Vec<_> = outcomes.into_iter().map(|o| o.expect("task").expect("issue")).collect();
+    let outcomes: Vec<_> = outcomes
+        .into_iter()
+        .map(|o| o.expect("task").expect("issue"))
+        .collect();
     assert_eq!(outcomes.iter().filter(|o| o.created).count(), 1);
-    assert!(outcomes.iter().all(|o| (o.idx, &o.uri) == (outcomes[0].idx, &outcomes[0].uri)));
-    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.expect("connect");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| (o.idx, &o.uri) == (outcomes[0].idx, &outcomes[0].uri))
+    );
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
     tokio::spawn(conn);
-    let n: i64 = client.query_one("SELECT count(*) FROM entries", &[]).await.expect("count").get(0);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM entries", &[])
+        .await
+        .expect("count")
+        .get(0);
     assert_eq!(n, 1);
 
     // A repeat with the same statusExpiry gets the original; a changed one is refused.
     let again = db.store.issue(&leases[0], &req).await.expect("repeat");
     assert_eq!((again.idx, again.created), (outcomes[0].idx, false));
-    let changed = statuslist_store::IssueRequest { status_expiry: FAR_FUTURE + 1, ..req.clone() };
-    assert!(matches!(db.store.issue(&leases[1], &changed).await, Err(StoreError::IdempotencyConflict)));
-    assert!(matches!(db.store.find_issued(&changed).await, Err(StoreError::IdempotencyConflict)));
+    let changed = statuslist_store::IssueRequest {
+        status_expiry: FAR_FUTURE + 1,
+        ..req.clone()
+    };
+    assert!(matches!(
+        db.store.issue(&leases[1], &changed).await,
+        Err(StoreError::IdempotencyConflict)
+    ));
+    assert!(matches!(
+        db.store.find_issued(&changed).await,
+        Err(StoreError::IdempotencyConflict)
+    ));
     // The same jti from another client is another key.
-    let other = statuslist_store::IssueRequest { client_id: "b".into(), ..req };
-    assert!(db.store.issue(&leases[2], &other).await.expect("other client").created);
+    let other = statuslist_store::IssueRequest {
+        client_id: "b".into(),
+        ..req
+    };
+    assert!(
+        db.store
+            .issue(&leases[2], &other)
+            .await
+            .expect("other client")
+            .created
+    );
 }
 
 #[tokio::test]
 async fn an_expired_lease_cannot_issue() {
     let db = with_pool(10_000, 100).await;
     let lease = claim(&db.store, "w1").await;
-    db.store.issue(&lease, &request("a", FAR_FUTURE)).await.expect("issues while held");
+    db.store
+        .issue(&lease, &request("a", FAR_FUTURE))
+        .await
+        .expect("issues while held");
     db.store.expire_lease_now(lease.id).await.expect("expire");
 
-    assert!(matches!(db.store.issue(&lease, &request("a", FAR_FUTURE)).await, Err(StoreError::LeaseLost)));
-    assert!(matches!(db.store.renew_lease(&lease, LEASE_TTL).await, Err(StoreError::LeaseLost)));
+    assert!(matches!(
+        db.store.issue(&lease, &request("a", FAR_FUTURE)).await,
+        Err(StoreError::LeaseLost)
+    ));
+    assert!(matches!(
+        db.store.renew_lease(&lease, LEASE_TTL).await,
+        Err(StoreError::LeaseLost)
+    ));
 
     // Reclaimed and claimed by another worker: the first is still fenced out, even
     // though the token check alone would now see another holder.
@@ -190,13 +272,29 @@ async fn an_expired_lease_cannot_issue() {
         }
     }
     let second = second.expect("the reclaimed lease is claimable again");
-    assert_eq!(second.start, lease.start + 1, "the used position is not handed out again");
+    assert_eq!(
+        second.start,
+        lease.start + 1,
+        "the used position is not handed out again"
+    );
     assert!(second.token > lease.token);
-    assert!(matches!(db.store.issue(&lease, &request("a", FAR_FUTURE)).await, Err(StoreError::LeaseLost)));
-    db.store.issue(&second, &request("a", FAR_FUTURE)).await.expect("the new holder issues");
-    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.expect("connect");
+    assert!(matches!(
+        db.store.issue(&lease, &request("a", FAR_FUTURE)).await,
+        Err(StoreError::LeaseLost)
+    ));
+    db.store
+        .issue(&second, &request("a", FAR_FUTURE))
+        .await
+        .expect("the new holder issues");
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
     tokio::spawn(conn);
-    let n: i64 = client.query_one("SELECT count(*) FROM entries", &[]).await.expect("count").get(0);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM entries", &[])
+        .await
+        .expect("count")
+        .get(0);
     assert_eq!(n, 2);
 }
 
@@ -205,15 +303,27 @@ async fn a_renewed_lease_keeps_issuing_and_a_released_one_returns_its_remainder(
     let db = with_pool(1_000, 10).await;
     let lease = claim(&db.store, "w1").await;
     for _ in 0..3 {
-        db.store.issue(&lease, &request("a", FAR_FUTURE)).await.expect("issue");
+        db.store
+            .issue(&lease, &request("a", FAR_FUTURE))
+            .await
+            .expect("issue");
     }
-    db.store.renew_lease(&lease, LEASE_TTL).await.expect("renew");
-    db.store.issue(&lease, &request("a", FAR_FUTURE)).await.expect("issue after renew");
+    db.store
+        .renew_lease(&lease, LEASE_TTL)
+        .await
+        .expect("renew");
+    db.store
+        .issue(&lease, &request("a", FAR_FUTURE))
+        .await
+        .expect("issue after renew");
     assert_eq!(lease.remaining(), 6);
     let before = db.store.capacity("p").await.expect("capacity");
     assert_eq!((before.allocated, before.free), (4, 996));
     db.store.release_lease(&lease).await.expect("release");
-    assert!(matches!(db.store.issue(&lease, &request("a", FAR_FUTURE)).await, Err(StoreError::LeaseLost)));
+    assert!(matches!(
+        db.store.issue(&lease, &request("a", FAR_FUTURE)).await,
+        Err(StoreError::LeaseLost)
+    ));
     let after = db.store.capacity("p").await.expect("capacity");
     assert_eq!((after.allocated, after.free), (4, 996));
 
@@ -221,10 +331,19 @@ async fn a_renewed_lease_keeps_issuing_and_a_released_one_returns_its_remainder(
     let lease = claim(&db.store, "w2").await;
     let size = lease.end - lease.start;
     for _ in 0..size {
-        db.store.issue(&lease, &request("a", FAR_FUTURE)).await.expect("issue");
+        db.store
+            .issue(&lease, &request("a", FAR_FUTURE))
+            .await
+            .expect("issue");
     }
     let repeat = request("a", FAR_FUTURE);
-    assert!(matches!(db.store.issue(&lease, &repeat).await, Err(StoreError::LeaseExhausted)));
+    assert!(matches!(
+        db.store.issue(&lease, &repeat).await,
+        Err(StoreError::LeaseExhausted)
+    ));
     db.store.release_lease(&lease).await.expect("release");
-    assert_eq!(db.store.capacity("p").await.expect("capacity").free, 996 - size);
+    assert_eq!(
+        db.store.capacity("p").await.expect("capacity").free,
+        996 - size
+    );
 }

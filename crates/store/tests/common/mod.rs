@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use statuslist_format::Bits;
 use statuslist_store::testing::TestDb;
-use statuslist_store::{IssueRequest, IssuerSpec, Lease, ListFormat, PoolSettings, PoolSpec, Store};
+use statuslist_store::{
+    IssueRequest, IssuerSpec, Lease, ListFormat, PoolSettings, PoolSpec, Store,
+};
 
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
 
@@ -25,7 +27,10 @@ pub fn pool_spec(name: &str, clients: &[&str], entries_per_list: u64, lease_size
         },
         issuers: clients
             .iter()
-            .map(|c| IssuerSpec { client_id: (*c).into(), jwks_uri: format!("https://{c}.example.test/jwks") })
+            .map(|c| IssuerSpec {
+                client_id: (*c).into(),
+                jwks_uri: format!("https://{c}.example.test/jwks"),
+            })
             .collect(),
     }
 }
@@ -33,18 +38,34 @@ pub fn pool_spec(name: &str, clients: &[&str], entries_per_list: u64, lease_size
 /// A database with one pool `p` (clients `a` and `b`) and one provisioned list.
 pub async fn with_pool(entries_per_list: u64, lease_size: u64) -> TestDb {
     let db = TestDb::new().await;
-    let outcome = db.store.apply_pool(&pool_spec("p", &["a", "b"], entries_per_list, lease_size)).await.expect("apply");
+    let outcome = db
+        .store
+        .apply_pool(&pool_spec("p", &["a", "b"], entries_per_list, lease_size))
+        .await
+        .expect("apply");
     assert!(outcome.conflicts.is_empty());
-    db.store.ensure_capacity("p").await.expect("provision").expect("first list");
+    db.store
+        .ensure_capacity("p")
+        .await
+        .expect("provision")
+        .expect("first list");
     db
 }
 
 pub fn request(client: &str, status_expiry: i64) -> IssueRequest {
-    IssueRequest { client_id: client.into(), jti: uuid::Uuid::new_v4(), status_expiry }
+    IssueRequest {
+        client_id: client.into(),
+        jti: uuid::Uuid::new_v4(),
+        status_expiry,
+    }
 }
 
 pub async fn claim(store: &Store, worker: &str) -> Lease {
-    store.claim_lease("p", worker, LEASE_TTL).await.expect("claim").expect("a free lease")
+    store
+        .claim_lease("p", worker, LEASE_TTL)
+        .await
+        .expect("claim")
+        .expect("a free lease")
 }
 
 pub const FAR_FUTURE: i64 = 4_000_000_000;

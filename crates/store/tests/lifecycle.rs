@@ -1,0 +1,307 @@
+//! Pools, issuers, provisioning, Full, Retired, deletion policies, migrations.
+
+mod common;
+
+use common::*;
+use statuslist_store::notify::{CHANNEL_CONFIG, Event};
+use statuslist_store::testing::TestDb;
+use statuslist_store::{DeletionPolicy, ListState, Store, StoreConfig, StoreError};
+
+#[tokio::test]
+async fn issuers_are_unique_across_pools_and_never_stolen() {
+    let db = TestDb::new().await;
+    db.store
+        .apply_pool(&pool_spec("p", &["a", "b"], 1000, 100))
+        .await
+        .expect("apply p");
+    let outcome = db
+        .store
+        .apply_pool(&pool_spec("q", &["b", "c"], 1000, 100))
+        .await
+        .expect("apply q");
+    assert_eq!(outcome.conflicts.len(), 1);
+    assert_eq!(
+        (
+            outcome.conflicts[0].client_id.as_str(),
+            outcome.conflicts[0].held_by.as_str()
+        ),
+        ("b", "p")
+    );
+    assert_eq!(
+        db.store
+            .issuer("b")
+            .await
+            .expect("read")
+            .expect("b")
+            .pool
+            .name,
+        "p"
+    );
+    assert_eq!(
+        db.store
+            .issuer("c")
+            .await
+            .expect("read")
+            .expect("c")
+            .pool
+            .name,
+        "q"
+    );
+    // Removing an issuer from a spec removes it; then another pool can take it.
+    db.store
+        .apply_pool(&pool_spec("p", &["a"], 1000, 100))
+        .await
+        .expect("apply p");
+    assert!(db.store.issuer("b").await.expect("read").is_none());
+    assert!(
+        db.store
+            .apply_pool(&pool_spec("q", &["b", "c"], 1000, 100))
+            .await
+            .expect("apply q")
+            .conflicts
+            .is_empty()
+    );
+    // format and bits are immutable.
+    let mut changed = pool_spec("p", &["a"], 1000, 100);
+    changed.settings.bits = statuslist_format::Bits::Four;
+    assert!(matches!(
+        db.store.apply_pool(&changed).await,
+        Err(StoreError::Config(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_provisioners_add_exactly_one_list() {
+    let db = TestDb::new().await;
+    db.store
+        .apply_pool(&pool_spec("p", &["a"], 1000, 100))
+        .await
+        .expect("apply");
+    let results = futures_util::future::join_all((0..6).map(|_| {
+        let store = db.store.clone();
+        tokio::spawn(async move { store.ensure_capacity("p").await })
+    }))
+    .await;
+    let provisioned = results
+        .into_iter()
+        .filter(|r| r.as_ref().expect("task").as_ref().expect("ok").is_some())
+        .count();
+    assert_eq!(provisioned, 1);
+    let cap = db.store.capacity("p").await.expect("capacity");
+    assert_eq!((cap.lists.len(), cap.size, cap.free), (1, 1000, 1000));
+    let list = &cap.lists[0];
+    assert!(list.uri.starts_with("https://status.example.test/t/"));
+    assert_eq!(list.id.len(), 12);
+    assert!(
+        list.id
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase())
+    );
+}
+
+#[tokio::test]
+async fn a_pool_below_min_free_gets_the_next_list_and_full_lists_retire() {
+    // Lists of 200 in leases of 100; min free 100.
+    let db = with_pool(200, 100).await;
+    assert!(
+        db.store
+            .ensure_capacity("p")
+            .await
+            .expect("ensure")
+            .is_none(),
+        "200 free >= 100"
+    );
+    let now = 1_700_000_000;
+    let mut leases = Vec::new();
+    let mut expiries = Vec::new();
+    for (w, expiry) in [("w1", now + 10), ("w2", now + 20)] {
+        let lease = claim(&db.store, w).await;
+        for _ in 0..100 {
+            db.store
+                .issue(&lease, &request("a", expiry))
+                .await
+                .expect("issue");
+        }
+        db.store.release_lease(&lease).await.expect("release");
+        leases.push(lease);
+        expiries.push(expiry);
+    }
+    let first = db.store.capacity("p").await.expect("capacity");
+    assert_eq!((first.allocated, first.free), (200, 0));
+    assert_eq!(
+        db.store.mark_full("p").await.expect("full"),
+        vec![first.lists[0].id.clone()]
+    );
+    let next = db
+        .store
+        .ensure_capacity("p")
+        .await
+        .expect("ensure")
+        .expect("a second list");
+    assert_ne!(next.id, first.lists[0].id);
+    assert!(
+        db.store
+            .ensure_capacity("p")
+            .await
+            .expect("ensure")
+            .is_none()
+    );
+
+    // Not every entry has expired yet: not retired.
+    assert!(
+        db.store
+            .retire_expired("p", now + 15)
+            .await
+            .expect("retire")
+            .is_empty()
+    );
+    let retired = db
+        .store
+        .retire_expired("p", now + 21)
+        .await
+        .expect("retire");
+    assert_eq!(retired, vec![first.lists[0].id.clone()]);
+    let gone = db
+        .store
+        .list(&retired[0])
+        .await
+        .expect("read")
+        .expect("row kept");
+    assert_eq!(gone.state, ListState::Retired);
+    let cap = db.store.capacity("p").await.expect("capacity");
+    assert_eq!((cap.lists.len(), cap.allocated), (1, 0));
+    // Its id is never reused: the row stays, and the primary key guards it.
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM entries", &[])
+        .await
+        .expect("q")
+        .get(0);
+    assert_eq!(n, 0);
+    let dup = client
+        .execute(
+            "INSERT INTO lists (id, pool, uri, format, bits, size, secret) VALUES ($1, 'p', 'x', 'Token', 2, 10, '\\x00000000000000000000000000000000')",
+            &[&retired[0]],
+        )
+        .await;
+    assert!(dup.is_err());
+}
+
+#[tokio::test]
+async fn deletion_policies() {
+    let db = with_pool(1_000, 100).await;
+    let lease = claim(&db.store, "w").await;
+    let issued = db
+        .store
+        .issue(&lease, &request("a", FAR_FUTURE))
+        .await
+        .expect("issue");
+
+    // Retain: issuance stops (the held lease is fenced, no new claim), revocation works.
+    db.store
+        .delete_pool("p", DeletionPolicy::Retain)
+        .await
+        .expect("retain");
+    assert!(matches!(
+        db.store.issue(&lease, &request("a", FAR_FUTURE)).await,
+        Err(StoreError::LeaseLost)
+    ));
+    assert!(
+        db.store
+            .claim_lease("p", "w", LEASE_TTL)
+            .await
+            .expect("claim")
+            .is_none()
+    );
+    assert!(
+        db.store
+            .ensure_capacity("p")
+            .await
+            .expect("ensure")
+            .is_none()
+    );
+    assert!(matches!(
+        db.store
+            .revoke(&issued.uri, issued.idx, "a")
+            .await
+            .expect("revoke"),
+        statuslist_store::RevokeOutcome::Revoked { .. }
+    ));
+    assert_eq!(db.store.capacity("p").await.expect("capacity").allocated, 1);
+
+    // Applying the resource again resumes issuance.
+    db.store
+        .apply_pool(&pool_spec("p", &["a", "b"], 1_000, 100))
+        .await
+        .expect("apply");
+    assert!(
+        db.store
+            .claim_lease("p", "w", LEASE_TTL)
+            .await
+            .expect("claim")
+            .is_some()
+    );
+
+    // Delete: rows gone, the list answers as unknown, the issuer is gone.
+    db.store
+        .delete_pool("p", DeletionPolicy::Delete)
+        .await
+        .expect("delete");
+    assert!(db.store.pool("p").await.expect("read").is_none());
+    assert!(db.store.issuer("a").await.expect("read").is_none());
+    assert_eq!(
+        db.store
+            .list(&issued.list_id)
+            .await
+            .expect("read")
+            .expect("row")
+            .state,
+        ListState::Deleted
+    );
+    assert_eq!(
+        db.store
+            .revoke(&issued.uri, issued.idx, "a")
+            .await
+            .expect("revoke"),
+        statuslist_store::RevokeOutcome::NotFound
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starts_migrate_once() {
+    let db = TestDb::new().await;
+    let config = StoreConfig::new(&db.url);
+    let results = futures_util::future::join_all((0..4).map(|_| Store::connect(&config))).await;
+    assert!(results.iter().all(|r| r.is_ok()));
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM schema_migrations", &[])
+        .await
+        .expect("q")
+        .get(0);
+    assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn config_changes_are_notified() {
+    let db = TestDb::new().await;
+    let (mut events, _task) = db.store.listen(&[CHANNEL_CONFIG]);
+    assert_eq!(events.recv().await.expect("event"), Event::Connected);
+    db.store
+        .apply_pool(&pool_spec("p", &["a"], 1000, 100))
+        .await
+        .expect("apply");
+    assert_eq!(
+        events.recv().await.expect("event"),
+        Event::Notification {
+            channel: CHANNEL_CONFIG.into(),
+            payload: "p".into()
+        }
+    );
+}

@@ -1,0 +1,153 @@
+//! Publish state: due lists, exclusive claims, stored artifacts.
+
+mod common;
+
+use std::convert::Infallible;
+
+use common::*;
+use statuslist_store::{Artifact, ArtifactKind, PublishJob};
+use tokio::sync::oneshot;
+
+fn artifact(job: &PublishJob, exp: i64) -> Artifact {
+    Artifact {
+        kind: ArtifactKind::Jwt,
+        body: format!("{}:{}:{:?}", job.list.id, job.list.version, job.entries).into_bytes(),
+        etag: format!("\"{}-{}\"", job.list.id, job.list.version),
+        iat: 1_000,
+        exp,
+        kid: "kid-1".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
+    let db = with_pool(1_000, 100).await;
+    let now = 1_000;
+    // Renderer A claims the list and holds it until told to finish.
+    let (started_tx, started_rx) = oneshot::channel();
+    let (finish_tx, finish_rx) = oneshot::channel::<()>();
+    let store = db.store.clone();
+    let a = tokio::spawn(async move {
+        let mut started = Some(started_tx);
+        let mut finish = Some(finish_rx);
+        store
+            .publish_due(10, now, 60, |job| {
+                let (started, finish) = (started.take(), finish.take());
+                async move {
+                    if let Some(s) = started {
+                        let _ = s.send(job.list.id.clone());
+                    }
+                    if let Some(f) = finish {
+                        let _ = f.await;
+                    }
+                    Ok::<_, Infallible>(vec![artifact(&job, now + 3600)])
+                }
+            })
+            .await
+    });
+    let claimed = started_rx.await.expect("A started rendering");
+
+    // Renderer B, meanwhile, gets nothing: the only due list is A's.
+    let mut b_jobs = Vec::new();
+    let report = db
+        .store
+        .publish_due(10, now, 60, |job| {
+            b_jobs.push(job.list.id.clone());
+            async move { Ok::<_, Infallible>(vec![artifact(&job, now + 3600)]) }
+        })
+        .await
+        .expect("B pass");
+    assert!(
+        b_jobs.is_empty() && report.published.is_empty(),
+        "B rendered {b_jobs:?}"
+    );
+
+    finish_tx.send(()).expect("A is waiting");
+    let report = a.await.expect("task").expect("A pass");
+    assert_eq!(report.published, vec![(claimed.clone(), 0)]);
+
+    // Published and fresh: nobody renders it again.
+    let report = db
+        .store
+        .publish_due(10, now, 60, |job| async move {
+            Ok::<_, Infallible>(vec![artifact(&job, now + 3600)])
+        })
+        .await
+        .expect("pass");
+    assert!(report.published.is_empty());
+    let stored = db
+        .store
+        .artifact(&claimed, ArtifactKind::Jwt)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!((stored.version, stored.artifact.exp), (0, now + 3600));
+    assert!(
+        db.store
+            .artifact(&claimed, ArtifactKind::Cwt)
+            .await
+            .expect("read")
+            .is_none()
+    );
+
+    // A revocation makes it due, with its entry in the sparse list; so does nearing exp.
+    let lease = claim(&db.store, "w").await;
+    let issued = db
+        .store
+        .issue(&lease, &request("a", FAR_FUTURE))
+        .await
+        .expect("issue");
+    db.store
+        .revoke(&issued.uri, issued.idx, "a")
+        .await
+        .expect("revoke");
+    let mut seen = Vec::new();
+    let report = db
+        .store
+        .publish_due(10, now, 60, |job| {
+            seen.push(job.entries.clone());
+            async move { Ok::<_, Infallible>(vec![artifact(&job, now + 100)]) }
+        })
+        .await
+        .expect("pass");
+    assert_eq!(report.published, vec![(claimed.clone(), 1)]);
+    assert_eq!(seen, vec![vec![(issued.idx, 1)]]);
+    let report = db
+        .store
+        .publish_due(10, now + 50, 60, |job| async move {
+            Ok::<_, Infallible>(vec![artifact(&job, now + 7200)])
+        })
+        .await
+        .expect("pass");
+    assert_eq!(
+        report.published,
+        vec![(claimed.clone(), 1)],
+        "within 60 s of exp: re-rendered"
+    );
+    assert_eq!(
+        db.store.signing_kids_in_use(now).await.expect("kids"),
+        vec!["kid-1".to_owned()]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_render_is_reported_and_retried() {
+    let db = with_pool(1_000, 100).await;
+    let report = db
+        .store
+        .publish_due(10, 0, 60, |_job| async {
+            Err::<Vec<Artifact>, _>("no signing key")
+        })
+        .await
+        .expect("pass");
+    assert_eq!(report.failed.len(), 1);
+    assert!(report.published.is_empty());
+    let report = db
+        .store
+        .publish_due(10, 0, 60, |job| async move {
+            Ok::<_, Infallible>(vec![artifact(&job, 10_000)])
+        })
+        .await
+        .expect("pass");
+    assert_eq!(report.published.len(), 1);
+}
