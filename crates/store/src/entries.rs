@@ -1,8 +1,8 @@
 //! Issuance and revocation.
 
-use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
+use crate::batch::{Failure, Row};
 use crate::leases::Lease;
 use crate::notify::CHANNEL_CHANGED;
 use crate::{Result, Store, StoreError};
@@ -42,82 +42,80 @@ const MAX_POSITION_RETRIES: usize = 64;
 impl Store {
     /// Issues one entry from `lease`, or returns the original answer to a repeated request.
     ///
-    /// One statement on the happy path: the fencing check, the lease lock and the insert
-    /// are a single `INSERT .. SELECT`; `(client_id, jti)` makes concurrent duplicates
-    /// produce one entry; `(list_id, idx)` and `(list_id, position)` make a double
-    /// allocation impossible even if everything above failed.
+    /// The fencing check, the lease lock and the insert are one `INSERT .. SELECT`, grouped
+    /// with concurrent issuances into one statement (group commit, see `batch`).
+    /// `(client_id, jti)` makes concurrent duplicates produce one entry; `(list_id, idx)`
+    /// and `(list_id, position)` make a double allocation impossible even if everything
+    /// above failed.
     pub async fn issue(&self, lease: &Lease, req: &IssueRequest) -> Result<IssueOutcome> {
         self.bounded(async {
-            let client = self.client().await?;
-            let insert = client
-                .prepare_cached(
-                    "INSERT INTO entries (list_id, idx, position, client_id, jti, status_expiry)
-                     SELECT le.list_id, $4, $5, $6, $7, $8 FROM leases le
-                     WHERE le.id = $1 AND le.holder = $2 AND le.token = $3 AND le.expires_at > now()
-                       AND $5 >= le.start_pos AND $5 < le.end_pos
-                     FOR KEY SHARE OF le
-                     ON CONFLICT (client_id, jti) DO NOTHING
-                     RETURNING idx",
-                )
-                .await?;
             for _ in 0..MAX_POSITION_RETRIES {
                 let Some(position) = lease.take_position() else {
                     // A repeat needs no position: answer it even from a spent lease.
-                    return match self.existing(&client, req).await? {
+                    return match self.find_existing(req).await? {
                         Some(found) => Ok(found),
                         None => Err(StoreError::LeaseExhausted),
                     };
                 };
                 let idx = lease.index_of(position)?;
-                let (idx_i, pos_i) = (idx as i64, position as i64);
-                let result = client
-                    .query_opt(
-                        &insert,
-                        &[
-                            &lease.id,
-                            &lease.worker,
-                            &lease.token,
-                            &idx_i,
-                            &pos_i,
-                            &req.client_id,
-                            &req.jti,
-                            &req.status_expiry,
-                        ],
-                    )
-                    .await;
-                match result {
-                    Ok(Some(_)) => {
-                        return Ok(IssueOutcome {
-                            list_id: lease.list.id.clone(),
-                            uri: lease.list.uri.clone(),
-                            idx,
-                            created: true,
-                        });
-                    }
-                    Ok(None) => {
-                        // Nothing inserted: a repeat, or the lease is no longer ours. The
-                        // position was not used either way.
-                        lease.give_back(position);
-                        return match self.existing(&client, req).await? {
-                            Some(found) => Ok(found),
-                            None => Err(StoreError::LeaseLost),
-                        };
-                    }
-                    Err(e) => {
-                        let e = StoreError::from(e);
-                        if e.sql_state() == Some(&SqlState::UNIQUE_VIOLATION) {
-                            // The slot or position was used by an earlier holder of this
-                            // range: skip it, never reuse it.
-                            tracing::warn!(
-                                lease = lease.id,
-                                position,
-                                "position already used; skipping"
-                            );
-                            continue;
-                        }
-                        return Err(e);
-                    }
+                let row = Row {
+                    lease_id: lease.id,
+                    holder: lease.worker.clone(),
+                    token: lease.token,
+                    list_id: lease.list.id.clone(),
+                    idx: idx as i64,
+                    position: position as i64,
+                    client_id: req.client_id.clone(),
+                    jti: req.jti,
+                    status_expiry: req.status_expiry,
+                };
+                let batcher = self.batcher();
+                let (_in_flight, alone) = batcher.enter();
+                let mut outcome = if alone {
+                    Err(Failure::RetryAlone)
+                } else {
+                    batcher.insert(row).await
+                };
+                if let Err(Failure::RetryAlone) = outcome {
+                    outcome = self
+                        .insert_alone(lease, position, idx, req)
+                        .await
+                        .map_err(Failure::from_alone);
                 }
+                let inserted = match outcome {
+                    Ok(inserted) => inserted,
+                    Err(Failure::PositionUsed) => {
+                        // The slot or position was used by an earlier holder of this range:
+                        // skip it, never reuse it.
+                        tracing::warn!(
+                            lease = lease.id,
+                            position,
+                            "position already used; skipping"
+                        );
+                        continue;
+                    }
+                    Err(Failure::Store(e)) => return Err(e),
+                    Err(Failure::RetryAlone) => {
+                        return Err(StoreError::Internal(
+                            "single-row insert asked to retry".into(),
+                        ));
+                    }
+                };
+                if inserted {
+                    return Ok(IssueOutcome {
+                        list_id: lease.list.id.clone(),
+                        uri: lease.list.uri.clone(),
+                        idx,
+                        created: true,
+                    });
+                }
+                // Nothing inserted: a repeat, or the lease is no longer ours. The position
+                // was not used either way.
+                lease.give_back(position);
+                return match self.find_existing(req).await? {
+                    Some(found) => Ok(found),
+                    None => Err(StoreError::LeaseLost),
+                };
             }
             Err(StoreError::Corrupt(format!(
                 "lease {}: {MAX_POSITION_RETRIES} positions in a row already used",
@@ -125,6 +123,50 @@ impl Store {
             )))
         })
         .await
+    }
+
+    /// The single-row form of the batch statement, for a row whose batch failed.
+    async fn insert_alone(
+        &self,
+        lease: &Lease,
+        position: u64,
+        idx: u64,
+        req: &IssueRequest,
+    ) -> Result<bool> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO entries (list_id, idx, position, client_id, jti, status_expiry)
+                 SELECT le.list_id, $4, $5, $6, $7, $8 FROM leases le
+                 WHERE le.id = $1 AND le.holder = $2 AND le.token = $3 AND le.expires_at > now()
+                   AND $5 >= le.start_pos AND $5 < le.end_pos
+                 FOR KEY SHARE OF le
+                 ON CONFLICT (client_id, jti) DO NOTHING
+                 RETURNING idx",
+            )
+            .await?;
+        let (idx, position) = (idx as i64, position as i64);
+        let row = client
+            .query_opt(
+                &stmt,
+                &[
+                    &lease.id,
+                    &lease.worker,
+                    &lease.token,
+                    &idx,
+                    &position,
+                    &req.client_id,
+                    &req.jti,
+                    &req.status_expiry,
+                ],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn find_existing(&self, req: &IssueRequest) -> Result<Option<IssueOutcome>> {
+        let client = self.client().await?;
+        self.existing(&client, req).await
     }
 
     /// The entry already issued for `(client_id, jti)`, if any, checked against the
@@ -159,11 +201,7 @@ impl Store {
     /// Looks up a repeat of `req` without issuing (the worker answers replays even when it
     /// holds no lease).
     pub async fn find_issued(&self, req: &IssueRequest) -> Result<Option<IssueOutcome>> {
-        self.bounded(async {
-            let client = self.client().await?;
-            self.existing(&client, req).await
-        })
-        .await
+        self.bounded(self.find_existing(req)).await
     }
 
     /// Revokes entry `idx` of the list at `uri` for `client_id`. Final: INVALID never goes

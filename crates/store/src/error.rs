@@ -22,6 +22,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database error: {0}")]
     Database(#[source] tokio_postgres::Error),
+    /// A database error shared by several callers (one batch), as text.
+    #[error("database error: {0}")]
+    Internal(String),
 }
 
 impl StoreError {

@@ -10,6 +10,7 @@
 //! - [`notify`]: LISTEN/NOTIFY with a listener that reconnects;
 //! - [`throwaway`]: a private PostgreSQL server for `statuslist dev` and the tests.
 
+mod batch;
 pub mod entries;
 mod error;
 pub mod leases;
@@ -22,6 +23,7 @@ pub mod publish;
 pub mod testing;
 pub mod throwaway;
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
@@ -69,6 +71,8 @@ pub struct Store {
     pool: Pool,
     pg_config: tokio_postgres::Config,
     operation_timeout: Duration,
+    /// Group commit for issuance, started on first use (it needs the runtime).
+    batcher: Arc<OnceLock<batch::Batcher>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -121,6 +125,7 @@ impl Store {
             pool,
             pg_config,
             operation_timeout: config.operation_timeout,
+            batcher: Arc::default(),
         })
     }
 
@@ -146,6 +151,11 @@ impl Store {
     /// The connection settings, for a dedicated LISTEN connection.
     pub fn pg_config(&self) -> &tokio_postgres::Config {
         &self.pg_config
+    }
+
+    fn batcher(&self) -> &batch::Batcher {
+        self.batcher
+            .get_or_init(|| batch::Batcher::start(self.pool.clone()))
     }
 
     async fn client(&self) -> Result<Object> {

@@ -108,6 +108,16 @@ impl Drop for TestDb {
     }
 }
 
+/// A bare connection pool of `size` connections (benchmarks compare against it).
+pub fn raw_pool(url: &str, size: usize) -> deadpool_postgres::Pool {
+    let config: tokio_postgres::Config = url.parse().expect("database URL");
+    let manager = deadpool_postgres::Manager::new(config, NoTls);
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(size)
+        .build()
+        .expect("pool")
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_database;
