@@ -84,6 +84,22 @@ impl Store {
         Fut: Future<Output = Result<Vec<Artifact>, E>>,
         E: std::fmt::Display,
     {
+        // Bounded like every other operation: keep `limit` small enough for the renders.
+        self.bounded(self.publish_pass(limit, now, refresh_margin, &mut render)).await
+    }
+
+    async fn publish_pass<F, Fut, E>(
+        &self,
+        limit: i64,
+        now: i64,
+        refresh_margin: i64,
+        render: &mut F,
+    ) -> Result<PublishReport>
+    where
+        F: FnMut(PublishJob) -> Fut,
+        Fut: Future<Output = Result<Vec<Artifact>, E>>,
+        E: std::fmt::Display,
+    {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let claim = tx
