@@ -68,7 +68,8 @@ pub struct PublishReport {
 
 impl Store {
     /// Claims up to `limit` lists whose published version is behind, or whose artifacts
-    /// expire before `now + refresh_margin` (unix seconds), renders each with `render` and
+    /// have less than half of the pool's `validitySeconds` left at `now` (unix seconds), so
+    /// they are re-signed well before `exp`, renders each with `render` and
     /// stores the result, all in one transaction. The claim uses `SKIP LOCKED` on the
     /// list's publish row, so two renderers never hold the same list at once, and
     /// revocations (which touch the list row) never wait for a renderer.
@@ -76,7 +77,6 @@ impl Store {
         &self,
         limit: i64,
         now: i64,
-        refresh_margin: i64,
         mut render: F,
     ) -> Result<PublishReport>
     where
@@ -85,14 +85,14 @@ impl Store {
         E: std::fmt::Display,
     {
         // Bounded like every other operation: keep `limit` small enough for the renders.
-        self.bounded(self.publish_pass(limit, now, refresh_margin, &mut render)).await
+        self.bounded(self.publish_pass(limit, now, &mut render))
+            .await
     }
 
     async fn publish_pass<F, Fut, E>(
         &self,
         limit: i64,
         now: i64,
-        refresh_margin: i64,
         render: &mut F,
     ) -> Result<PublishReport>
     where
@@ -110,12 +110,13 @@ impl Store {
                      JOIN lists l ON l.id = p.list_id
                      JOIN pools po ON po.name = l.pool
                      WHERE l.state IN ('Active', 'Full')
-                       AND (p.published_version < l.version OR p.exp IS NULL OR p.exp <= $1)
+                       AND (p.published_version < l.version OR p.exp IS NULL
+                            OR p.exp <= $1 + po.validity_seconds / 2)
                      ORDER BY p.published_version < l.version DESC, p.exp NULLS FIRST, l.id
                      LIMIT $2
                      FOR UPDATE OF p SKIP LOCKED"
                 ),
-                &[&(now + refresh_margin), &limit],
+                &[&now, &limit],
             )
             .await?;
         let sparse = tx

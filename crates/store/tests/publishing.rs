@@ -31,7 +31,7 @@ async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
         let mut started = Some(started_tx);
         let mut finish = Some(finish_rx);
         store
-            .publish_due(10, now, 60, |job| {
+            .publish_due(10, now, |job| {
                 let (started, finish) = (started.take(), finish.take());
                 async move {
                     if let Some(s) = started {
@@ -51,7 +51,7 @@ async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
     let mut b_jobs = Vec::new();
     let report = db
         .store
-        .publish_due(10, now, 60, |job| {
+        .publish_due(10, now, |job| {
             b_jobs.push(job.list.id.clone());
             async move { Ok::<_, Infallible>(vec![artifact(&job, now + 3600)]) }
         })
@@ -69,7 +69,7 @@ async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
     // Published and fresh: nobody renders it again.
     let report = db
         .store
-        .publish_due(10, now, 60, |job| async move {
+        .publish_due(10, now, |job| async move {
             Ok::<_, Infallible>(vec![artifact(&job, now + 3600)])
         })
         .await
@@ -104,7 +104,7 @@ async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
     let mut seen = Vec::new();
     let report = db
         .store
-        .publish_due(10, now, 60, |job| {
+        .publish_due(10, now, |job| {
             seen.push(job.entries.clone());
             async move { Ok::<_, Infallible>(vec![artifact(&job, now + 100)]) }
         })
@@ -114,7 +114,7 @@ async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
     assert_eq!(seen, vec![vec![(issued.idx, 1)]]);
     let report = db
         .store
-        .publish_due(10, now + 50, 60, |job| async move {
+        .publish_due(10, now + 50, |job| async move {
             Ok::<_, Infallible>(vec![artifact(&job, now + 7200)])
         })
         .await
@@ -122,7 +122,7 @@ async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
     assert_eq!(
         report.published,
         vec![(claimed.clone(), 1)],
-        "within 60 s of exp: re-rendered"
+        "past half its validity: re-rendered"
     );
     assert_eq!(
         db.store.signing_kids_in_use(now).await.expect("kids"),
@@ -135,7 +135,7 @@ async fn a_failed_render_is_reported_and_retried() {
     let db = with_pool(1_000, 100).await;
     let report = db
         .store
-        .publish_due(10, 0, 60, |_job| async {
+        .publish_due(10, 0, |_job| async {
             Err::<Vec<Artifact>, _>("no signing key")
         })
         .await
@@ -144,7 +144,7 @@ async fn a_failed_render_is_reported_and_retried() {
     assert!(report.published.is_empty());
     let report = db
         .store
-        .publish_due(10, 0, 60, |job| async move {
+        .publish_due(10, 0, |job| async move {
             Ok::<_, Infallible>(vec![artifact(&job, 10_000)])
         })
         .await
