@@ -101,6 +101,8 @@ CREATE TABLE artifacts (
     etag    text NOT NULL,
     iat     bigint NOT NULL,
     exp     bigint NOT NULL,
+    -- Seconds a consumer may cache it (the pool's ttlSeconds when rendered).
+    ttl     bigint NOT NULL,
     kid     text NOT NULL,
     PRIMARY KEY (list_id, kind)
 );

@@ -35,6 +35,8 @@ pub struct Artifact {
     pub etag: String,
     pub iat: i64,
     pub exp: i64,
+    /// Seconds a consumer may cache it.
+    pub ttl: i64,
     /// `kid` of the key that signed it.
     pub kid: String,
 }
@@ -161,11 +163,12 @@ impl Store {
             };
             for a in &artifacts {
                 tx.execute(
-                    "INSERT INTO artifacts (list_id, kind, version, body, etag, iat, exp, kid)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                    "INSERT INTO artifacts (list_id, kind, version, body, etag, iat, exp, kid, ttl)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                      ON CONFLICT (list_id, kind) DO UPDATE SET version = EXCLUDED.version, body = EXCLUDED.body,
-                         etag = EXCLUDED.etag, iat = EXCLUDED.iat, exp = EXCLUDED.exp, kid = EXCLUDED.kid",
-                    &[&id, &a.kind.as_str(), &version, &a.body, &a.etag, &a.iat, &a.exp, &a.kid],
+                         etag = EXCLUDED.etag, iat = EXCLUDED.iat, exp = EXCLUDED.exp, kid = EXCLUDED.kid,
+                         ttl = EXCLUDED.ttl",
+                    &[&id, &a.kind.as_str(), &version, &a.body, &a.etag, &a.iat, &a.exp, &a.kid, &a.ttl],
                 )
                 .await?;
             }
@@ -197,7 +200,7 @@ impl Store {
             let client = self.client().await?;
             let stmt = client
                 .prepare_cached(&format!(
-                    "SELECT {LIST_COLUMNS}, a.version AS artifact_version, a.body, a.etag, a.iat, a.exp, a.kid
+                    "SELECT {LIST_COLUMNS}, a.version AS artifact_version, a.body, a.etag, a.iat, a.exp, a.kid, a.ttl
                      FROM artifacts a JOIN lists l ON l.id = a.list_id
                      WHERE a.list_id = $1 AND a.kind = $2 AND l.state IN ('Active', 'Full')"
                 ))
@@ -215,6 +218,7 @@ impl Store {
                     iat: row.try_get("iat")?,
                     exp: row.try_get("exp")?,
                     kid: row.try_get("kid")?,
+                    ttl: row.try_get("ttl")?,
                 },
             }))
         })

@@ -15,6 +15,7 @@ fn artifact(job: &PublishJob, exp: i64) -> Artifact {
         etag: format!("\"{}-{}\"", job.list.id, job.list.version),
         iat: 1_000,
         exp,
+        ttl: 300,
         kid: "kid-1".into(),
     }
 }

@@ -1,0 +1,204 @@
+//! Configuration: flags with environment fallbacks, and `run`, which wires them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use statuslist_format::SigningKey;
+use statuslist_store::{Store, StoreConfig};
+
+use crate::jwks::{JwksCache, JwksSettings};
+use crate::leases::Leases;
+use crate::metrics::Metrics;
+use crate::publisher::ArtifactCache;
+use crate::signing::SigningKeys;
+use crate::{AppState, Worker, router};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// `statuslist worker`: answers issuers and verifiers, publishes lists.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "statuslist-worker", version)]
+pub struct WorkerArgs {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen_addr: SocketAddr,
+    /// Directory of PKCS#8 PEM signing keys (a mounted Secret); the newest signs.
+    #[arg(
+        long,
+        env = "SIGNING_KEY_DIR",
+        required_unless_present = "generate_signing_key"
+    )]
+    pub signing_key_dir: Option<PathBuf>,
+    /// Sign with a key generated at start (development only: verifiers lose it on restart).
+    #[arg(long, env = "GENERATE_SIGNING_KEY")]
+    pub generate_signing_key: bool,
+    /// This worker's id in leases. Defaults to POD_NAME, then HOSTNAME.
+    #[arg(long, env = "WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Database connections in the pool.
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: usize,
+    /// Longest wait for a database connection, in milliseconds.
+    #[arg(long, env = "DB_WAIT_TIMEOUT_MS", default_value_t = 500)]
+    pub db_wait_timeout_ms: u64,
+    /// Upper bound of one database operation, in milliseconds.
+    #[arg(long, env = "DB_OPERATION_TIMEOUT_MS", default_value_t = 5000)]
+    pub db_operation_timeout_ms: u64,
+    /// Lease lifetime without renewal, in seconds (renewed every third of it).
+    #[arg(long, env = "LEASE_TTL_SECONDS", default_value_t = 30)]
+    pub lease_ttl_seconds: u64,
+    /// Timeout of an issuer JWKS fetch, in milliseconds.
+    #[arg(long, env = "JWKS_TIMEOUT_MS", default_value_t = 2000)]
+    pub jwks_timeout_ms: u64,
+    /// Largest issuer JWKS accepted, in bytes.
+    #[arg(long, env = "JWKS_MAX_BYTES", default_value_t = 65536)]
+    pub jwks_max_bytes: usize,
+    /// Issuer keys are refreshed after this many seconds.
+    #[arg(long, env = "JWKS_CACHE_SECONDS", default_value_t = 300)]
+    pub jwks_cache_seconds: u64,
+    /// At most one JWKS fetch per issuer in this many seconds (unknown kid included).
+    #[arg(long, env = "JWKS_REFETCH_INTERVAL_SECONDS", default_value_t = 30)]
+    pub jwks_refetch_interval_seconds: u64,
+    /// Accept http:// JWKS URIs (local use and tests only; production needs https).
+    #[arg(long, env = "JWKS_ALLOW_HTTP")]
+    pub jwks_allow_http: bool,
+    /// zlib/gzip level of published lists (9: smallest; see README, Performance).
+    #[arg(long, env = "ZLIB_LEVEL", default_value_t = statuslist_format::token::DEFAULT_ZLIB_LEVEL, value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub zlib_level: u32,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] statuslist_store::StoreError),
+    #[error(transparent)]
+    Keys(#[from] crate::signing::KeyError),
+    #[error("signing key: {0}")]
+    Generate(#[from] statuslist_format::FormatError),
+    #[error("JWKS client: {0}")]
+    Jwks(#[from] crate::jwks::FetchError),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("server: {0}")]
+    Serve(std::io::Error),
+}
+
+impl WorkerArgs {
+    pub fn worker_id(&self) -> String {
+        self.worker_id
+            .clone()
+            .or_else(|| std::env::var("POD_NAME").ok())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| format!("worker-{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    pub fn store_config(&self) -> StoreConfig {
+        let mut c = StoreConfig::new(&self.database_url);
+        c.max_connections = self.db_max_connections;
+        c.wait_timeout = Duration::from_millis(self.db_wait_timeout_ms);
+        c.connect_timeout = Duration::from_millis(self.db_wait_timeout_ms);
+        c.operation_timeout = Duration::from_millis(self.db_operation_timeout_ms);
+        c
+    }
+
+    pub fn jwks_settings(&self) -> JwksSettings {
+        JwksSettings {
+            timeout: Duration::from_millis(self.jwks_timeout_ms),
+            max_bytes: self.jwks_max_bytes,
+            max_age: Duration::from_secs(self.jwks_cache_seconds),
+            min_refetch_interval: Duration::from_secs(self.jwks_refetch_interval_seconds),
+            allow_http: self.jwks_allow_http,
+        }
+    }
+
+    /// Builds the state: store (migrated), keys, caches.
+    pub async fn state(&self) -> Result<Arc<AppState>, StartError> {
+        let keys = match &self.signing_key_dir {
+            Some(dir) => SigningKeys::from_dir(dir)?,
+            None => {
+                tracing::warn!(
+                    "signing with a generated key: verifiers lose it on restart (development only)"
+                );
+                SigningKeys::new(vec![SigningKey::generate()?])
+                    .ok_or(crate::signing::KeyError::Empty("generated".into()))?
+            }
+        };
+        let store = Store::connect(&self.store_config()).await?;
+        let metrics = Metrics::default();
+        let leases = Arc::new(Leases::new(
+            store.clone(),
+            self.worker_id(),
+            Duration::from_secs(self.lease_ttl_seconds),
+            metrics.clone(),
+        ));
+        Ok(Arc::new(AppState {
+            store,
+            jwks: JwksCache::new(self.jwks_settings())?,
+            keys: Arc::new(keys),
+            leases,
+            cache: Arc::new(ArtifactCache::default()),
+            metrics,
+        }))
+    }
+}
+
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Runs a worker until `shutdown` resolves: stops accepting, finishes in-flight
+/// requests, stops the background tasks and releases the leases.
+pub async fn run(
+    args: WorkerArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let state = args.state().await?;
+    let listener = tokio::net::TcpListener::bind(args.listen_addr)
+        .await
+        .map_err(|e| StartError::Listen(args.listen_addr, e))?;
+    tracing::info!(addr = %args.listen_addr, worker = %args.worker_id(), "worker listening");
+    let worker = Worker::start(state.clone(), args.zlib_level);
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(StartError::Serve)?;
+    worker.shutdown().await;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,181 @@
+//! Issuer keys: each issuer's JWKS, fetched with a timeout and a size limit, cached,
+//! refetched on an unknown `kid` at most once per interval, and kept while the endpoint
+//! is down.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use statuslist_format::VerifyingKey;
+use tokio::sync::Mutex;
+
+#[derive(Debug, Clone)]
+pub struct JwksSettings {
+    pub timeout: Duration,
+    pub max_bytes: usize,
+    /// Keys older than this are refreshed on the next use.
+    pub max_age: Duration,
+    /// At most one fetch per issuer in this interval, whatever the misses.
+    pub min_refetch_interval: Duration,
+    /// Accept `http://` JWKS URIs (local use and tests only).
+    pub allow_http: bool,
+}
+
+impl Default for JwksSettings {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(2),
+            max_bytes: 64 * 1024,
+            max_age: Duration::from_secs(300),
+            min_refetch_interval: Duration::from_secs(30),
+            allow_http: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("JWKS URI must be https")]
+    NotHttps,
+    #[error("JWKS fetch failed: {0}")]
+    Http(String),
+    #[error("JWKS larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("JWKS is not a JWK Set: {0}")]
+    Invalid(String),
+}
+
+/// `kid` -> key (`None`: the JWK is not an EC P-256 key, so it can verify nothing here).
+type Keys = HashMap<String, Option<VerifyingKey>>;
+
+#[derive(Default)]
+struct Entry {
+    keys: Keys,
+    fetched: Option<Instant>,
+    attempted: Option<Instant>,
+}
+
+pub struct JwksCache {
+    http: reqwest::Client,
+    settings: JwksSettings,
+    entries: Mutex<HashMap<String, Arc<Mutex<Entry>>>>,
+}
+
+impl std::fmt::Debug for JwksCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksCache")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a key lookup found.
+#[derive(Debug)]
+pub enum Lookup {
+    Found(VerifyingKey),
+    /// The JWKS has this `kid` but not as a P-256 key.
+    Unusable,
+    /// No such `kid` (or no JWKS could be fetched).
+    Missing,
+}
+
+impl JwksCache {
+    pub fn new(settings: JwksSettings) -> Result<Self, FetchError> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            // A JWKS endpoint that redirects is refused: the registered URI is the trust anchor.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| FetchError::Http(e.to_string()))?;
+        Ok(Self {
+            http,
+            settings,
+            entries: Mutex::default(),
+        })
+    }
+
+    /// The key `kid` of the issuer whose JWKS is at `uri`.
+    pub async fn key(&self, uri: &str, kid: &str) -> Lookup {
+        let entry = self
+            .entries
+            .lock()
+            .await
+            .entry(uri.to_owned())
+            .or_default()
+            .clone();
+        // One fetch per issuer at a time; others wait for its result.
+        let mut entry = entry.lock().await;
+        let now = Instant::now();
+        let fresh = entry
+            .fetched
+            .is_some_and(|t| now - t < self.settings.max_age);
+        let known = entry.keys.contains_key(kid);
+        let may_fetch = entry
+            .attempted
+            .is_none_or(|t| now - t >= self.settings.min_refetch_interval);
+        if (!known || !fresh) && may_fetch {
+            entry.attempted = Some(now);
+            match self.fetch(uri).await {
+                Ok(keys) => {
+                    entry.keys = keys;
+                    entry.fetched = Some(now);
+                }
+                // Cached keys keep working while the endpoint is down.
+                Err(e) => {
+                    tracing::warn!(jwks_uri = uri, error = %e, "JWKS fetch failed; using cached keys")
+                }
+            }
+        }
+        match entry.keys.get(kid) {
+            Some(Some(key)) => Lookup::Found(key.clone()),
+            Some(None) => Lookup::Unusable,
+            None => Lookup::Missing,
+        }
+    }
+
+    async fn fetch(&self, uri: &str) -> Result<Keys, FetchError> {
+        if !(uri.starts_with("https://")
+            || (self.settings.allow_http && uri.starts_with("http://")))
+        {
+            return Err(FetchError::NotHttps);
+        }
+        let mut response = self
+            .http
+            .get(uri)
+            .send()
+            .await
+            .map_err(|e| FetchError::Http(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(FetchError::Http(format!("status {}", response.status())));
+        }
+        if response
+            .content_length()
+            .is_some_and(|n| n > self.settings.max_bytes as u64)
+        {
+            return Err(FetchError::TooLarge(self.settings.max_bytes));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| FetchError::Http(e.to_string()))?
+        {
+            if body.len() + chunk.len() > self.settings.max_bytes {
+                return Err(FetchError::TooLarge(self.settings.max_bytes));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let set: JwkSet =
+            serde_json::from_slice(&body).map_err(|e| FetchError::Invalid(e.to_string()))?;
+        Ok(set
+            .keys
+            .iter()
+            .filter_map(|jwk| {
+                let kid = jwk.common.key_id.clone()?;
+                Some((kid, VerifyingKey::from_jwk(jwk).ok()))
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,193 @@
+//! The worker's leases: one per pool it issues for, claimed on demand, renewed in the
+//! background, released on shutdown; capacity is asked for before it runs dry.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use statuslist_store::notify::CHANNEL_CAPACITY;
+use statuslist_store::pools::Pool;
+use statuslist_store::{IssueOutcome, IssueRequest, Lease, Store, StoreError};
+use tokio::sync::Mutex;
+
+use crate::error::{self as e, ApiError};
+
+pub struct Leases {
+    store: Store,
+    worker: String,
+    ttl: Duration,
+    held: Mutex<HashMap<String, Arc<Lease>>>,
+    /// Leases for which capacity was already asked.
+    asked: std::sync::Mutex<std::collections::HashSet<i64>>,
+    metrics: crate::metrics::Metrics,
+}
+
+impl std::fmt::Debug for Leases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leases")
+            .field("worker", &self.worker)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Claims and replays that fail this many times in a row give up with 503.
+const ATTEMPTS: usize = 4;
+
+fn map_store(err: StoreError, what: &'static str) -> ApiError {
+    match err {
+        StoreError::Unavailable(m) => {
+            tracing::warn!(error = %m, "database unavailable");
+            ApiError::Unavailable
+        }
+        StoreError::IdempotencyConflict => ApiError::BadRequest(e::IDEMPOTENCY_CHANGED),
+        other => {
+            tracing::error!(error = %other, "{what}");
+            ApiError::Internal(e::ISSUE_FAILED)
+        }
+    }
+}
+
+impl Leases {
+    pub fn new(
+        store: Store,
+        worker: String,
+        ttl: Duration,
+        metrics: crate::metrics::Metrics,
+    ) -> Self {
+        Self {
+            store,
+            worker,
+            ttl,
+            held: Mutex::default(),
+            asked: Default::default(),
+            metrics,
+        }
+    }
+
+    /// Issues from the pool's lease, claiming one when needed. A repeated request is
+    /// answered even when the pool has no capacity left.
+    pub async fn issue(&self, pool: &Pool, req: &IssueRequest) -> Result<IssueOutcome, ApiError> {
+        for _ in 0..ATTEMPTS {
+            let Some(lease) = self.lease(pool).await? else {
+                if let Some(found) = self
+                    .store
+                    .find_issued(req)
+                    .await
+                    .map_err(|e| map_store(e, "replay lookup"))?
+                {
+                    return Ok(found);
+                }
+                return Err(ApiError::Unavailable);
+            };
+            match self.store.issue(&lease, req).await {
+                Ok(out) => {
+                    // Ask for capacity while a quarter of the lease is left, not when dry.
+                    let low = lease.remaining() * 4 <= lease.end - lease.start;
+                    if low
+                        && self
+                            .asked
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(lease.id)
+                    {
+                        self.ask_for_capacity(&pool.name).await;
+                    }
+                    return Ok(out);
+                }
+                Err(StoreError::LeaseLost) => self.drop_lease(&pool.name, &lease, false).await,
+                Err(StoreError::LeaseExhausted) => self.drop_lease(&pool.name, &lease, true).await,
+                Err(err) => return Err(map_store(err, "issuance failed")),
+            }
+        }
+        Err(ApiError::Unavailable)
+    }
+
+    async fn lease(&self, pool: &Pool) -> Result<Option<Arc<Lease>>, ApiError> {
+        // Held across the claim, so concurrent requests of this worker claim one lease.
+        let mut held = self.held.lock().await;
+        if let Some(lease) = held.get(&pool.name) {
+            return Ok(Some(lease.clone()));
+        }
+        if !pool.issuing {
+            return Ok(None);
+        }
+        match self
+            .store
+            .claim_lease(&pool.name, &self.worker, self.ttl)
+            .await
+        {
+            Ok(Some(lease)) => {
+                let lease = Arc::new(lease);
+                held.insert(pool.name.clone(), lease.clone());
+                self.metrics.leases_held.set(held.len() as i64);
+                Ok(Some(lease))
+            }
+            Ok(None) => {
+                drop(held);
+                self.ask_for_capacity(&pool.name).await;
+                Ok(None)
+            }
+            Err(err) => Err(map_store(err, "lease claim failed")),
+        }
+    }
+
+    async fn drop_lease(&self, pool: &str, lease: &Arc<Lease>, release: bool) {
+        let mut held = self.held.lock().await;
+        if held.get(pool).is_some_and(|l| Arc::ptr_eq(l, lease)) {
+            held.remove(pool);
+            self.metrics.leases_held.set(held.len() as i64);
+        }
+        drop(held);
+        if release && let Err(err) = self.store.release_lease(lease).await {
+            tracing::warn!(error = %err, lease = lease.id, "releasing a spent lease failed; it will expire");
+        }
+    }
+
+    async fn ask_for_capacity(&self, pool: &str) {
+        if let Err(err) = self.store.notify(CHANNEL_CAPACITY, pool).await {
+            tracing::warn!(error = %err, pool, "capacity request failed");
+        }
+    }
+
+    /// Renews every held lease; a lost one is forgotten.
+    pub async fn renew_all(&self) {
+        let leases: Vec<(String, Arc<Lease>)> = self
+            .held
+            .lock()
+            .await
+            .iter()
+            .map(|(p, l)| (p.clone(), l.clone()))
+            .collect();
+        for (pool, lease) in leases {
+            match self.store.renew_lease(&lease, self.ttl).await {
+                Ok(()) => {}
+                Err(StoreError::LeaseLost) => {
+                    tracing::warn!(lease = lease.id, pool, "lease lost");
+                    self.drop_lease(&pool, &lease, false).await;
+                }
+                Err(err) => tracing::warn!(error = %err, lease = lease.id, "lease renewal failed"),
+            }
+        }
+    }
+
+    /// Renews every `ttl / 3` until the process stops.
+    pub async fn renew_forever(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.ttl / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.renew_all().await;
+        }
+    }
+
+    /// Gives every lease's unused remainder back (graceful shutdown).
+    pub async fn release_all(&self) {
+        let leases: Vec<Arc<Lease>> = self.held.lock().await.drain().map(|(_, l)| l).collect();
+        self.metrics.leases_held.set(0);
+        for lease in leases {
+            if let Err(err) = self.store.release_lease(&lease).await {
+                tracing::warn!(error = %err, lease = lease.id, "release failed; the lease will expire");
+            }
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The worker: stateless axum service answering issuers (`/issue`, `/revoke`) and
+//! verifiers (`/t/{id}`, `/b/{id}`, `/.well-known/jwks.json`), publishing lists in the
+//! background. All shared state lives in PostgreSQL.
+//!
+//! [`router`] builds the HTTP surface from an [`AppState`]; [`Worker::start`] adds the
+//! background tasks (publisher, lease renewal, notifications); `main.rs` only wires the
+//! configuration.
+
+pub mod config;
+pub mod error;
+pub mod jwks;
+pub mod leases;
+pub mod metrics;
+pub mod publisher;
+pub mod request;
+mod routes;
+pub mod signing;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, Method};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use statuslist_store::Store;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::jwks::JwksCache;
+use crate::leases::Leases;
+use crate::metrics::{Metrics, RequestLabels, RouteLabel};
+use crate::publisher::{ArtifactCache, Publisher};
+use crate::signing::SigningKeys;
+
+/// Everything a request needs, built once at startup.
+pub struct AppState {
+    pub store: Store,
+    pub jwks: JwksCache,
+    pub keys: Arc<SigningKeys>,
+    pub leases: Arc<Leases>,
+    pub cache: Arc<ArtifactCache>,
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Bodies above this are cut off by the transport before a handler sees them (the
+/// handler refuses anything above 16 KiB with the contract's 400).
+const TRANSPORT_BODY_LIMIT: usize = 64 * 1024;
+
+async fn record(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let start = Instant::now();
+    let response = next.run(request).await;
+    metrics
+        .latency
+        .get_or_create(&RouteLabel {
+            route: route.clone(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// The HTTP surface.
+pub fn router(state: Arc<AppState>) -> Router {
+    let public = Router::new()
+        .route("/t/{id}", get(routes::token_list))
+        .route("/b/{id}", get(routes::bitstring_list))
+        .route("/.well-known/jwks.json", get(routes::jwks))
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([Method::GET])
+                .expose_headers([axum::http::header::ETAG, axum::http::header::CACHE_CONTROL]),
+        );
+    let issuer = Router::new()
+        .route("/issue", post(routes::issue))
+        .route("/revoke", post(routes::revoke))
+        .layer(RequestBodyLimitLayer::new(TRANSPORT_BODY_LIMIT));
+    Router::new()
+        .merge(public)
+        .merge(issuer)
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(routes::metrics))
+        .fallback(routes::not_found)
+        .layer(middleware::from_fn_with_state(state.metrics.clone(), record))
+        .layer(CompressionLayer::new().gzip(true))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(10)))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            // Method and path only: no query, no body, no token in the log.
+            tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+        .with_state(state)
+}
+
+/// A running worker's background tasks.
+#[derive(Debug)]
+pub struct Worker {
+    pub state: Arc<AppState>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Starts the background tasks: notification listener, publisher, lease renewal.
+    pub fn start(state: Arc<AppState>, zlib_level: u32) -> Self {
+        let wake = Arc::new(Notify::new());
+        let (events, listener) = state.store.listen(&publisher::CHANNELS);
+        let publisher = Publisher {
+            store: state.store.clone(),
+            keys: state.keys.clone(),
+            zlib_level,
+            metrics: state.metrics.clone(),
+            wake: wake.clone(),
+        };
+        let tasks = vec![
+            listener,
+            tokio::spawn(publisher::dispatch(events, state.cache.clone(), wake)),
+            tokio::spawn(publisher.run()),
+            tokio::spawn(state.leases.clone().renew_forever()),
+        ];
+        Self { state, tasks }
+    }
+
+    /// Stops the background tasks and gives the leases back.
+    pub async fn shutdown(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.state.leases.release_all().await;
+    }
+}

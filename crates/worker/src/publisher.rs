@@ -1,0 +1,299 @@
+//! Rendering and serving the published lists.
+//!
+//! Every worker runs a publisher: it claims lists that changed or near `exp` (one
+//! renderer per list, `SKIP LOCKED`), renders and signs them off the async threads, and
+//! stores them; the store notifies `statuslist_published`, and every worker drops its
+//! cached copy. GETs are served from memory, never older than the last notified version.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use statuslist_format::bitstring::{self, CredentialMeta};
+use statuslist_format::token::{self, CompressedList, TokenClaims};
+use statuslist_format::{FormatError, SigningKey, StatusArray};
+use statuslist_store::notify::{CHANNEL_CHANGED, CHANNEL_CONFIG, CHANNEL_PUBLISHED, Event};
+use statuslist_store::{
+    Artifact, ArtifactKind, ListFormat, PublishJob, Store, StoreError, StoredArtifact,
+};
+use tokio::sync::{Notify, RwLock, broadcast};
+
+use crate::metrics::Metrics;
+use crate::signing::SigningKeys;
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Lists per publish transaction.
+const BATCH: i64 = 8;
+/// A publish pass runs at least this often, notifications or not.
+const TICK: Duration = Duration::from_secs(1);
+/// A cached copy is checked against the database at least this often (retired and
+/// deleted lists disappear within this delay; revocations are pushed, not polled).
+const REVALIDATE: Duration = Duration::from_secs(5);
+
+/// `"` + 32 hex digits of SHA-256(body) + `"`: strong, and changes with every byte.
+fn etag(body: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
+    let hex: String = d.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("\"{hex}\"")
+}
+
+/// The origin part of a list URI (`https://host/base` of `https://host/base/t/ID`): the
+/// issuer of the list.
+fn issuer_of(uri: &str) -> &str {
+    uri.rsplitn(3, '/').nth(2).unwrap_or(uri)
+}
+
+/// Renders and signs one list: JWT and CWT for a Token list, a `vc+jwt` for a Bitstring one.
+pub fn render(
+    job: &PublishJob,
+    key: &SigningKey,
+    level: u32,
+    now: i64,
+) -> Result<Vec<Artifact>, FormatError> {
+    let mut array = StatusArray::new(job.list.bits, job.list.size)?;
+    for (idx, status) in &job.entries {
+        array.set(*idx, *status)?;
+    }
+    let exp = now + job.validity_seconds as i64;
+    let ttl = job.ttl_seconds as i64;
+    let artifact = |kind, body: Vec<u8>| Artifact {
+        kind,
+        etag: etag(&body),
+        body,
+        iat: now,
+        exp,
+        ttl,
+        kid: key.kid().to_owned(),
+    };
+    match job.list.format {
+        ListFormat::Token => {
+            let compressed = CompressedList::new(&array, level);
+            let claims = TokenClaims {
+                sub: job.list.uri.clone(),
+                iss: Some(issuer_of(&job.list.uri).to_owned()),
+                iat: now,
+                exp: Some(exp),
+                ttl: Some(job.ttl_seconds),
+            };
+            Ok(vec![
+                artifact(
+                    ArtifactKind::Jwt,
+                    token::sign_jwt(&claims, &compressed, key)?.into_bytes(),
+                ),
+                artifact(
+                    ArtifactKind::Cwt,
+                    token::sign_cwt(&claims, &compressed, key)?,
+                ),
+            ])
+        }
+        ListFormat::Bitstring => {
+            let meta = CredentialMeta {
+                uri: job.list.uri.clone(),
+                issuer: issuer_of(&job.list.uri).to_owned(),
+                valid_from: now,
+                valid_until: exp,
+                ttl_seconds: Some(job.ttl_seconds),
+            };
+            Ok(vec![artifact(
+                ArtifactKind::Vc,
+                bitstring::sign_vc_jwt(&meta, &array, level, key)?.into_bytes(),
+            )])
+        }
+    }
+}
+
+struct Cached {
+    artifact: Arc<StoredArtifact>,
+    checked: Instant,
+}
+
+/// The in-memory copies GETs are served from.
+#[derive(Default)]
+pub struct ArtifactCache {
+    entries: RwLock<HashMap<(String, ArtifactKind), Cached>>,
+    /// Highest version notified per list: a copy below it is never served.
+    notified: RwLock<HashMap<String, i64>>,
+}
+
+impl std::fmt::Debug for ArtifactCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArtifactCache").finish_non_exhaustive()
+    }
+}
+
+impl ArtifactCache {
+    /// The current artifact of a live list, or `None` (unknown, retired, not rendered yet).
+    /// With the database down, a cached copy is served until its `exp`, unless a newer
+    /// version is known to exist.
+    pub async fn get(
+        &self,
+        store: &Store,
+        id: &str,
+        kind: ArtifactKind,
+    ) -> Result<Option<Arc<StoredArtifact>>, StoreError> {
+        let key = (id.to_owned(), kind);
+        let floor = self
+            .notified
+            .read()
+            .await
+            .get(id)
+            .copied()
+            .unwrap_or(i64::MIN);
+        let now = unix_now();
+        let cached = self
+            .entries
+            .read()
+            .await
+            .get(&key)
+            .map(|c| (c.artifact.clone(), c.checked));
+        if let Some((artifact, checked)) = &cached
+            && artifact.version >= floor
+            && artifact.artifact.exp > now
+            && checked.elapsed() < REVALIDATE
+        {
+            return Ok(Some(artifact.clone()));
+        }
+        match store.artifact(id, kind).await {
+            Ok(Some(fresh)) => {
+                let fresh = Arc::new(fresh);
+                self.entries.write().await.insert(
+                    key,
+                    Cached {
+                        artifact: fresh.clone(),
+                        checked: Instant::now(),
+                    },
+                );
+                Ok(Some(fresh))
+            }
+            Ok(None) => {
+                self.entries.write().await.remove(&key);
+                Ok(None)
+            }
+            Err(err) => match cached {
+                Some((artifact, _))
+                    if err.is_unavailable()
+                        && artifact.version >= floor
+                        && artifact.artifact.exp > now =>
+                {
+                    Ok(Some(artifact))
+                }
+                _ => Err(err),
+            },
+        }
+    }
+
+    async fn on_published(&self, id: &str, version: i64) {
+        let mut notified = self.notified.write().await;
+        let floor = notified.entry(id.to_owned()).or_insert(version);
+        *floor = (*floor).max(version);
+        drop(notified);
+        self.entries.write().await.retain(|(list, _), _| list != id);
+    }
+
+    async fn clear(&self) {
+        self.entries.write().await.clear();
+    }
+}
+
+pub struct Publisher {
+    pub store: Store,
+    pub keys: Arc<SigningKeys>,
+    pub zlib_level: u32,
+    pub metrics: Metrics,
+    pub wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// One pass: renders what is due. Returns how many lists were stored.
+    pub async fn pass(&self) -> Result<usize, StoreError> {
+        let now = unix_now();
+        let key = self.keys.current();
+        let level = self.zlib_level;
+        let report = self
+            .store
+            .publish_due(BATCH, now, |job| {
+                let key = key.clone();
+                async move {
+                    // Compression and signing are CPU work: keep them off the async threads.
+                    tokio::task::spawn_blocking(move || render(&job, &key, level, now))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| e.to_string())
+                }
+            })
+            .await?;
+        for (id, err) in &report.failed {
+            tracing::error!(list = %id, error = %err, "rendering failed");
+        }
+        self.metrics.published.inc_by(report.published.len() as u64);
+        Ok(report.published.len())
+    }
+
+    /// Publishes until the process stops: on every change notification, and every second.
+    pub async fn run(self) {
+        loop {
+            let started = Instant::now();
+            let notified = self.wake.notified();
+            match self.pass().await {
+                Ok(n) if n as i64 == BATCH => continue,
+                Ok(n) => {
+                    if n > 0 {
+                        self.metrics
+                            .publish_lag
+                            .set(started.elapsed().as_secs_f64());
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "publish pass failed"),
+            }
+            let _ = tokio::time::timeout(TICK, notified).await;
+        }
+    }
+}
+
+/// Routes notifications: a change wakes the publisher, a publish invalidates the cache,
+/// a reconnect (notifications may have been missed) clears it.
+pub async fn dispatch(
+    mut events: broadcast::Receiver<Event>,
+    cache: Arc<ArtifactCache>,
+    wake: Arc<Notify>,
+) {
+    loop {
+        match events.recv().await {
+            Ok(Event::Notification { channel, payload }) => match channel.as_str() {
+                CHANNEL_CHANGED => wake.notify_one(),
+                CHANNEL_PUBLISHED => {
+                    if let Some((id, version)) = payload.split_once(':')
+                        && let Ok(version) = version.parse()
+                    {
+                        cache.on_published(id, version).await;
+                    }
+                }
+                CHANNEL_CONFIG => wake.notify_one(),
+                _ => {}
+            },
+            Ok(Event::Connected) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                cache.clear().await;
+                wake.notify_one();
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Channels a worker listens on.
+pub const CHANNELS: [&str; 3] = [CHANNEL_CHANGED, CHANNEL_PUBLISHED, CHANNEL_CONFIG];

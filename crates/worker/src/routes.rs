@@ -1,0 +1,333 @@
+//! The HTTP handlers.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use statuslist_format::bitstring::VC_JWT_MEDIA_TYPE;
+use statuslist_format::token::CWT_TYP;
+use statuslist_store::{ArtifactKind, IssueRequest, RevokeOutcome, StoredArtifact};
+
+use crate::AppState;
+use crate::error::{self as e, ApiError};
+use crate::jwks::Lookup;
+use crate::publisher::unix_now;
+use crate::request::{Jws, MAX_BODY_BYTES, is_list_id};
+
+const JWT_MEDIA_TYPE: &str = "application/statuslist+jwt";
+
+/// Content type `application/jwt`, parameters tolerated.
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ok = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/jwt"));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(e::CONTENT_TYPE))
+    }
+}
+
+/// A verified request: its claims, and the issuer with its pool.
+struct Verified {
+    jws: Jws,
+    issuer: statuslist_store::pools::Issuer,
+}
+
+/// Everything `/issue` and `/revoke` share: content type, size, decoding, header checks,
+/// issuer lookup, key lookup and the ES256 signature.
+async fn verify(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Verified, ApiError> {
+    check_content_type(headers)?;
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ApiError::BadRequest(e::BODY_TOO_LARGE));
+    }
+    let jws = Jws::parse(body)?;
+    let kid = jws.check_header()?.to_owned();
+    let client_id = jws.issuer()?;
+    let issuer = match state.store.issuer(client_id).await {
+        Ok(Some(issuer)) => issuer,
+        Ok(None) => return Err(ApiError::Unauthorized(e::UNKNOWN_CLIENT)),
+        Err(err) if err.is_unavailable() => return Err(ApiError::Unavailable),
+        Err(err) => {
+            tracing::error!(error = %err, "issuer lookup failed");
+            return Err(ApiError::Internal(e::ISSUE_FAILED));
+        }
+    };
+    let key = match state.jwks.key(&issuer.jwks_uri, &kid).await {
+        Lookup::Found(key) => key,
+        Lookup::Unusable => return Err(ApiError::Unauthorized(e::BAD_SIGNATURE)),
+        Lookup::Missing => return Err(ApiError::Unauthorized(e::INVALID_KID)),
+    };
+    key.verify_raw(jws.signing_input.as_bytes(), &jws.signature)
+        .map_err(|_| ApiError::Unauthorized(e::BAD_SIGNATURE))?;
+    Ok(Verified { jws, issuer })
+}
+
+pub async fn issue(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Verified { jws, issuer } = verify(&state, &headers, &body).await?;
+    let now = unix_now();
+    jws.iat(now)?;
+    let req = IssueRequest {
+        client_id: issuer.client_id.clone(),
+        jti: jws.jti()?,
+        status_expiry: jws.status_expiry(now, issuer.pool.settings.max_status_lifetime_seconds)?,
+    };
+    let out = state.leases.issue(&issuer.pool, &req).await?;
+    tracing::info!(client_id = %req.client_id, list = %out.list_id, created = out.created, "issued");
+    Ok((
+        StatusCode::OK,
+        Json(json!({"idx": out.idx, "uri": out.uri})),
+    )
+        .into_response())
+}
+
+pub async fn revoke(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Verified { jws, issuer } = verify(&state, &headers, &body).await?;
+    jws.iat(unix_now())?;
+    jws.jti()?;
+    let idx = jws.idx()?;
+    let uri = jws.uri()?;
+    let (message, at) = match state.store.revoke(uri, idx, &issuer.client_id).await {
+        Ok(RevokeOutcome::Revoked { at }) => ("Request processed for revocation", at),
+        Ok(RevokeOutcome::AlreadyRevoked { at }) => ("Credential already revoked", at),
+        Ok(RevokeOutcome::NotFound) => return Err(ApiError::Forbidden(e::CANNOT_REVOKE)),
+        Err(err) if err.is_unavailable() => return Err(ApiError::Unavailable),
+        Err(err) => {
+            tracing::error!(error = %err, "revocation failed");
+            return Err(ApiError::Internal(e::REVOKE_FAILED));
+        }
+    };
+    tracing::info!(client_id = %issuer.client_id, uri, idx, message, "revocation");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"message": message, "revokedAt": at})),
+    )
+        .into_response())
+}
+
+/// The media type of `offered` the `Accept` header prefers (RFC 9110: each candidate takes
+/// the q of the most specific range matching it; ties go to the offered order); a missing
+/// header allows the first.
+fn negotiate(headers: &HeaderMap, offered: &[&'static str]) -> Option<&'static str> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return offered.first().copied();
+    };
+    let ranges: Vec<(String, f32)> = accept
+        .split(',')
+        .map(|range| {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .and_then(|q| q.trim().parse::<f32>().ok())
+                })
+                .next()
+                .unwrap_or(1.0);
+            (media, q)
+        })
+        .collect();
+    let quality = |candidate: &str| -> f32 {
+        let specificity = |media: &str| {
+            if media == candidate {
+                Some(2)
+            } else if media
+                .strip_suffix("/*")
+                .is_some_and(|t| candidate.split('/').next() == Some(t))
+            {
+                Some(1)
+            } else if media == "*/*" {
+                Some(0)
+            } else {
+                None
+            }
+        };
+        ranges
+            .iter()
+            .filter_map(|(m, q)| specificity(m).map(|s| (s, *q)))
+            .max_by_key(|(s, _)| *s)
+            .map_or(0.0, |(_, q)| q)
+    };
+    offered
+        .iter()
+        .enumerate()
+        .map(|(rank, c)| (quality(c), rank, *c))
+        .filter(|(q, _, _)| *q > 0.0)
+        .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)))
+        .map(|(_, _, c)| c)
+}
+
+async fn serve(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    kind: ArtifactKind,
+    media: &'static str,
+) -> Result<Response, ApiError> {
+    if !is_list_id(id) {
+        return Err(ApiError::NotFound(e::LIST_NOT_FOUND));
+    }
+    let artifact = match state.cache.get(&state.store, id, kind).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return Err(ApiError::NotFound(e::LIST_NOT_FOUND)),
+        Err(err) if err.is_unavailable() => return Err(ApiError::Unavailable),
+        Err(err) => {
+            tracing::error!(error = %err, list = id, "reading a published list failed");
+            return Err(ApiError::Internal(e::LIST_FAILED));
+        }
+    };
+    Ok(respond(headers, &artifact, media))
+}
+
+fn respond(headers: &HeaderMap, stored: &StoredArtifact, media: &'static str) -> Response {
+    let a = &stored.artifact;
+    // Never cache past exp, nor longer than the list's ttl.
+    let max_age = a.ttl.min(a.exp - unix_now()).max(0);
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&a.etag) {
+        h.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={max_age}")) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    h.insert(
+        header::VARY,
+        HeaderValue::from_static("Accept, Accept-Encoding"),
+    );
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim() == "*"
+                || v.split(',')
+                    .any(|t| t.trim().trim_start_matches("W/") == a.etag)
+        });
+    if matches {
+        return (StatusCode::NOT_MODIFIED, h).into_response();
+    }
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+    (StatusCode::OK, h, Body::from(a.body.clone())).into_response()
+}
+
+pub async fn token_list(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    match negotiate(&headers, &[JWT_MEDIA_TYPE, CWT_TYP]) {
+        Some(JWT_MEDIA_TYPE) => {
+            serve(&state, &headers, &id, ArtifactKind::Jwt, JWT_MEDIA_TYPE).await
+        }
+        Some(_) => serve(&state, &headers, &id, ArtifactKind::Cwt, CWT_TYP).await,
+        None => Err(ApiError::NotAcceptable(e::NOT_ACCEPTABLE_TOKEN)),
+    }
+}
+
+pub async fn bitstring_list(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    match negotiate(&headers, &[VC_JWT_MEDIA_TYPE]) {
+        Some(_) => serve(&state, &headers, &id, ArtifactKind::Vc, VC_JWT_MEDIA_TYPE).await,
+        None => Err(ApiError::NotAcceptable(e::NOT_ACCEPTABLE_VC)),
+    }
+}
+
+pub async fn jwks(State(state): State<Arc<AppState>>) -> Response {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    (h, Json(state.keys.jwks())).into_response()
+}
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(err) => {
+            tracing::warn!(error = %err, "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+        }
+    }
+}
+
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound(e::ROUTE_NOT_FOUND)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_str(v).expect("header"));
+        h
+    }
+
+    #[test]
+    fn accept_negotiation() {
+        let offered = [JWT_MEDIA_TYPE, CWT_TYP];
+        assert_eq!(negotiate(&HeaderMap::new(), &offered), Some(JWT_MEDIA_TYPE));
+        assert_eq!(negotiate(&accept("*/*"), &offered), Some(JWT_MEDIA_TYPE));
+        assert_eq!(
+            negotiate(&accept("application/*"), &offered),
+            Some(JWT_MEDIA_TYPE)
+        );
+        assert_eq!(
+            negotiate(&accept("application/statuslist+cwt"), &offered),
+            Some(CWT_TYP)
+        );
+        assert_eq!(
+            negotiate(
+                &accept("application/statuslist+jwt;q=0.5, application/statuslist+cwt"),
+                &offered
+            ),
+            Some(CWT_TYP)
+        );
+        assert_eq!(
+            negotiate(
+                &accept("application/statuslist+jwt;q=0, */*;q=0.1"),
+                &offered
+            ),
+            Some(CWT_TYP)
+        );
+        assert_eq!(negotiate(&accept("text/html"), &offered), None);
+        assert_eq!(
+            negotiate(&accept("application/statuslist+jwt;q=0"), &offered),
+            None
+        );
+    }
+}
