@@ -34,11 +34,14 @@ pub enum JwksMode {
     Down,
 }
 
+/// Each fake issuer's key and the behaviour of its JWKS endpoint.
+type IssuerKeys = HashMap<String, (Arc<SigningKey>, JwksMode)>;
+
 /// Fake issuers: each has a key and a JWKS endpoint whose behaviour tests can change.
 #[derive(Clone)]
 pub struct Issuers {
     pub addr: SocketAddr,
-    keys: Arc<Mutex<HashMap<String, (Arc<SigningKey>, JwksMode)>>>,
+    keys: Arc<Mutex<IssuerKeys>>,
     pub fetches: Arc<Mutex<HashMap<String, usize>>>,
 }
 
