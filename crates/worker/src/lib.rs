@@ -30,7 +30,6 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{Any, CorsLayer};
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -58,10 +57,6 @@ impl std::fmt::Debug for AppState {
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// Bodies above this are cut off by the transport before a handler sees them (the
-/// handler refuses anything above 16 KiB with the contract's 400).
-const TRANSPORT_BODY_LIMIT: usize = 64 * 1024;
 
 async fn record(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
     let route = request
@@ -100,8 +95,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         );
     let issuer = Router::new()
         .route("/issue", post(routes::issue))
-        .route("/revoke", post(routes::revoke))
-        .layer(RequestBodyLimitLayer::new(TRANSPORT_BODY_LIMIT));
+        .route("/revoke", post(routes::revoke));
     Router::new()
         .merge(public)
         .merge(issuer)

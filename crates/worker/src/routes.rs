@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -42,12 +42,13 @@ struct Verified {
 
 /// Everything `/issue` and `/revoke` share: content type, size, decoding, header checks,
 /// issuer lookup, key lookup and the ES256 signature.
-async fn verify(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Verified, ApiError> {
-    check_content_type(headers)?;
-    if body.len() > MAX_BODY_BYTES {
-        return Err(ApiError::BadRequest(e::BODY_TOO_LARGE));
-    }
-    let jws = Jws::parse(body)?;
+async fn verify(state: &AppState, request: Request) -> Result<Verified, ApiError> {
+    check_content_type(request.headers())?;
+    // Reads at most 16 KiB + 1 byte: a larger body is refused without reading the rest.
+    let body = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::BadRequest(e::BODY_TOO_LARGE))?;
+    let jws = Jws::parse(&body)?;
     let kid = jws.check_header()?.to_owned();
     let client_id = jws.issuer()?;
     let issuer = match state.store.issuer(client_id).await {
@@ -71,10 +72,9 @@ async fn verify(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<V
 
 pub async fn issue(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let Verified { jws, issuer } = verify(&state, &headers, &body).await?;
+    let Verified { jws, issuer } = verify(&state, request).await?;
     let now = unix_now();
     jws.iat(now)?;
     let req = IssueRequest {
@@ -93,10 +93,9 @@ pub async fn issue(
 
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let Verified { jws, issuer } = verify(&state, &headers, &body).await?;
+    let Verified { jws, issuer } = verify(&state, request).await?;
     jws.iat(unix_now())?;
     jws.jti()?;
     let idx = jws.idx()?;

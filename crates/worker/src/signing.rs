@@ -1,9 +1,10 @@
 //! The service's own signing keys: PKCS#8 PEM files in a directory (a mounted Secret).
-//! The newest file signs; every key is published, so rotation never breaks a verifier.
+//! The file whose name sorts last signs (name keys by date: `2026-11.pem`); every key
+//! is published, so rotation never breaks a verifier. File names, unlike modification
+//! times, are the same in every pod, so all workers sign with the same key.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use statuslist_format::SigningKey;
 use statuslist_format::keys::{Jwks, jwks};
@@ -31,10 +32,10 @@ impl SigningKeys {
         })
     }
 
-    /// Loads every `*.pem` of `dir`; the most recently modified one signs.
+    /// Loads every `*.pem` of `dir`; the one whose name sorts last signs.
     pub fn from_dir(dir: &Path) -> Result<Self, KeyError> {
         let shown = dir.display().to_string();
-        let mut found: Vec<(SystemTime, String, SigningKey)> = Vec::new();
+        let mut found: Vec<(String, SigningKey)> = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| KeyError::Dir(shown.clone(), e))? {
             let entry = entry.map_err(|e| KeyError::Dir(shown.clone(), e))?;
             let path = entry.path();
@@ -46,15 +47,11 @@ impl SigningKeys {
                 .map_err(|e| KeyError::Key(name.clone(), e.to_string()))?;
             let key = SigningKey::from_pkcs8_pem(&pem)
                 .map_err(|e| KeyError::Key(name.clone(), e.to_string()))?;
-            let modified = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .unwrap_or(SystemTime::UNIX_EPOCH);
-            found.push((modified, name, key));
+            found.push((name, key));
         }
-        // Newest first; the name breaks ties so every worker picks the same key.
-        found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
-        Self::new(found.into_iter().map(|(_, _, k)| k).collect()).ok_or(KeyError::Empty(shown))
+        // The name sorting last first.
+        found.sort_by(|a, b| b.0.cmp(&a.0));
+        Self::new(found.into_iter().map(|(_, k)| k).collect()).ok_or(KeyError::Empty(shown))
     }
 
     /// The key that signs new lists.

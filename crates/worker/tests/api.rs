@@ -1,0 +1,680 @@
+//! The worker end to end: published lists verified independently, revocation seen by
+//! another worker, HTTP caching, hostile input, issuer JWKS failures, database outage.
+
+mod common;
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::*;
+use p256::ecdsa::signature::Verifier;
+use serde_json::{Value, json};
+use statuslist_format::SigningKey;
+
+/// Verifies an ES256 signature with the RustCrypto p256 crate: nothing shared with the
+/// signing side (aws-lc-rs).
+fn p256_verify(jwk: &Value, message: &[u8], signature: &[u8]) -> bool {
+    let coord = |k: &str| {
+        URL_SAFE_NO_PAD
+            .decode(jwk[k].as_str().expect("coordinate"))
+            .expect("b64")
+    };
+    let (x, y) = (coord("x"), coord("y"));
+    let mut sec1 = vec![0x04];
+    sec1.extend_from_slice(&x);
+    sec1.extend_from_slice(&y);
+    let Ok(point) = p256::EncodedPoint::from_bytes(&sec1) else {
+        return false;
+    };
+    let Ok(key) = p256::ecdsa::VerifyingKey::from_encoded_point(&point) else {
+        return false;
+    };
+    let Ok(sig) = p256::ecdsa::Signature::from_slice(signature) else {
+        return false;
+    };
+    key.verify(message, &sig).is_ok()
+}
+
+async fn service_jwks(env: &Env) -> Vec<Value> {
+    let text = env
+        .http
+        .get(format!("{}/.well-known/jwks.json", env.worker.url))
+        .send()
+        .await
+        .expect("jwks")
+        .text()
+        .await
+        .expect("body");
+    let doc: Value = serde_json::from_str(&text).expect("json");
+    doc["keys"].as_array().expect("keys").clone()
+}
+
+/// Verifies a compact JWS against the service's JWKS; returns (header, payload).
+fn verify_jws(token: &str, jwks: &[Value]) -> (Value, Value) {
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let header: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).expect("b64")).expect("json");
+    let payload: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("json");
+    let jwk = jwks
+        .iter()
+        .find(|k| k["kid"] == header["kid"])
+        .expect("kid published in the JWKS");
+    let sig = URL_SAFE_NO_PAD.decode(parts[2]).expect("b64");
+    assert!(
+        p256_verify(jwk, format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig),
+        "signature"
+    );
+    (header, payload)
+}
+
+/// Status of `idx` in an IETF byte array (index 0 in the low bits), 2-bit entries.
+fn ietf_status(bytes: &[u8], idx: u64) -> u8 {
+    (bytes[(idx / 4) as usize] >> ((idx % 4) * 2)) & 0b11
+}
+
+/// Status of `idx` in a W3C bitstring (index 0 in the high bits), 2-bit entries.
+fn w3c_status(bytes: &[u8], idx: u64) -> u8 {
+    (bytes[(idx / 4) as usize] >> (6 - (idx % 4) * 2)) & 0b11
+}
+
+fn inflate(reader: impl Read) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::BufReader::new(reader)
+        .read_to_end(&mut out)
+        .expect("inflate");
+    out
+}
+
+/// The decoded Token list at `uri` once the condition holds (the publisher runs async).
+async fn token_list_when(
+    env: &Env,
+    base: &str,
+    uri: &str,
+    deadline: Duration,
+    ok: impl Fn(&[u8]) -> bool,
+) -> (Value, Vec<u8>) {
+    let id = uri.rsplit('/').next().expect("id");
+    let jwks = service_jwks(env).await;
+    let until = Instant::now() + deadline;
+    loop {
+        let resp = env
+            .http
+            .get(format!("{base}/t/{id}"))
+            .send()
+            .await
+            .expect("get");
+        if resp.status() == 200 {
+            let (_, payload) = verify_jws(&resp.text().await.expect("body"), &jwks);
+            let lst = URL_SAFE_NO_PAD
+                .decode(payload["status_list"]["lst"].as_str().expect("lst"))
+                .expect("b64");
+            let bytes = inflate(flate2::read::ZlibDecoder::new(lst.as_slice()));
+            if ok(&bytes) {
+                return (payload, bytes);
+            }
+        }
+        assert!(
+            Instant::now() < until,
+            "condition not met within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await; // polling a condition
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_lists_verify_independently_and_show_revocations() {
+    let env = Env::start().await;
+    let mut issued = Vec::new();
+    for _ in 0..5 {
+        issued.push(env.issue("a").await);
+    }
+    let uri = issued[0].0.clone();
+    assert!(issued.iter().all(|(u, _)| *u == uri));
+    let (payload, bytes) =
+        token_list_when(&env, &env.worker.url, &uri, Duration::from_secs(10), |_| {
+            true
+        })
+        .await;
+    assert_eq!(
+        payload["sub"].as_str(),
+        Some(uri.as_str()),
+        "sub equals the issued uri byte for byte"
+    );
+    assert_eq!(payload["status_list"]["bits"], 2);
+    assert!(payload["exp"].as_i64() > payload["iat"].as_i64());
+    assert_eq!(payload["ttl"], 300);
+    for (_, idx) in &issued {
+        assert_eq!(ietf_status(&bytes, *idx), 0, "VALID until revoked");
+    }
+    let (status, _) = env.revoke("a", &uri, issued[2].1).await;
+    assert_eq!(status, 202);
+    let revoked = issued[2].1;
+    let (_, bytes) = token_list_when(&env, &env.worker.url, &uri, Duration::from_secs(10), |b| {
+        ietf_status(b, revoked) == 1
+    })
+    .await;
+    for (i, (_, idx)) in issued.iter().enumerate() {
+        assert_eq!(ietf_status(&bytes, *idx), u8::from(i == 2));
+    }
+
+    // The CWT of the same list: COSE_Sign1 checked with p256 over a Sig_structure built here.
+    let id = uri.rsplit('/').next().expect("id");
+    let resp = env
+        .http
+        .get(format!("{}/t/{id}", env.worker.url))
+        .header("accept", "application/statuslist+cwt")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.headers()["content-type"], "application/statuslist+cwt");
+    let cwt = resp.bytes().await.expect("body").to_vec();
+    use coset_cbor::Value as C;
+    let value: C = coset_cbor::de::from_reader(cwt.as_slice()).expect("CBOR");
+    let C::Tag(18, inner) = value else {
+        panic!("COSE_Sign1_Tagged expected")
+    };
+    let C::Array(parts) = *inner else {
+        panic!("array")
+    };
+    let (C::Bytes(protected), C::Bytes(payload), C::Bytes(signature)) =
+        (&parts[0], &parts[2], &parts[3])
+    else {
+        panic!("parts")
+    };
+    let mut tbs = Vec::new();
+    coset_cbor::ser::into_writer(
+        &C::Array(vec![
+            C::Text("Signature1".into()),
+            C::Bytes(protected.clone()),
+            C::Bytes(vec![]),
+            C::Bytes(payload.clone()),
+        ]),
+        &mut tbs,
+    )
+    .expect("CBOR");
+    let header: C = coset_cbor::de::from_reader(protected.as_slice()).expect("CBOR");
+    let kid = header
+        .as_map()
+        .expect("map")
+        .iter()
+        .find(|(k, _)| k.as_integer() == Some(4.into()))
+        .map(|(_, v)| v.clone());
+    let kid = String::from_utf8(kid.and_then(|k| k.into_bytes().ok()).expect("kid")).expect("utf8");
+    let jwks = service_jwks(&env).await;
+    let jwk = jwks
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .expect("kid published");
+    assert!(p256_verify(jwk, &tbs, signature), "CWT signature");
+    let claims: C = coset_cbor::de::from_reader(payload.as_slice()).expect("CBOR");
+    let claim = |k: i64| {
+        claims
+            .as_map()
+            .expect("map")
+            .iter()
+            .find(|(key, _)| key.as_integer() == Some(k.into()))
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        claim(2).and_then(|v| v.into_text().ok()).as_deref(),
+        Some(uri.as_str())
+    );
+
+    // The Bitstring list: a vc+jwt, encodedList gzip, index 0 in the high bits.
+    let (buri, bidx) = env.issue("b").await;
+    assert!(buri.contains("/b/"));
+    env.revoke("b", &buri, bidx).await;
+    let bid = buri.rsplit('/').next().expect("id");
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = env
+            .http
+            .get(format!("{}/b/{bid}", env.worker.url))
+            .send()
+            .await
+            .expect("get");
+        if resp.status() == 200 {
+            assert_eq!(resp.headers()["content-type"], "application/vc+jwt");
+            let (header, vc) = verify_jws(&resp.text().await.expect("body"), &jwks);
+            assert_eq!(header["typ"], "vc+jwt");
+            assert_eq!(vc["id"].as_str(), Some(buri.as_str()));
+            let subject = &vc["credentialSubject"];
+            assert_eq!(
+                (
+                    subject["type"].as_str(),
+                    subject["statusPurpose"].as_str(),
+                    subject["statusSize"].as_u64()
+                ),
+                (Some("BitstringStatusList"), Some("message"), Some(2))
+            );
+            let encoded = subject["encodedList"].as_str().expect("encodedList");
+            let gz = URL_SAFE_NO_PAD
+                .decode(encoded.strip_prefix('u').expect("multibase u"))
+                .expect("b64");
+            let bits = inflate(flate2::read::GzDecoder::new(gz.as_slice()));
+            assert_eq!(bits.len(), 131_072 * 2 / 8);
+            if w3c_status(&bits, bidx) == 1 {
+                break;
+            }
+        }
+        assert!(Instant::now() < until, "revocation not published");
+        tokio::time::sleep(Duration::from_millis(10)).await; // polling a condition
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_through_one_worker_is_served_by_another_within_a_second() {
+    let env = Env::start().await;
+    // Workers share the signing keys (one mounted Secret), as in production.
+    let key =
+        SigningKey::from_pkcs8_pem(&env.worker.state.keys.current().to_pkcs8_pem().expect("pem"))
+            .expect("key");
+    let second = TestWorker::start(&env.db.url, vec![key], "w2").await;
+    let (uri, idx) = env.issue("a").await;
+    // The second worker has the list in memory, VALID.
+    token_list_when(&env, &second.url, &uri, Duration::from_secs(10), |b| {
+        ietf_status(b, idx) == 0
+    })
+    .await;
+    let start = Instant::now();
+    let (status, _) = env.revoke("a", &uri, idx).await;
+    assert_eq!(status, 202);
+    token_list_when(&env, &second.url, &uri, Duration::from_secs(1), |b| {
+        ietf_status(b, idx) == 1
+    })
+    .await;
+    eprintln!(
+        "revocation visible on the other worker after {:?}",
+        start.elapsed()
+    );
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_caching_negotiation_and_cors() {
+    let env = Env::start().await;
+    let (uri, _) = env.issue("a").await;
+    token_list_when(&env, &env.worker.url, &uri, Duration::from_secs(10), |_| {
+        true
+    })
+    .await;
+    let id = uri.rsplit('/').next().expect("id");
+    let url = format!("{}/t/{id}", env.worker.url);
+    let resp = env
+        .http
+        .get(&url)
+        .header("origin", "https://verifier.example")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 200);
+    let etag = resp.headers()["etag"].to_str().expect("etag").to_owned();
+    assert!(
+        etag.starts_with('"') && !etag.starts_with("W/"),
+        "strong ETag"
+    );
+    let cc = resp.headers()["cache-control"]
+        .to_str()
+        .expect("cc")
+        .to_owned();
+    let max_age: i64 = cc
+        .rsplit('=')
+        .next()
+        .expect("max-age")
+        .parse()
+        .expect("number");
+    assert!(
+        cc.starts_with("public, max-age=") && (0..=300).contains(&max_age),
+        "{cc}"
+    );
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    let plain = resp.bytes().await.expect("body");
+
+    let resp = env
+        .http
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 304);
+    assert_eq!(resp.headers()["etag"].to_str().expect("etag"), etag);
+
+    let resp = env
+        .http
+        .get(&url)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    let gz = resp.bytes().await.expect("body");
+    assert_eq!(
+        inflate(flate2::read::GzDecoder::new(&gz[..])),
+        plain.to_vec()
+    );
+
+    for (accept, status) in [
+        ("text/html", 406),
+        ("application/statuslist+jwt;q=0", 406),
+        ("application/*", 200),
+        ("*/*;q=0.1", 200),
+    ] {
+        let resp = env
+            .http
+            .get(&url)
+            .header("accept", accept)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(resp.status().as_u16(), status, "{accept}");
+    }
+    // A Token id asked at /b/ (and the reverse) is unknown there.
+    let resp = env
+        .http
+        .get(format!("{}/b/{id}", env.worker.url))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 404);
+    let (buri, _) = env.issue("b").await;
+    let bid = buri.rsplit('/').next().expect("id");
+    let resp = env
+        .http
+        .get(format!("{}/t/{bid}", env.worker.url))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 404);
+    // Operations endpoints.
+    assert_eq!(
+        env.http
+            .get(format!("{}/healthz", env.worker.url))
+            .send()
+            .await
+            .expect("get")
+            .status(),
+        200
+    );
+    assert_eq!(
+        env.http
+            .get(format!("{}/readyz", env.worker.url))
+            .send()
+            .await
+            .expect("get")
+            .status(),
+        200
+    );
+    let metrics = env
+        .http
+        .get(format!("{}/metrics", env.worker.url))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        metrics.contains("statuslist_http_requests_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("statuslist_leases_held"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_duplicates_over_http_get_one_answer() {
+    let env = Env::start().await;
+    let jwt = env.issuers.issue_jwt("a");
+    let answers = futures_util::future::join_all(
+        (0..20).map(|_| env.post("/issue", Some("application/jwt"), jwt.clone())),
+    )
+    .await;
+    assert!(
+        answers.iter().all(|(s, b)| *s == 200 && *b == answers[0].1),
+        "{answers:?}"
+    );
+    assert_eq!(env.entry_rows().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_a_4xx_json_error_and_changes_nothing() {
+    let env = Env::start().await;
+    let (uri, idx) = env.issue("a").await;
+    let (buri, bidx) = env.issue("b").await;
+    let iss = &env.issuers;
+    let h = Issuers::header("a");
+    // An accepted request, replayed below with a changed statusExpiry.
+    let original = Issuers::issue_claims("a");
+    let (s, _) = env
+        .post(
+            "/issue",
+            Some("application/jwt"),
+            iss.sign("a", &h, &original),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let before = env.entry_rows().await;
+    let claims = Issuers::issue_claims("a");
+    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let public_pem = iss.key("a").public_jwk();
+    let hs256 = {
+        // HS256 "signed" with the issuer's public key: the classic algorithm confusion.
+        let header = json!({"alg": "HS256", "typ": "JWT", "kid": Issuers::kid("a")});
+        let input = format!("{}.{}", b64(&header), b64(&claims));
+        let key = aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            serde_json::to_string(&public_pem).expect("json").as_bytes(),
+        );
+        format!(
+            "{input}.{}",
+            URL_SAFE_NO_PAD.encode(aws_lc_rs::hmac::sign(&key, input.as_bytes()))
+        )
+    };
+    let mut cases: Vec<(&str, Option<&str>, Vec<u8>)> = vec![
+        ("/issue", Some("application/jwt"), format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT", "kid": Issuers::kid("a")})), b64(&claims)).into_bytes()),
+        ("/issue", Some("application/jwt"), hs256.into_bytes()),
+        ("/issue", Some("application/jwt"), iss.sign("a", &json!({"alg": "RS256", "typ": "JWT", "kid": Issuers::kid("a")}), &claims).into_bytes()),
+        ("/issue", Some("application/jwt"), iss.sign("a", &json!({"alg": "ES256", "typ": "JWT", "kid": "k".repeat(10_240)}), &claims).into_bytes()),
+        ("/issue", Some("application/jwt"), iss.sign("a", &json!({"alg": "ES256", "typ": "JWT", "kid": "../../etc/passwd"}), &claims).into_bytes()),
+        ("/issue", Some("application/jwt"), iss.sign("a", &json!({"alg": "ES256", "typ": "JWT", "kid": "nope"}), &claims).into_bytes()),
+        ("/issue", Some("application/jwt"), format!("{}.{}.", b64(&h), b64(&claims)).into_bytes()),
+        ("/issue", Some("application/jwt"), format!("{}.{}.AAAA.BBBB.CCCC", b64(&json!({"alg": "RSA-OAEP", "enc": "A256GCM"})), "x").into_bytes()),
+        ("/issue", Some("application/jwt"), format!("{}.{}.AAAA", b64(&h), URL_SAFE_NO_PAD.encode("not json")).into_bytes()),
+        ("/issue", Some("application/jwt"), iss.sign_text("a", &h.to_string(), r#"{"iss":"a","iss":"b","iat":1,"jti":"bcea4e51-6eca-4547-8d18-4b971b72c146","statusExpiry":1}"#).into_bytes()),
+        ("/issue", Some("application/jwt"), vec![b'a'; 10 * 1024 * 1024]),
+        ("/issue", None, iss.issue_jwt("a").into_bytes()),
+        ("/issue", Some("application/json"), iss.issue_jwt("a").into_bytes()),
+    ];
+    for (k, v) in [
+        ("iat", json!("now")),
+        ("iat", json!(-5)),
+        ("jti", json!(7)),
+        ("statusExpiry", json!("2030-01-01")),
+        ("statusExpiry", json!(-1)),
+        ("iss", json!(["a"])),
+    ] {
+        let mut c = claims.clone();
+        c[k] = v;
+        cases.push((
+            "/issue",
+            Some("application/jwt"),
+            iss.sign("a", &h, &c).into_bytes(),
+        ));
+    }
+    for v in [json!("1"), json!(1.5), json!(-3), json!(null)] {
+        cases.push(("/revoke", Some("application/jwt"), iss.sign("a", &h, &json!({"iss": "a", "iat": 1, "jti": uuid::Uuid::new_v4().to_string(), "uri": uri, "idx": v})).into_bytes()));
+    }
+    // Client a's valid token against client b's entry.
+    cases.push((
+        "/revoke",
+        Some("application/jwt"),
+        iss.sign("a", &h, &Issuers::revoke_claims("a", &buri, bidx))
+            .into_bytes(),
+    ));
+    // The replay with a changed statusExpiry.
+    let mut changed = original.clone();
+    changed["statusExpiry"] = json!(original["statusExpiry"].as_i64().expect("n") + 1);
+    cases.push((
+        "/issue",
+        Some("application/jwt"),
+        iss.sign("a", &h, &changed).into_bytes(),
+    ));
+
+    for (i, (path, ct, body)) in cases.into_iter().enumerate() {
+        let (status, json) = env.post(path, ct, body).await;
+        assert!(
+            (400..500).contains(&status),
+            "case {i} {path}: {status} {json}"
+        );
+        assert!(
+            json["error"].is_string() && json["error_description"].is_string(),
+            "case {i}: {json}"
+        );
+    }
+    assert_eq!(env.entry_rows().await, before, "no row changed");
+    let _ = (idx, uri);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuer_jwks_failures_are_401_and_cached_keys_keep_working() {
+    let env = Env::start().await;
+    // a's keys are cached by a first request; then its endpoint fails in every way.
+    env.issue("a").await;
+    for mode in [
+        JwksMode::Down,
+        JwksMode::Garbage,
+        JwksMode::Hang,
+        JwksMode::Redirect,
+        JwksMode::Huge,
+    ] {
+        env.issuers.set_mode("a", mode);
+        env.issue("a").await;
+    }
+    // c was never fetched: each failure mode is a 401, never a 500 or a hang.
+    for mode in [
+        JwksMode::Hang,
+        JwksMode::Garbage,
+        JwksMode::Redirect,
+        JwksMode::Huge,
+        JwksMode::Down,
+    ] {
+        let env = Env::start().await;
+        env.issuers.set_mode("c", mode);
+        let start = Instant::now();
+        let (status, body) = env
+            .post(
+                "/issue",
+                Some("application/jwt"),
+                env.issuers.issue_jwt("c"),
+            )
+            .await;
+        assert_eq!(
+            (status, body["error_description"].as_str()),
+            (401, Some("Invalid Key ID in Header")),
+            "{mode:?}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{mode:?} took {:?}",
+            start.elapsed()
+        );
+    }
+    // Unknown kids refetch at most once per interval.
+    let fetches = env.issuers.fetches("a");
+    env.issuers.set_mode("a", JwksMode::Normal);
+    for _ in 0..5 {
+        let jwt = env.issuers.sign(
+            "a",
+            &json!({"alg": "ES256", "typ": "JWT", "kid": "rotated-away"}),
+            &Issuers::issue_claims("a"),
+        );
+        let (status, _) = env.post("/issue", Some("application/jwt"), jwt).await;
+        assert_eq!(status, 401);
+    }
+    assert!(
+        env.issuers.fetches("a") <= fetches + 1,
+        "{} fetches",
+        env.issuers.fetches("a") - fetches
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_database_down_lists_are_still_served_and_readiness_fails() {
+    let mut env = Env::with_own_server().await;
+    let (uri, _) = env.issue("a").await;
+    token_list_when(&env, &env.worker.url, &uri, Duration::from_secs(10), |_| {
+        true
+    })
+    .await;
+    tokio::task::block_in_place(|| {
+        env.db
+            .server_mut()
+            .expect("own server")
+            .stop()
+            .expect("stop")
+    });
+    let id = uri.rsplit('/').next().expect("id");
+    let resp = env
+        .http
+        .get(format!("{}/t/{id}", env.worker.url))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        resp.status(),
+        200,
+        "the last signed copy is served until it expires"
+    );
+    assert_eq!(
+        env.http
+            .get(format!("{}/readyz", env.worker.url))
+            .send()
+            .await
+            .expect("get")
+            .status(),
+        503
+    );
+    assert_eq!(
+        env.http
+            .get(format!("{}/healthz", env.worker.url))
+            .send()
+            .await
+            .expect("get")
+            .status(),
+        200
+    );
+    let (status, _) = env
+        .post(
+            "/issue",
+            Some("application/jwt"),
+            env.issuers.issue_jwt("a"),
+        )
+        .await;
+    assert_eq!(status, 503);
+    tokio::task::block_in_place(|| {
+        env.db
+            .server_mut()
+            .expect("own server")
+            .start_again()
+            .expect("start")
+    });
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = env
+            .post(
+                "/issue",
+                Some("application/jwt"),
+                env.issuers.issue_jwt("a"),
+            )
+            .await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < until, "no recovery");
+        tokio::time::sleep(Duration::from_millis(50)).await; // polling a condition
+    }
+}
