@@ -1,0 +1,293 @@
+//! The CRD: committed YAML current, schema rules enforced (OpenAPI structure and CEL, as
+//! the apiserver applies them), examples accepted.
+
+use kube::CustomResourceExt;
+use serde_json::{Value, json};
+use statuslist_crd::{StatusList, crd_yaml};
+
+fn repo(path: &str) -> String {
+    format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn schema() -> Value {
+    let crd = serde_json::to_value(StatusList::crd()).expect("json");
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+#[test]
+fn committed_crd_is_current() {
+    let path = repo("crds/statuslist.dev_statuslists.yaml");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == crd_yaml(),
+        "{path} is out of date: regenerate it with `cargo run -p statuslist-crd --example crdgen > crds/statuslist.dev_statuslists.yaml`"
+    );
+}
+
+/// The structural part of the apiserver's validation: types, enums, bounds, required
+/// members, no unknown fields, unique list-map keys. Defaults are applied first.
+fn structural(schema: &Value, value: &mut Value, at: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    if let (Some(props), Some(obj)) = (
+        schema.get("properties").and_then(Value::as_object),
+        value.as_object_mut(),
+    ) {
+        for (name, sub) in props {
+            if !obj.contains_key(name)
+                && let Some(d) = sub.get("default")
+            {
+                obj.insert(name.clone(), d.clone());
+            }
+        }
+    }
+    if value.is_null() && schema.get("nullable") == Some(&json!(true)) {
+        return errors;
+    }
+    let ty = schema.get("type").and_then(Value::as_str);
+    let ok = match ty {
+        Some("object") => value.is_object(),
+        Some("array") => value.is_array(),
+        Some("string") => value.is_string(),
+        Some("integer") => value.is_i64() || value.is_u64(),
+        Some("boolean") => value.is_boolean(),
+        _ => true,
+    };
+    if !ok {
+        errors.push(format!("{at}: expected {ty:?}, got {value}"));
+        return errors;
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(value)
+    {
+        errors.push(format!("{at}: {value} not one of {allowed:?}"));
+    }
+    if let (Some(min), Some(v)) = (
+        schema.get("minimum").and_then(Value::as_f64),
+        value.as_f64(),
+    ) && v < min
+    {
+        errors.push(format!("{at}: {v} below {min}"));
+    }
+    if let (Some(max), Some(v)) = (
+        schema.get("maximum").and_then(Value::as_f64),
+        value.as_f64(),
+    ) && v > max
+    {
+        errors.push(format!("{at}: {v} above {max}"));
+    }
+    if let Some(obj) = value.as_object_mut() {
+        let props = schema.get("properties").and_then(Value::as_object);
+        for r in schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let r = r.as_str().expect("name");
+            if !obj.contains_key(r) {
+                errors.push(format!("{at}: missing {r}"));
+            }
+        }
+        for (name, v) in obj.iter_mut() {
+            match props.and_then(|p| p.get(name)) {
+                Some(sub) => errors.extend(structural(sub, v, &format!("{at}.{name}"))),
+                None if props.is_some() && at != ""
+                    || name != "apiVersion" && name != "kind" && name != "metadata" =>
+                {
+                    errors.push(format!("{at}: unknown field {name}"));
+                }
+                None => {}
+            }
+        }
+    }
+    if let Some(items) = value.as_array_mut() {
+        let keys: Vec<String> = schema
+            .get("x-kubernetes-list-map-keys")
+            .and_then(Value::as_array)
+            .map(|k| {
+                k.iter()
+                    .filter_map(|k| k.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        for (i, item) in items.iter_mut().enumerate() {
+            if !keys.is_empty() {
+                let key: Vec<Value> = keys.iter().map(|k| item[k].clone()).collect();
+                if !seen.insert(serde_json::to_string(&key).expect("json")) {
+                    errors.push(format!("{at}[{i}]: duplicate entry for key {key:?}"));
+                }
+            }
+            if let Some(sub) = schema.get("items") {
+                errors.extend(structural(sub, item, &format!("{at}[{i}]")));
+            }
+        }
+    }
+    errors
+}
+
+/// Every error the apiserver would raise for `object` (and `old`, for updates).
+fn admit(object: &Value, old: Option<&Value>) -> Vec<String> {
+    let schema = schema();
+    let mut defaulted = object.clone();
+    let mut errors = structural(&schema, &mut defaulted, "");
+    if errors.is_empty()
+        && let Err(cel) = kube::core::cel::Validator::new().validate(&schema, object, old)
+    {
+        errors.extend(cel.into_vec().into_iter().map(|e| e.to_string()));
+    }
+    errors
+}
+
+fn object(spec: Value) -> Value {
+    json!({"apiVersion": "statuslist.dev/v1alpha1", "kind": "StatusList", "metadata": {"name": "x", "namespace": "default"}, "spec": spec})
+}
+
+fn minimal(format: &str) -> Value {
+    json!({"format": format, "baseUri": "https://crs.example.gov.uk", "issuers": [{"clientId": "a", "jwksUri": "https://a.example/jwks"}]})
+}
+
+fn with(format: &str, key: &str, v: Value) -> Value {
+    let mut s = minimal(format);
+    s[key] = v;
+    object(s)
+}
+
+#[test]
+fn examples_are_accepted() {
+    for name in ["examples/token.yaml", "examples/bitstring.yaml"] {
+        let text = std::fs::read_to_string(repo(name)).expect("example");
+        let value: Value = serde_yaml_ng::from_str(&text).expect("yaml");
+        assert_eq!(admit(&value, None), Vec::<String>::new(), "{name}");
+        let typed: StatusList = serde_json::from_value(value).expect("deserialises");
+        assert!(!typed.spec.issuers.is_empty());
+    }
+}
+
+#[test]
+fn valid_specs_pass() {
+    for spec in [minimal("Token"), minimal("Bitstring")] {
+        assert_eq!(admit(&object(spec), None), Vec::<String>::new());
+    }
+    assert!(
+        admit(
+            &with("Token", "baseUri", json!("http://127.0.0.1:8080/status")),
+            None
+        )
+        .is_empty()
+    );
+    assert!(
+        admit(&with("Token", "entriesPerList", json!(1000)), None).is_empty(),
+        "the default leaseSize (1000) fits"
+    );
+}
+
+#[test]
+fn invalid_specs_are_rejected_with_a_message() {
+    let cases = [
+        (
+            with("Bitstring", "entriesPerList", json!(100_000)),
+            "131072",
+        ),
+        (with("Token", "bits", json!(3)), "bits must be 1, 2, 4 or 8"),
+        (
+            with("Token", "bits", json!(16)),
+            "bits must be 1, 2, 4 or 8",
+        ),
+        (with("Token", "format", json!("Other")), "not one of"),
+        (
+            with("Token", "baseUri", json!("crs.example.gov.uk")),
+            "absolute http(s) URI",
+        ),
+        (
+            with("Token", "baseUri", json!("https://crs.example.gov.uk/?x=1")),
+            "without query or fragment",
+        ),
+        (
+            with("Token", "baseUri", json!("https://crs.example.gov.uk/#f")),
+            "without query or fragment",
+        ),
+        (
+            with("Token", "leaseSize", json!(200_000)),
+            "leaseSize must not exceed entriesPerList",
+        ),
+        (with("Token", "leaseSize", json!(0)), "below"),
+        (
+            with("Token", "entriesPerList", json!(999)),
+            "leaseSize must not exceed entriesPerList",
+        ),
+        (with("Token", "deletionPolicy", json!("Keep")), "not one of"),
+        (
+            with(
+                "Token",
+                "issuers",
+                json!([{"clientId": "a", "jwksUri": "https://a/j"}, {"clientId": "a", "jwksUri": "https://b/j"}]),
+            ),
+            "duplicate",
+        ),
+        (
+            with(
+                "Token",
+                "issuers",
+                json!([{"clientId": "", "jwksUri": "https://a/j"}]),
+            ),
+            "clientId must be",
+        ),
+        (
+            with(
+                "Token",
+                "issuers",
+                json!([{"clientId": "a", "jwksUri": "ftp://a/j"}]),
+            ),
+            "jwksUri",
+        ),
+        (with("Token", "tll", json!(5)), "unknown field"),
+    ];
+    for (obj, expected) in cases {
+        let errors = admit(&obj, None);
+        assert!(
+            errors.iter().any(|e| e.contains(expected)),
+            "{obj}: expected {expected:?}, got {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn format_and_bits_are_immutable() {
+    let old = object(minimal("Token"));
+    let errors = admit(&object(minimal("Bitstring")), Some(&old));
+    assert!(
+        errors.iter().any(|e| e.contains("format is immutable")),
+        "{errors:?}"
+    );
+    let errors = admit(&with("Token", "bits", json!(4)), Some(&old));
+    assert!(
+        errors.iter().any(|e| e.contains("bits is immutable")),
+        "{errors:?}"
+    );
+    assert!(
+        admit(&with("Token", "ttlSeconds", json!(60)), Some(&old)).is_empty(),
+        "other fields may change"
+    );
+}
+
+#[test]
+fn printer_columns_and_names() {
+    let crd = serde_json::to_value(StatusList::crd()).expect("json");
+    assert_eq!(crd["spec"]["names"]["shortNames"], json!(["sl"]));
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+    assert_eq!(
+        crd["spec"]["versions"][0]["subresources"]["status"],
+        json!({})
+    );
+    let columns: Vec<&str> = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .map(|c| c["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        columns,
+        ["Format", "Lists", "Allocated", "Free", "Ready", "Age"]
+    );
+}
