@@ -91,12 +91,14 @@ fn structural(schema: &Value, value: &mut Value, at: &str) -> Vec<String> {
         for (name, v) in obj.iter_mut() {
             match props.and_then(|p| p.get(name)) {
                 Some(sub) => errors.extend(structural(sub, v, &format!("{at}.{name}"))),
-                None if props.is_some() && at != ""
-                    || name != "apiVersion" && name != "kind" && name != "metadata" =>
-                {
-                    errors.push(format!("{at}: unknown field {name}"));
+                None => {
+                    // The object envelope is checked by the apiserver itself.
+                    let envelope = at.is_empty()
+                        && matches!(name.as_str(), "apiVersion" | "kind" | "metadata");
+                    if props.is_some() && !envelope {
+                        errors.push(format!("{at}: unknown field {name}"));
+                    }
                 }
-                None => {}
             }
         }
     }
