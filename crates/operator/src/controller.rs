@@ -1,0 +1,297 @@
+//! The kube-rs controller: StatusList resources in, pools in PostgreSQL and status out.
+//!
+//! It watches StatusLists as dynamic objects and parses each one itself, so a malformed
+//! object becomes an `InvalidSpec` condition instead of breaking the watch for every other
+//! object. Reconcile is `finalizer(apply | cleanup)`; apply runs the reconcile core and
+//! writes status with server-side apply; Events mark transitions only.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use statuslist_crd::conditions::CAPACITY_LOW;
+use statuslist_crd::{DeletionPolicy, FINALIZER, MANAGER, StatusList, StatusListStatus};
+use statuslist_store::Store;
+use tokio::sync::mpsc;
+
+use crate::core;
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database: {0}")]
+    Store(#[from] statuslist_store::StoreError),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl Error {
+    /// Metric label of the failure.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Store(e) if e.is_unavailable() => "database_unavailable",
+            Error::Store(_) => "database",
+            Error::Kube(_) => "kubernetes",
+            Error::Finalizer(_) => "finalizer",
+        }
+    }
+}
+
+/// What reconciles share.
+pub struct Context {
+    pub client: Client,
+    pub store: Store,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    pub resource: ApiResource,
+    /// How often every pool is reconciled even when nothing changed.
+    pub resync: Duration,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub fn new(client: Client, store: Store, metrics: Metrics, instance: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            resource: ApiResource::erase::<StatusList>(&()),
+            client,
+            store,
+            metrics,
+            resync: Duration::from_secs(30),
+        }
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The typed resource, or why it is not one.
+fn parse(obj: &DynamicObject) -> Result<StatusList, String> {
+    let value = serde_json::to_value(obj).map_err(|e| e.to_string())?;
+    serde_json::from_value(value)
+        .map_err(|e| format!("the resource does not match the StatusList schema: {e}"))
+}
+
+/// The deletion policy of a possibly malformed object (Retain unless it clearly says Delete).
+fn deletion_policy(obj: &DynamicObject) -> DeletionPolicy {
+    match obj.data["spec"]["deletionPolicy"].as_str() {
+        Some("Delete") => DeletionPolicy::Delete,
+        _ => DeletionPolicy::Retain,
+    }
+}
+
+fn old_status(obj: &DynamicObject) -> Option<StatusListStatus> {
+    serde_json::from_value(obj.data.get("status")?.clone()).ok()
+}
+
+async fn patch_status(
+    api: &Api<DynamicObject>,
+    name: &str,
+    status: &StatusListStatus,
+) -> Result<(), Error> {
+    let patch =
+        json!({"apiVersion": "statuslist.dev/v1alpha1", "kind": "StatusList", "status": status});
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn event(ctx: &Context, obj: &DynamicObject, kind: EventType, reason: &str, note: String) {
+    let ev = Event {
+        type_: kind,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx
+        .recorder
+        .publish(&ev, &obj.object_ref(&ctx.resource))
+        .await
+    {
+        tracing::warn!(error = %e, reason, "publishing an event failed");
+    }
+}
+
+async fn apply(obj: Arc<DynamicObject>, ctx: &Context) -> Result<Action, Error> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &namespace, &ctx.resource);
+    let generation = obj.meta().generation;
+    let old = old_status(&obj);
+    let pool = core::pool_name(&namespace, &name);
+    let spec = parse(&obj).and_then(|sl| {
+        core::pool_spec(pool, generation.unwrap_or(0), &sl.spec).map_err(|p| p.join("; "))
+    });
+    let pool = match spec {
+        Ok(pool) => pool,
+        Err(problem) => {
+            tracing::warn!(%namespace, %name, %problem, "invalid StatusList");
+            let was_invalid = old.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "InvalidSpec" && c.status == "True")
+            });
+            patch_status(
+                &api,
+                &name,
+                &core::invalid_status(&problem, generation, old.as_ref()),
+            )
+            .await?;
+            if !was_invalid {
+                event(ctx, &obj, EventType::Warning, "InvalidSpec", problem).await;
+            }
+            // Nothing to do until the resource changes.
+            return Ok(Action::await_change());
+        }
+    };
+    let started = std::time::Instant::now();
+    let report = core::reconcile_pool(&ctx.store, &pool, now()).await?;
+    let status = core::status(&report, generation, old.as_ref());
+    patch_status(&api, &name, &status).await?;
+    for list in &report.provisioned {
+        ctx.metrics
+            .provisioning
+            .observe(started.elapsed().as_secs_f64());
+        event(
+            ctx,
+            &obj,
+            EventType::Normal,
+            "ListProvisioned",
+            format!("list {} at {}", list.id, list.uri),
+        )
+        .await;
+    }
+    for id in &report.retired {
+        event(
+            ctx,
+            &obj,
+            EventType::Normal,
+            "ListRetired",
+            format!("list {id}: every entry expired"),
+        )
+        .await;
+    }
+    let was_low = old.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == CAPACITY_LOW && c.status == "True")
+    });
+    if report.capacity_low() && !was_low {
+        event(
+            ctx,
+            &obj,
+            EventType::Warning,
+            "CapacityLow",
+            format!(
+                "{} free entries, below minFreeEntries {}",
+                report.capacity.free, report.min_free_entries
+            ),
+        )
+        .await;
+    }
+    // Provision again soon while capacity is still low; otherwise the periodic resync.
+    Ok(Action::requeue(if report.capacity_low() {
+        Duration::from_secs(1)
+    } else {
+        ctx.resync
+    }))
+}
+
+async fn cleanup(obj: Arc<DynamicObject>, ctx: &Context) -> Result<Action, Error> {
+    let pool = core::pool_name(&obj.namespace().unwrap_or_default(), &obj.name_any());
+    let policy = deletion_policy(&obj);
+    core::cleanup(&ctx.store, &pool, policy).await?;
+    tracing::info!(%pool, ?policy, "StatusList deleted");
+    Ok(Action::await_change())
+}
+
+pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciles.inc();
+    let namespace = obj.namespace().unwrap_or_default();
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &namespace, &ctx.resource);
+    finalizer(&api, FINALIZER, obj, |event| async {
+        match event {
+            Finalizer::Apply(obj) => apply(obj, &ctx).await,
+            Finalizer::Cleanup(obj) => cleanup(obj, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+pub fn error_policy(obj: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(name = %obj.name_any(), %error, "reconcile failed");
+    ctx.metrics
+        .failures
+        .get_or_create(&crate::metrics::Reason {
+            reason: error.reason().into(),
+        })
+        .inc();
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Runs the controller until `shutdown` resolves. A worker's capacity request
+/// (`statuslist_capacity`) triggers an immediate pass over every pool.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &ctx.resource);
+    let (events, _listener) = ctx
+        .store
+        .listen(&[statuslist_store::notify::CHANNEL_CAPACITY]);
+    let (tx, rx) = mpsc::channel::<()>(1);
+    tokio::spawn(async move {
+        let mut events = events;
+        while let Ok(ev) = events.recv().await {
+            if matches!(ev, statuslist_store::notify::Event::Notification { .. }) {
+                let _ = tx.try_send(());
+            }
+        }
+    });
+    let trigger =
+        futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|()| ((), rx)) },
+        );
+    Controller::new_with(api, watcher::Config::default(), ctx.resource.clone())
+        .reconcile_all_on(trigger)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile result");
+            }
+        })
+        .await;
+}

@@ -1,0 +1,321 @@
+//! The reconcile core: everything a StatusList means for PostgreSQL, with no Kubernetes
+//! in it. The controller calls it with resources from the apiserver; `statuslist dev`
+//! and `statuslist operator --manifests` with resources read from files.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use statuslist_crd::conditions::{CAPACITY_LOW, INVALID_SPEC, ISSUER_CONFLICT, READY};
+use statuslist_crd::{
+    BITSTRING_MIN_ENTRIES, DeletionPolicy, Format, ListStatus, StatusListSpec, StatusListStatus,
+    Totals,
+};
+use statuslist_format::Bits;
+use statuslist_store::pools::IssuerConflict;
+use statuslist_store::{
+    Capacity, IssuerSpec, ListFormat, ListInfo, PoolSettings, PoolSpec, Store, StoreError,
+};
+
+/// The pool name of a resource: unique across namespaces.
+pub fn pool_name(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// Checks a spec as the CRD's schema and CEL rules do (for resources that bypassed the
+/// apiserver, or came from files) and turns it into the store's pool. Every problem is
+/// listed, for the `InvalidSpec` condition.
+pub fn pool_spec(
+    pool: String,
+    generation: i64,
+    spec: &StatusListSpec,
+) -> Result<PoolSpec, Vec<String>> {
+    let mut problems = Vec::new();
+    let bits = Bits::try_from(spec.bits).map_err(|_| "bits must be 1, 2, 4 or 8".to_owned());
+    if let Err(p) = &bits {
+        problems.push(p.clone());
+    }
+    let entries = spec.entries_per_list();
+    if spec.format == Format::Bitstring && entries < BITSTRING_MIN_ENTRIES {
+        problems.push(format!(
+            "entriesPerList must be at least {BITSTRING_MIN_ENTRIES} for a Bitstring list"
+        ));
+    }
+    if entries == 0 || entries > 1 << 24 {
+        problems.push("entriesPerList must be between 1 and 16777216".into());
+    }
+    if spec.lease_size == 0 || spec.lease_size > entries {
+        problems.push("leaseSize must be between 1 and entriesPerList".into());
+    }
+    let base = spec.base_uri.as_str();
+    let rest = base
+        .strip_prefix("https://")
+        .or_else(|| base.strip_prefix("http://"));
+    if !rest.is_some_and(|r| {
+        !r.is_empty()
+            && !r.starts_with('/')
+            && !r.contains(['?', '#'])
+            && !r.contains(char::is_whitespace)
+    }) {
+        problems.push("baseUri must be an absolute http(s) URI without query or fragment".into());
+    }
+    if spec.validity_seconds < 60 || spec.ttl_seconds == 0 || spec.max_status_lifetime_seconds == 0
+    {
+        problems.push("validitySeconds must be at least 60; ttlSeconds and maxStatusLifetimeSeconds at least 1".into());
+    }
+    let mut seen = std::collections::HashSet::new();
+    for issuer in &spec.issuers {
+        if issuer.client_id.is_empty() || issuer.client_id.len() > 256 {
+            problems.push("clientId must be 1 to 256 characters".into());
+        }
+        if !seen.insert(issuer.client_id.as_str()) {
+            problems.push(format!("clientId {} appears twice", issuer.client_id));
+        }
+        if !(issuer.jwks_uri.starts_with("https://") || issuer.jwks_uri.starts_with("http://")) {
+            problems.push(format!(
+                "jwksUri of {} must be an absolute http(s) URI",
+                issuer.client_id
+            ));
+        }
+    }
+    let Ok(bits) = bits else { return Err(problems) };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(PoolSpec {
+        name: pool,
+        generation,
+        settings: PoolSettings {
+            format: match spec.format {
+                Format::Token => ListFormat::Token,
+                Format::Bitstring => ListFormat::Bitstring,
+            },
+            bits,
+            base_uri: base.trim_end_matches('/').to_owned(),
+            entries_per_list: entries,
+            min_free_entries: spec.min_free_entries(),
+            lease_size: spec.lease_size,
+            ttl_seconds: spec.ttl_seconds,
+            validity_seconds: spec.validity_seconds,
+            max_status_lifetime_seconds: spec.max_status_lifetime_seconds,
+        },
+        issuers: spec
+            .issuers
+            .iter()
+            .map(|i| IssuerSpec {
+                client_id: i.client_id.clone(),
+                jwks_uri: i.jwks_uri.clone(),
+            })
+            .collect(),
+    })
+}
+
+/// What one reconcile of a pool did and found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolReport {
+    pub conflicts: Vec<IssuerConflict>,
+    pub provisioned: Vec<ListInfo>,
+    pub full: Vec<String>,
+    pub retired: Vec<String>,
+    pub reclaimed: u64,
+    pub capacity: Capacity,
+    pub min_free_entries: u64,
+}
+
+impl PoolReport {
+    pub fn capacity_low(&self) -> bool {
+        self.capacity.free < self.min_free_entries
+    }
+}
+
+/// Brings the database in line with the pool: pool and issuers written, expired leases
+/// reclaimed, spent lists marked Full, expired lists retired, a list provisioned when free
+/// capacity is low. Every step is idempotent and locked, so two reconcilers running at
+/// once leave what one would.
+pub async fn reconcile_pool(
+    store: &Store,
+    pool: &PoolSpec,
+    now: i64,
+) -> Result<PoolReport, StoreError> {
+    let outcome = store.apply_pool(pool).await?;
+    let reclaimed = store.reclaim_expired_leases().await?;
+    let full = store.mark_full(&pool.name).await?;
+    let retired = store.retire_expired(&pool.name, now).await?;
+    let provisioned: Vec<ListInfo> = store
+        .ensure_capacity(&pool.name)
+        .await?
+        .into_iter()
+        .collect();
+    let capacity = store.capacity(&pool.name).await?;
+    Ok(PoolReport {
+        conflicts: outcome.conflicts,
+        provisioned,
+        full,
+        retired,
+        reclaimed,
+        capacity,
+        min_free_entries: pool.settings.min_free_entries,
+    })
+}
+
+/// Carries out the deletion policy of a deleted resource.
+pub async fn cleanup(store: &Store, pool: &str, policy: DeletionPolicy) -> Result<(), StoreError> {
+    let policy = match policy {
+        DeletionPolicy::Retain => statuslist_store::DeletionPolicy::Retain,
+        DeletionPolicy::Delete => statuslist_store::DeletionPolicy::Delete,
+    };
+    store.delete_pool(pool, policy).await
+}
+
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+    }
+}
+
+/// Keeps `lastTransitionTime` of conditions whose status did not change.
+pub fn carry_transitions(mut new: Vec<Condition>, old: &[Condition]) -> Vec<Condition> {
+    for c in &mut new {
+        if let Some(prev) = old.iter().find(|o| o.type_ == c.type_)
+            && prev.status == c.status
+        {
+            c.last_transition_time = prev.last_transition_time.clone();
+        }
+    }
+    new
+}
+
+/// The status of a pool that reconciled.
+pub fn status(
+    report: &PoolReport,
+    generation: Option<i64>,
+    old: Option<&StatusListStatus>,
+) -> StatusListStatus {
+    let lists: Vec<ListStatus> = report
+        .capacity
+        .lists
+        .iter()
+        .map(|l| ListStatus {
+            id: l.id.clone(),
+            uri: l.uri.clone(),
+            state: l.state.as_str().into(),
+            size: l.size,
+            allocated: l.allocated,
+            revoked: l.revoked,
+            free: l.free,
+        })
+        .collect();
+    let c = &report.capacity;
+    let totals = Totals {
+        lists: lists.len() as u64,
+        size: c.size,
+        allocated: c.allocated,
+        revoked: c.revoked,
+        free: c.free,
+    };
+    let conflict_msg = report
+        .conflicts
+        .iter()
+        .map(|x| {
+            format!(
+                "clientId {} is held by StatusList {}",
+                x.client_id, x.held_by
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let low = report.capacity_low();
+    let conflicts = !report.conflicts.is_empty();
+    let conditions = vec![
+        condition(
+            READY,
+            !conflicts && !low,
+            if conflicts {
+                "IssuerConflict"
+            } else if low {
+                "CapacityLow"
+            } else {
+                "Reconciled"
+            },
+            if conflicts {
+                conflict_msg.clone()
+            } else if low {
+                format!(
+                    "{} free entries, below minFreeEntries {}: provisioning",
+                    c.free, report.min_free_entries
+                )
+            } else {
+                format!("{} lists, {} entries free", lists.len(), c.free)
+            },
+            generation,
+        ),
+        condition(
+            INVALID_SPEC,
+            false,
+            "Valid",
+            "the spec is valid".into(),
+            generation,
+        ),
+        condition(
+            ISSUER_CONFLICT,
+            conflicts,
+            if conflicts {
+                "ClientIdHeldElsewhere"
+            } else {
+                "NoConflict"
+            },
+            if conflicts {
+                conflict_msg
+            } else {
+                "every clientId is this pool's".into()
+            },
+            generation,
+        ),
+        condition(
+            CAPACITY_LOW,
+            low,
+            if low {
+                "BelowMinFreeEntries"
+            } else {
+                "Sufficient"
+            },
+            format!(
+                "{} free of minFreeEntries {}",
+                c.free, report.min_free_entries
+            ),
+            generation,
+        ),
+    ];
+    let old_conditions = old.map(|o| o.conditions.as_slice()).unwrap_or_default();
+    StatusListStatus {
+        observed_generation: generation,
+        conditions: carry_transitions(conditions, old_conditions),
+        lists,
+        totals,
+    }
+}
+
+/// The status of a resource whose spec cannot be used.
+pub fn invalid_status(
+    problem: &str,
+    generation: Option<i64>,
+    old: Option<&StatusListStatus>,
+) -> StatusListStatus {
+    let message = problem.to_owned();
+    let conditions = vec![
+        condition(READY, false, "InvalidSpec", message.clone(), generation),
+        condition(INVALID_SPEC, true, "InvalidSpec", message, generation),
+    ];
+    let mut status = old.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    status.conditions = carry_transitions(conditions, &status.conditions);
+    status
+}
