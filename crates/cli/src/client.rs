@@ -1,0 +1,307 @@
+//! The user-side commands: sign and send `/issue` and `/revoke`, verify a published list,
+//! make keys.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use statuslist_format::bitstring::{self, VC_JWT_MEDIA_TYPE};
+use statuslist_format::keys::{Jwks, jwks};
+use statuslist_format::token;
+use statuslist_format::{SigningKey, Status, VerifyingKey};
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn http() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))
+}
+
+fn load_key(path: &Path) -> Result<SigningKey, String> {
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read key {}: {e}", path.display()))?;
+    SigningKey::from_pkcs8_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Signer {
+    /// Base URL of the service, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    url: String,
+    /// The client's private key (PKCS#8 PEM, P-256).
+    #[arg(long)]
+    key: PathBuf,
+    /// The client id (the JWT's `iss`).
+    #[arg(long)]
+    client_id: String,
+    /// The `kid` in the JWT header; default: the key's RFC 7638 thumbprint.
+    #[arg(long)]
+    kid: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IssueArgs {
+    #[command(flatten)]
+    signer: Signer,
+    /// statusExpiry (unix seconds); default: 30 days from now.
+    #[arg(long)]
+    status_expiry: Option<i64>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RevokeArgs {
+    #[command(flatten)]
+    signer: Signer,
+    /// The list URI the entry was issued in.
+    #[arg(long)]
+    uri: String,
+    /// The entry's index.
+    #[arg(long)]
+    idx: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The list URI (`.../t/{ID}` or `.../b/{ID}`).
+    #[arg(long)]
+    uri: String,
+    /// The entry's index.
+    #[arg(long)]
+    idx: u64,
+    /// The service's JWKS; default: `{origin of uri}/.well-known/jwks.json`.
+    #[arg(long)]
+    jwks: Option<String>,
+}
+
+/// A request JWT as the contract wants it: header `{alg: ES256, typ: JWT, kid}`.
+pub fn request_jwt(key: &SigningKey, kid: &str, claims: &Value) -> Result<String, String> {
+    let b64 = |v: &Value| {
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            v.to_string(),
+        )
+    };
+    let input = format!(
+        "{}.{}",
+        b64(&json!({"alg": "ES256", "typ": "JWT", "kid": kid})),
+        b64(claims)
+    );
+    let signature = key.sign_raw(input.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "{input}.{}",
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, signature)
+    ))
+}
+
+/// Fresh `/issue` claims.
+pub fn issue_claims(client_id: &str, status_expiry: Option<i64>) -> Value {
+    let now = now();
+    json!({
+        "iss": client_id,
+        "iat": now,
+        "jti": uuid::Uuid::new_v4().to_string(),
+        "statusExpiry": status_expiry.unwrap_or(now + 30 * 86_400),
+    })
+}
+
+async fn send(signer: &Signer, path: &str, claims: Value) -> Result<(), String> {
+    let key = load_key(&signer.key)?;
+    let kid = signer.kid.clone().unwrap_or_else(|| key.kid().to_owned());
+    let jwt = request_jwt(&key, &kid, &claims)?;
+    let url = format!("{}{path}", signer.url.trim_end_matches('/'));
+    let response = http()?
+        .post(&url)
+        .header("content-type", "application/jwt")
+        .body(jwt)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {}", without_url(&e)))?;
+    let status = response.status();
+    let body = response
+        .text()
+        .await
+        .map_err(|e| format!("{url}: {}", without_url(&e)))?;
+    if !status.is_success() {
+        return Err(format!("{url}: {status}: {}", body.trim()));
+    }
+    println!("{}", body.trim());
+    Ok(())
+}
+
+/// reqwest's message without the URL it repeats.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    if let Some(url) = e.url() {
+        msg = msg.replace(&format!(" ({url})"), "");
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg = format!("{msg}: {s}");
+        source = s.source();
+    }
+    msg
+}
+
+pub async fn issue(args: IssueArgs) -> Result<(), String> {
+    let claims = issue_claims(&args.signer.client_id, args.status_expiry);
+    send(&args.signer, "/issue", claims).await
+}
+
+pub async fn revoke(args: RevokeArgs) -> Result<(), String> {
+    let claims = json!({
+        "iss": args.signer.client_id,
+        "iat": now(),
+        "jti": uuid::Uuid::new_v4().to_string(),
+        "uri": args.uri,
+        "idx": args.idx,
+    });
+    send(&args.signer, "/revoke", claims).await
+}
+
+/// `(origin, kind, id)` of a list URI.
+fn split_uri(uri: &str) -> Result<(&str, &str), String> {
+    let bad = || format!("{uri} is not a status list URI (http(s)://host/.../t/ID or .../b/ID)");
+    if !(uri.starts_with("https://") || uri.starts_with("http://")) {
+        return Err(bad());
+    }
+    let mut parts = uri.rsplitn(3, '/');
+    let (_id, kind, base) = (
+        parts.next().ok_or_else(bad)?,
+        parts.next().ok_or_else(bad)?,
+        parts.next().ok_or_else(bad)?,
+    );
+    if !matches!(kind, "t" | "b") {
+        return Err(bad());
+    }
+    Ok((base, kind))
+}
+
+async fn fetch(client: &reqwest::Client, url: &str, accept: &str) -> Result<Vec<u8>, String> {
+    let response = client
+        .get(url)
+        .header("accept", accept)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {}", without_url(&e)))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| format!("{url}: {}", without_url(&e)))?;
+    if !status.is_success() {
+        return Err(format!(
+            "{url}: {status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        ));
+    }
+    Ok(body.to_vec())
+}
+
+/// Verifies the list at `uri` and prints the status of `idx`; `Ok(true)` when VALID.
+pub async fn check(args: CheckArgs) -> Result<bool, String> {
+    let (base, kind) = split_uri(&args.uri)?;
+    let client = http()?;
+    let jwks_url = args
+        .jwks
+        .clone()
+        .unwrap_or_else(|| format!("{base}/.well-known/jwks.json"));
+    let set: Jwks = serde_json::from_slice(&fetch(&client, &jwks_url, "application/json").await?)
+        .map_err(|e| format!("{jwks_url}: not a JWK Set: {e}"))?;
+    let key_for = |kid: &str| -> Result<VerifyingKey, String> {
+        let jwk = set.find(kid).ok_or_else(|| {
+            format!("the list is signed by {kid}, which {jwks_url} does not publish")
+        })?;
+        VerifyingKey::from_jwk(jwk).map_err(|e| e.to_string())
+    };
+    let body = fetch(
+        &client,
+        &args.uri,
+        if kind == "t" {
+            "application/statuslist+jwt"
+        } else {
+            VC_JWT_MEDIA_TYPE
+        },
+    )
+    .await?;
+    let text = String::from_utf8(body).map_err(|_| "the list is not a compact JWT".to_owned())?;
+    let header = jsonwebtoken_header_kid(&text)?;
+    let key = key_for(&header)?;
+    let (list, exp) = if kind == "t" {
+        let verified =
+            token::verify_jwt(&text, &key).map_err(|e| format!("the list does not verify: {e}"))?;
+        if verified.claims.sub != args.uri {
+            return Err(format!(
+                "the list's sub {} is not {}",
+                verified.claims.sub, args.uri
+            ));
+        }
+        (verified.list, verified.claims.exp)
+    } else {
+        let (vc, list) = bitstring::verify_vc_jwt(&text, &key)
+            .map_err(|e| format!("the list does not verify: {e}"))?;
+        if vc.id != args.uri {
+            return Err(format!("the credential's id {} is not {}", vc.id, args.uri));
+        }
+        (
+            list,
+            Some(vc.valid_until_unix().map_err(|e| e.to_string())?),
+        )
+    };
+    if exp.is_some_and(|e| e <= now()) {
+        return Err("the list has expired".into());
+    }
+    let status = Status(list.get(args.idx).map_err(|e| e.to_string())?);
+    println!("{status}");
+    Ok(status == Status::VALID)
+}
+
+fn jsonwebtoken_header_kid(token: &str) -> Result<String, String> {
+    let header = token.split('.').next().unwrap_or_default();
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
+        .map_err(|_| "the list is not a compact JWT".to_owned())?;
+    let header: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| "the list's JWT header is not JSON".to_owned())?;
+    header["kid"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| "the list's JWT has no kid".into())
+}
+
+pub fn keygen(key_path: Option<PathBuf>, jwks_path: Option<PathBuf>) -> Result<(), String> {
+    let key = SigningKey::generate().map_err(|e| e.to_string())?;
+    let pem = key.to_pkcs8_pem().map_err(|e| e.to_string())?;
+    let doc = serde_json::to_string_pretty(&jwks([&key])).map_err(|e| e.to_string())?;
+    match key_path {
+        Some(path) => write_private(&path, &pem)?,
+        None => print!("{pem}"),
+    }
+    match jwks_path {
+        Some(path) => std::fs::write(&path, format!("{doc}\n"))
+            .map_err(|e| format!("{}: {e}", path.display()))?,
+        None => println!("{doc}"),
+    }
+    Ok(())
+}
+
+/// Writes a private key readable by its owner only.
+pub fn write_private(path: &Path, pem: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.write_all(pem.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}

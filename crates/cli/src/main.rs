@@ -1,0 +1,84 @@
+//! `statuslist`: one binary for the service (`operator`, `worker`, `dev`) and its users
+//! (`issue`, `revoke`, `check`, `keygen`, `crd`).
+
+mod client;
+mod dev;
+mod manifests;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "statuslist",
+    version,
+    about = "Credential status lists: IETF Token Status List and W3C Bitstring Status List"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the StatusList controller (against the Kubernetes API, or on manifest files).
+    Operator(manifests::OperatorArgs),
+    /// Run a worker: /issue, /revoke, the published lists, the publisher.
+    Worker(Box<statuslist_worker::config::WorkerArgs>),
+    /// Run everything on this machine: database, examples, worker, a demo issuer.
+    Dev(dev::DevArgs),
+    /// Print the StatusList CRD as YAML.
+    Crd,
+    /// Ask a service for a status list entry (signs the request JWT).
+    Issue(client::IssueArgs),
+    /// Revoke an entry (signs the request JWT).
+    Revoke(client::RevokeArgs),
+    /// Fetch a list, verify it against the service's JWKS, print the entry's status.
+    /// Exit code: 0 VALID, 1 any other status, 2 error.
+    Check(client::CheckArgs),
+    /// Generate an ES256 key: PKCS#8 PEM and its public JWKS.
+    Keygen {
+        /// Where to write the private key (PEM); stdout when absent.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Where to write the public JWKS; stdout when absent.
+        #[arg(long)]
+        jwks: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Operator(args) => manifests::operator(args).await,
+        Command::Worker(args) => {
+            statuslist_worker::config::init_tracing(args.log_format);
+            statuslist_worker::config::run(*args, statuslist_worker::config::shutdown_signal())
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Command::Dev(args) => dev::run(args).await,
+        Command::Crd => {
+            print!("{}", statuslist_crd::crd_yaml());
+            Ok(())
+        }
+        Command::Issue(args) => client::issue(args).await,
+        Command::Revoke(args) => client::revoke(args).await,
+        Command::Check(args) => match client::check(args).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
+        Command::Keygen { key, jwks } => client::keygen(key, jwks),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("statuslist: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
