@@ -142,7 +142,7 @@ async fn serve(args: &DevArgs, url: &str) -> Result<(), String> {
         let report = core::reconcile_pool(&store, pool, now())
             .await
             .map_err(|e| e.to_string())?;
-        for c in &report.conflicts {
+        if let Some(c) = report.conflicts.first() {
             return Err(format!(
                 "clientId {} of {} is held by {}",
                 c.client_id, pool.name, c.held_by
