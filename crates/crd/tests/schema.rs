@@ -16,7 +16,10 @@ fn schema() -> Value {
 
 #[test]
 fn committed_crds_are_current() {
-    for file in ["crds/statuslist.dev_statuslists.yaml", "charts/statuslist/crds/statuslist.dev_statuslists.yaml"] {
+    for file in [
+        "crds/statuslist.dev_statuslists.yaml",
+        "charts/statuslist/crds/statuslist.dev_statuslists.yaml",
+    ] {
         let path = repo(file);
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(

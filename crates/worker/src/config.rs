@@ -24,7 +24,7 @@ pub enum LogFormat {
 
 /// `statuslist worker`: answers issuers and verifiers, publishes lists.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "statuslist-worker", version)]
+#[command(name = "statuslist worker", version)]
 pub struct WorkerArgs {
     /// PostgreSQL connection URL.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
