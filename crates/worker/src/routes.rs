@@ -44,6 +44,15 @@ struct Verified {
 /// issuer lookup, key lookup and the ES256 signature.
 async fn verify(state: &AppState, request: Request) -> Result<Verified, ApiError> {
     check_content_type(request.headers())?;
+    // A declared length over the limit is refused before reading any of the body.
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(ApiError::BadRequest(e::BODY_TOO_LARGE));
+    }
     // Reads at most 16 KiB + 1 byte: a larger body is refused without reading the rest.
     let body = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
         .await
