@@ -391,24 +391,8 @@ async fn http_caching_negotiation_and_cors() {
         .expect("get");
     assert_eq!(resp.status(), 404);
     // Operations endpoints.
-    assert_eq!(
-        env.http
-            .get(format!("{}/healthz", env.worker.url))
-            .send()
-            .await
-            .expect("get")
-            .status(),
-        200
-    );
-    assert_eq!(
-        env.http
-            .get(format!("{}/readyz", env.worker.url))
-            .send()
-            .await
-            .expect("get")
-            .status(),
-        200
-    );
+    assert_eq!(env.get_status("/healthz").await, 200);
+    assert_eq!(env.get_status("/readyz").await, 200);
     let metrics = env
         .http
         .get(format!("{}/metrics", env.worker.url))
@@ -657,24 +641,8 @@ async fn with_the_database_down_lists_are_still_served_and_readiness_fails() {
         200,
         "the last signed copy is served until it expires"
     );
-    assert_eq!(
-        env.http
-            .get(format!("{}/readyz", env.worker.url))
-            .send()
-            .await
-            .expect("get")
-            .status(),
-        503
-    );
-    assert_eq!(
-        env.http
-            .get(format!("{}/healthz", env.worker.url))
-            .send()
-            .await
-            .expect("get")
-            .status(),
-        200
-    );
+    assert_eq!(env.get_status("/readyz").await, 503);
+    assert_eq!(env.get_status("/healthz").await, 200);
     let (status, _) = env
         .post(
             "/issue",

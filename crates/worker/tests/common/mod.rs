@@ -347,6 +347,17 @@ impl Env {
         post_to(&self.http, &self.worker.url, path, content_type, body).await
     }
 
+    /// Status code of a GET on the worker.
+    pub async fn get_status(&self, path: &str) -> u16 {
+        self.http
+            .get(format!("{}{path}", self.worker.url))
+            .send()
+            .await
+            .expect("get")
+            .status()
+            .as_u16()
+    }
+
     pub async fn issue(&self, client: &str) -> (String, u64) {
         let (status, body) = self
             .post(
