@@ -205,14 +205,6 @@ async fn two_reconcilers_at_once_leave_what_one_would() {
     assert_eq!(provisioned, 1);
     let cap = db.store.capacity("ns/sl").await.expect("capacity");
     assert_eq!((cap.lists.len(), cap.free), (1, 1000));
-    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(conn);
-    let leases: i64 = client
-        .query_one("SELECT count(*) FROM leases", &[])
-        .await
-        .expect("q")
-        .get(0);
+    let leases = db.count("SELECT count(*) FROM leases").await;
     assert_eq!(leases, 10);
 }

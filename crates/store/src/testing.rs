@@ -77,6 +77,25 @@ impl TestDb {
         }
     }
 
+    /// A plain connection to this database, for checks behind the store's back.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url, NoTls)
+            .await
+            .expect("connect to the test database");
+        tokio::spawn(conn);
+        client
+    }
+
+    /// The single `bigint` a query such as `SELECT count(*) FROM entries` returns.
+    pub async fn count(&self, query: &str) -> i64 {
+        self.client()
+            .await
+            .query_one(query, &[])
+            .await
+            .expect("count query")
+            .get(0)
+    }
+
     pub fn server_mut(&mut self) -> Option<&mut PgServer> {
         self.server.as_mut()
     }

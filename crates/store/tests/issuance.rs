@@ -124,10 +124,7 @@ async fn concurrent_issuers_with_leases_reclaimed_mid_run() {
     );
 
     // Every acknowledged entry is present, and nothing else is.
-    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(conn);
+    let client = db.client().await;
     let rows = client
         .query("SELECT list_id, idx, position, jti FROM entries", &[])
         .await
@@ -160,11 +157,9 @@ async fn concurrent_issuers_with_leases_reclaimed_mid_run() {
         }
     }
     // Every lease was released or reclaimed: none is held any more.
-    let held: i64 = client
-        .query_one("SELECT count(*) FROM leases WHERE holder IS NOT NULL", &[])
-        .await
-        .expect("q")
-        .get(0);
+    let held = db
+        .count("SELECT count(*) FROM leases WHERE holder IS NOT NULL")
+        .await;
     assert_eq!(held, 0);
 }
 
@@ -201,15 +196,7 @@ async fn twenty_concurrent_duplicates_make_one_entry() {
             .iter()
             .all(|o| (o.idx, &o.uri) == (outcomes[0].idx, &outcomes[0].uri))
     );
-    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(conn);
-    let n: i64 = client
-        .query_one("SELECT count(*) FROM entries", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let n = db.count("SELECT count(*) FROM entries").await;
     assert_eq!(n, 1);
 
     // A repeat with the same statusExpiry gets the original; a changed one is refused.
@@ -286,15 +273,7 @@ async fn an_expired_lease_cannot_issue() {
         .issue(&second, &request("a", FAR_FUTURE))
         .await
         .expect("the new holder issues");
-    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(conn);
-    let n: i64 = client
-        .query_one("SELECT count(*) FROM entries", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let n = db.count("SELECT count(*) FROM entries").await;
     assert_eq!(n, 2);
 }
 

@@ -171,15 +171,8 @@ async fn a_pool_below_min_free_gets_the_next_list_and_full_lists_retire() {
     let cap = db.store.capacity("p").await.expect("capacity");
     assert_eq!((cap.lists.len(), cap.allocated), (1, 0));
     // Its id is never reused: the row stays, and the primary key guards it.
-    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(conn);
-    let n: i64 = client
-        .query_one("SELECT count(*) FROM entries", &[])
-        .await
-        .expect("q")
-        .get(0);
+    let client = db.client().await;
+    let n = db.count("SELECT count(*) FROM entries").await;
     assert_eq!(n, 0);
     let dup = client
         .execute(
@@ -276,15 +269,7 @@ async fn concurrent_starts_migrate_once() {
     let config = StoreConfig::new(&db.url);
     let results = futures_util::future::join_all((0..4).map(|_| Store::connect(&config))).await;
     assert!(results.iter().all(|r| r.is_ok()));
-    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(conn);
-    let n: i64 = client
-        .query_one("SELECT count(*) FROM schema_migrations", &[])
-        .await
-        .expect("q")
-        .get(0);
+    let n = db.count("SELECT count(*) FROM schema_migrations").await;
     assert_eq!(n, 1);
 }
 

@@ -99,10 +99,7 @@ async fn revoke_not_found_other_owner_first_time_and_again() {
 
     // INVALID is final: a repeated issuance of the same key returns the entry unchanged,
     // and the stored status stays 1.
-    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(conn);
+    let client = db.client().await;
     let status: i16 = client
         .query_one("SELECT status FROM entries", &[])
         .await
