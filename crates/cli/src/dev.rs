@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use clap::Parser;
 use statuslist_format::SigningKey;
 use statuslist_format::keys::jwks;
 use statuslist_operator::core;
@@ -176,24 +177,27 @@ async fn serve(args: &DevArgs, url: &str) -> Result<(), String> {
     };
 
     step(&format!("starting the worker on {worker_url}"));
-    let worker_args = WorkerArgs {
-        database_url: url.to_owned(),
-        listen_addr: worker_listener.local_addr().map_err(|e| e.to_string())?,
-        signing_key_dir: None,
-        generate_signing_key: true,
-        worker_id: Some("dev".into()),
-        db_max_connections: 8,
-        db_wait_timeout_ms: 500,
-        db_operation_timeout_ms: 5000,
-        lease_ttl_seconds: 30,
-        jwks_timeout_ms: 2000,
-        jwks_max_bytes: 65536,
-        jwks_cache_seconds: 300,
-        jwks_refetch_interval_seconds: 5,
-        jwks_allow_http: true,
-        zlib_level: statuslist_format::token::DEFAULT_ZLIB_LEVEL,
-        log_format: LogFormat::Text,
-    };
+    // The worker's own defaults, with what dev mode needs on top.
+    let listen = worker_listener
+        .local_addr()
+        .map_err(|e| e.to_string())?
+        .to_string();
+    let worker_args = WorkerArgs::try_parse_from([
+        "worker",
+        "--database-url",
+        url,
+        "--listen-addr",
+        &listen,
+        "--generate-signing-key",
+        "--worker-id",
+        "dev",
+        "--jwks-allow-http",
+        "--jwks-refetch-interval-seconds",
+        "5",
+        "--log-format",
+        "text",
+    ])
+    .map_err(|e| e.to_string())?;
     let state = worker_args.state().await.map_err(|e| e.to_string())?;
     let worker = statuslist_worker::Worker::start(state.clone(), worker_args.zlib_level);
     let app = statuslist_worker::router(state.clone());
