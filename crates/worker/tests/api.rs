@@ -38,15 +38,7 @@ fn p256_verify(jwk: &Value, message: &[u8], signature: &[u8]) -> bool {
 }
 
 async fn service_jwks(env: &Env) -> Vec<Value> {
-    let text = env
-        .http
-        .get(format!("{}/.well-known/jwks.json", env.worker.url))
-        .send()
-        .await
-        .expect("jwks")
-        .text()
-        .await
-        .expect("body");
+    let text = env.get_text("/.well-known/jwks.json").await;
     let doc: Value = serde_json::from_str(&text).expect("json");
     doc["keys"].as_array().expect("keys").clone()
 }
@@ -393,15 +385,7 @@ async fn http_caching_negotiation_and_cors() {
     // Operations endpoints.
     assert_eq!(env.get_status("/healthz").await, 200);
     assert_eq!(env.get_status("/readyz").await, 200);
-    let metrics = env
-        .http
-        .get(format!("{}/metrics", env.worker.url))
-        .send()
-        .await
-        .expect("get")
-        .text()
-        .await
-        .expect("body");
+    let metrics = env.get_text("/metrics").await;
     assert!(
         metrics.contains("statuslist_http_requests_total"),
         "{metrics}"
@@ -577,13 +561,7 @@ async fn issuer_jwks_failures_are_401_and_cached_keys_keep_working() {
         let env = Env::start().await;
         env.issuers.set_mode("c", mode);
         let start = Instant::now();
-        let (status, body) = env
-            .post(
-                "/issue",
-                Some("application/jwt"),
-                env.issuers.issue_jwt("c"),
-            )
-            .await;
+        let (status, body) = env.try_issue("c").await;
         assert_eq!(
             (status, body["error_description"].as_str()),
             (401, Some("Invalid Key ID in Header")),
@@ -643,13 +621,7 @@ async fn with_the_database_down_lists_are_still_served_and_readiness_fails() {
     );
     assert_eq!(env.get_status("/readyz").await, 503);
     assert_eq!(env.get_status("/healthz").await, 200);
-    let (status, _) = env
-        .post(
-            "/issue",
-            Some("application/jwt"),
-            env.issuers.issue_jwt("a"),
-        )
-        .await;
+    let (status, _) = env.try_issue("a").await;
     assert_eq!(status, 503);
     tokio::task::block_in_place(|| {
         env.db
@@ -660,13 +632,7 @@ async fn with_the_database_down_lists_are_still_served_and_readiness_fails() {
     });
     let until = Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, _) = env
-            .post(
-                "/issue",
-                Some("application/jwt"),
-                env.issuers.issue_jwt("a"),
-            )
-            .await;
+        let (status, _) = env.try_issue("a").await;
         if status == 200 {
             break;
         }

@@ -318,13 +318,7 @@ async fn every_documented_error_of_issue_and_revoke() {
     }
 
     // 503: a pool without capacity.
-    let (status, body) = env
-        .post(
-            "/issue",
-            Some("application/jwt"),
-            env.issuers.issue_jwt("d"),
-        )
-        .await;
+    let (status, body) = env.try_issue("d").await;
     assert_eq!(status, 503);
     produced.insert((
         "/issue".into(),

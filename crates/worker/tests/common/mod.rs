@@ -358,14 +358,29 @@ impl Env {
             .as_u16()
     }
 
+    /// Body of a GET on the worker.
+    pub async fn get_text(&self, path: &str) -> String {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.worker.url))
+            .send()
+            .await
+            .expect("get");
+        resp.text().await.expect("body")
+    }
+
+    /// A valid `/issue` request of `client`, whatever the answer.
+    pub async fn try_issue(&self, client: &str) -> (u16, Value) {
+        self.post(
+            "/issue",
+            Some("application/jwt"),
+            self.issuers.issue_jwt(client),
+        )
+        .await
+    }
+
     pub async fn issue(&self, client: &str) -> (String, u64) {
-        let (status, body) = self
-            .post(
-                "/issue",
-                Some("application/jwt"),
-                self.issuers.issue_jwt(client),
-            )
-            .await;
+        let (status, body) = self.try_issue(client).await;
         assert_eq!(status, 200, "{body}");
         (
             body["uri"].as_str().expect("uri").to_owned(),
