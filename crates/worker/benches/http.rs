@@ -107,6 +107,7 @@ async fn main() {
         .expect("jwks"),
         keys: Arc::new(SigningKeys::new(vec![SigningKey::generate().expect("key")]).expect("key")),
         cache: Arc::new(ArtifactCache::default()),
+        issuers: Arc::default(),
         metrics,
     });
     let app = router(state.clone());

@@ -151,6 +151,7 @@ impl WorkerArgs {
             keys: Arc::new(keys),
             leases,
             cache: Arc::new(ArtifactCache::default()),
+            issuers: Arc::default(),
             metrics,
         }))
     }

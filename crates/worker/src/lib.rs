@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod error;
+pub mod issuers;
 pub mod jwks;
 pub mod leases;
 pub mod metrics;
@@ -47,6 +48,7 @@ pub struct AppState {
     pub keys: Arc<SigningKeys>,
     pub leases: Arc<Leases>,
     pub cache: Arc<ArtifactCache>,
+    pub issuers: Arc<issuers::IssuerCache>,
     pub metrics: Metrics,
 }
 
@@ -137,7 +139,12 @@ impl Worker {
         };
         let tasks = vec![
             listener,
-            tokio::spawn(publisher::dispatch(events, state.cache.clone(), wake)),
+            tokio::spawn(publisher::dispatch(
+                events,
+                state.cache.clone(),
+                state.issuers.clone(),
+                wake,
+            )),
             tokio::spawn(publisher.run()),
             tokio::spawn(state.leases.clone().renew_forever()),
         ];

@@ -265,11 +265,13 @@ impl Publisher {
     }
 }
 
-/// Routes notifications: a change wakes the publisher, a publish invalidates the cache,
-/// a reconnect (notifications may have been missed) clears it.
+/// Routes notifications: a change wakes the publisher, a publish invalidates the cached
+/// list, a configuration change the cached issuers, a reconnect (notifications may have
+/// been missed) both.
 pub async fn dispatch(
     mut events: broadcast::Receiver<Event>,
     cache: Arc<ArtifactCache>,
+    issuers: Arc<crate::issuers::IssuerCache>,
     wake: Arc<Notify>,
 ) {
     loop {
@@ -283,11 +285,15 @@ pub async fn dispatch(
                         cache.on_published(id, version).await;
                     }
                 }
-                CHANNEL_CONFIG => wake.notify_one(),
+                CHANNEL_CONFIG => {
+                    issuers.clear().await;
+                    wake.notify_one();
+                }
                 _ => {}
             },
             Ok(Event::Connected) | Err(broadcast::error::RecvError::Lagged(_)) => {
                 cache.clear().await;
+                issuers.clear().await;
                 wake.notify_one();
             }
             Err(broadcast::error::RecvError::Closed) => return,

@@ -60,7 +60,7 @@ async fn verify(state: &AppState, request: Request) -> Result<Verified, ApiError
     let jws = Jws::parse(&body)?;
     let kid = jws.check_header()?.to_owned();
     let client_id = jws.issuer()?;
-    let issuer = match state.store.issuer(client_id).await {
+    let issuer = match state.issuers.get(&state.store, client_id).await {
         Ok(Some(issuer)) => issuer,
         Ok(None) => return Err(ApiError::Unauthorized(e::UNKNOWN_CLIENT)),
         Err(err) if err.is_unavailable() => return Err(ApiError::Unavailable),

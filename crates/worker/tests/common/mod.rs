@@ -199,6 +199,7 @@ impl TestWorker {
             .expect("jwks client"),
             keys: Arc::new(SigningKeys::new(keys).expect("a key")),
             cache: Arc::new(ArtifactCache::default()),
+            issuers: Arc::default(),
             metrics,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
