@@ -106,3 +106,11 @@ CREATE TABLE artifacts (
     kid     text NOT NULL,
     PRIMARY KEY (list_id, kind)
 );
+
+-- Public keys (JWK JSON) of the service keys that signed artifacts, so that every worker
+-- publishes every key a live list was signed with, whatever keys it holds itself.
+CREATE TABLE signing_keys (
+    kid        text PRIMARY KEY,
+    jwk        text NOT NULL,
+    first_used timestamptz NOT NULL DEFAULT now()
+);

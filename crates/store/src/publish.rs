@@ -4,7 +4,7 @@ use std::future::Future;
 
 use crate::lists::{LIST_COLUMNS, ListInfo, list_from_row};
 use crate::notify::CHANNEL_PUBLISHED;
-use crate::{Result, Store, StoreError};
+use crate::{Result, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ArtifactKind {
@@ -225,18 +225,33 @@ impl Store {
         .await
     }
 
-    /// `kid`s of the keys that signed an artifact still within its `exp`.
-    pub async fn signing_kids_in_use(&self, now: i64) -> Result<Vec<String>> {
+    /// Records the public JWK (JSON) of a key about to sign artifacts.
+    pub async fn register_signing_key(&self, kid: &str, jwk: &str) -> Result<()> {
+        self.bounded(async {
+            let client = self.client().await?;
+            client
+                .execute("INSERT INTO signing_keys (kid, jwk) VALUES ($1, $2) ON CONFLICT (kid) DO NOTHING", &[&kid, &jwk])
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// `(kid, JWK JSON)` of every registered key that signed an artifact still within its
+    /// `exp` at `now`.
+    pub async fn signing_keys_in_use(&self, now: i64) -> Result<Vec<(String, String)>> {
         self.bounded(async {
             let client = self.client().await?;
             let rows = client
                 .query(
-                    "SELECT DISTINCT kid FROM artifacts WHERE exp > $1 ORDER BY kid",
+                    "SELECT k.kid, k.jwk FROM signing_keys k
+                     WHERE EXISTS (SELECT 1 FROM artifacts a WHERE a.kid = k.kid AND a.exp > $1)
+                     ORDER BY k.kid",
                     &[&now],
                 )
                 .await?;
             rows.iter()
-                .map(|r| r.try_get(0).map_err(StoreError::from))
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                 .collect()
         })
         .await

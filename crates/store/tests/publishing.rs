@@ -125,9 +125,25 @@ async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
         vec![(claimed.clone(), 1)],
         "past half its validity: re-rendered"
     );
+    db.store
+        .register_signing_key("kid-1", r#"{"kid":"kid-1"}"#)
+        .await
+        .expect("register");
+    db.store
+        .register_signing_key("kid-0", r#"{"kid":"kid-0"}"#)
+        .await
+        .expect("register");
+    // Only keys that signed an unexpired artifact are in use.
     assert_eq!(
-        db.store.signing_kids_in_use(now).await.expect("kids"),
-        vec!["kid-1".to_owned()]
+        db.store.signing_keys_in_use(now).await.expect("keys"),
+        vec![("kid-1".to_owned(), r#"{"kid":"kid-1"}"#.to_owned())]
+    );
+    assert!(
+        db.store
+            .signing_keys_in_use(now + 10_000)
+            .await
+            .expect("keys")
+            .is_empty()
     );
 }
 

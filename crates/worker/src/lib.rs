@@ -136,6 +136,7 @@ impl Worker {
             zlib_level,
             metrics: state.metrics.clone(),
             wake: wake.clone(),
+            registered: Default::default(),
         };
         let tasks = vec![
             listener,

@@ -210,6 +210,8 @@ pub struct Publisher {
     pub zlib_level: u32,
     pub metrics: Metrics,
     pub wake: Arc<Notify>,
+    /// Key ids this process has recorded in the database (see `register`).
+    pub registered: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -223,6 +225,7 @@ impl Publisher {
     pub async fn pass(&self) -> Result<usize, StoreError> {
         let now = unix_now();
         let key = self.keys.current();
+        self.register(&key).await?;
         let level = self.zlib_level;
         let report = self
             .store
@@ -242,6 +245,26 @@ impl Publisher {
         }
         self.metrics.published.inc_by(report.published.len() as u64);
         Ok(report.published.len())
+    }
+
+    /// Records the signing key's public JWK before its first signature, so that every
+    /// worker publishes it for as long as a list it signed is live (key rotation).
+    async fn register(&self, key: &SigningKey) -> Result<(), StoreError> {
+        let known = self
+            .registered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(key.kid());
+        if !known {
+            let jwk = serde_json::to_string(&key.public_jwk())
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            self.store.register_signing_key(key.kid(), &jwk).await?;
+            self.registered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.kid().to_owned());
+        }
+        Ok(())
     }
 
     /// Publishes until the process stops: on every change notification, and every second.

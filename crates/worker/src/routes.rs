@@ -257,13 +257,29 @@ pub async fn bitstring_list(
     }
 }
 
+/// The service's keys: its own, plus every key another worker signed a still-live list
+/// with (recorded by the publishers), so a rotation never hides a key a verifier needs.
+/// With the database down, its own keys only.
 pub async fn jwks(State(state): State<Arc<AppState>>) -> Response {
+    let mut doc = state.keys.jwks();
+    match state.store.signing_keys_in_use(unix_now()).await {
+        Ok(keys) => {
+            for (kid, jwk) in keys {
+                if doc.find(&kid).is_none()
+                    && let Ok(jwk) = serde_json::from_str(&jwk)
+                {
+                    doc.keys.push(jwk);
+                }
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "JWKS without the database's keys"),
+    }
     let mut h = HeaderMap::new();
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),
     );
-    (h, Json(state.keys.jwks())).into_response()
+    (h, Json(doc)).into_response()
 }
 
 pub async fn healthz() -> &'static str {

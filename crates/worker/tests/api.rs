@@ -640,3 +640,45 @@ async fn with_the_database_down_lists_are_still_served_and_readiness_fails() {
         tokio::time::sleep(Duration::from_millis(50)).await; // polling a condition
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_stays_published_while_its_lists_live() {
+    let env = Env::start().await;
+    let (uri, _) = env.issue("a").await;
+    // Signed by worker 1's key.
+    token_list_when(&env, &env.worker.url, &uri, Duration::from_secs(10), |_| {
+        true
+    })
+    .await;
+    let old_kid = env.worker.state.keys.current().kid().to_owned();
+    // Worker 2 holds only a new key (a rotation in progress).
+    let second = TestWorker::start(
+        &env.db.url,
+        vec![SigningKey::generate().expect("key")],
+        "w2",
+    )
+    .await;
+    let new_kid = second.state.keys.current().kid().to_owned();
+    let text = env
+        .http
+        .get(format!("{}/.well-known/jwks.json", second.url))
+        .send()
+        .await
+        .expect("jwks")
+        .text()
+        .await
+        .expect("body");
+    let doc: Value = serde_json::from_str(&text).expect("json");
+    let kids: Vec<&str> = doc["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["kid"].as_str())
+        .collect();
+    assert!(
+        kids.contains(&old_kid.as_str()),
+        "the key of a live list is published: {kids:?}"
+    );
+    assert!(kids.contains(&new_kid.as_str()), "{kids:?}");
+    second.stop().await;
+}
