@@ -203,3 +203,79 @@ pub async fn operator(args: OperatorArgs) -> Result<(), String> {
     run(ctx, statuslist_worker::config::shutdown_signal()).await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use statuslist_store::testing::TestDb;
+
+    const TOKEN: &str = "apiVersion: statuslist.dev/v1alpha1
+kind: StatusList
+metadata: {name: tok, namespace: ns}
+spec:
+  format: Token
+  baseUri: https://status.example.test
+  entriesPerList: 1000
+  leaseSize: 100
+  deletionPolicy: Delete
+  issuers: [{clientId: a, jwksUri: https://a.example/jwks}]
+";
+
+    #[tokio::test]
+    async fn manifests_are_reconciled_re_read_and_removed() {
+        let db = TestDb::new().await;
+        let dir =
+            std::env::temp_dir().join(format!("statuslist-manifests-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        // One valid StatusList, one invalid (skipped), one other kind, one non-YAML file.
+        std::fs::write(
+            dir.join("a.yaml"),
+            format!("{TOKEN}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\n"),
+        )
+        .expect("write");
+        std::fs::write(
+            dir.join("b.yaml"),
+            TOKEN
+                .replace("name: tok", "name: bad")
+                .replace("format: Token", "format: Nope"),
+        )
+        .expect("write");
+        std::fs::write(dir.join("notes.txt"), "not a manifest").expect("write");
+        let mut known = BTreeMap::new();
+        reconcile_manifests(&db.store, &dir, &mut known)
+            .await
+            .expect("pass");
+        assert_eq!(known.keys().collect::<Vec<_>>(), vec!["ns/tok"]);
+        let cap = db.store.capacity("ns/tok").await.expect("capacity");
+        assert_eq!((cap.lists.len(), cap.free), (1, 1000));
+        assert!(db.store.pool("ns/bad").await.expect("read").is_none());
+
+        // Changed: the new settings are written.
+        std::fs::write(
+            dir.join("a.yaml"),
+            TOKEN.replace("https://a.example/jwks", "https://a.example/jwks2"),
+        )
+        .expect("write");
+        reconcile_manifests(&db.store, &dir, &mut known)
+            .await
+            .expect("pass");
+        assert_eq!(
+            db.store
+                .issuer("a")
+                .await
+                .expect("read")
+                .expect("issuer")
+                .jwks_uri,
+            "https://a.example/jwks2"
+        );
+
+        // Removed: its deletion policy (Delete) is carried out.
+        std::fs::remove_file(dir.join("a.yaml")).expect("remove");
+        reconcile_manifests(&db.store, &dir, &mut known)
+            .await
+            .expect("pass");
+        assert!(known.is_empty());
+        assert!(db.store.pool("ns/tok").await.expect("read").is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
