@@ -16,7 +16,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::token::inflate;
 use crate::{Bits, FormatError, SigningKey, Status, StatusArray, VerifyingKey};
 
-/// Fewest entries a list may have (W3C: a bitstring of at least 16 KB... of entries).
+/// Fewest entries a list may have: the W3C minimum of 131,072 (a 16 KiB bitstring at 1 bit).
 pub const MIN_ENTRIES: u64 = 131_072;
 /// JWT header `typ` of the credential.
 pub const VC_JWT_TYP: &str = "vc+jwt";
