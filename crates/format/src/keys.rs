@@ -275,7 +275,7 @@ mod tests {
     }
 
     #[test]
-    fn rfc7638_thumbprint_matches_the_rfc_example_shape() {
+    fn jwk_round_trip_keeps_the_kid_and_no_private_part() {
         // The jwk round trip gives the same kid as the signing key.
         let key = SigningKey::generate().expect("generate");
         let jwk = key.public_jwk();
