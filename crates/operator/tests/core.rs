@@ -24,14 +24,18 @@ fn pool(s: &StatusListSpec) -> PoolSpec {
     core::pool_spec(core::pool_name("ns", "sl"), 1, s).expect("valid")
 }
 
+async fn claim(store: &Store, worker: &str) -> statuslist_store::Lease {
+    store
+        .claim_lease("ns/sl", worker, Duration::from_secs(30))
+        .await
+        .expect("claim")
+        .expect("lease")
+}
+
 async fn issue_n(store: &Store, n: u64, expiry: i64) {
     let mut done = 0;
     while done < n {
-        let lease = store
-            .claim_lease("ns/sl", "w", Duration::from_secs(30))
-            .await
-            .expect("claim")
-            .expect("lease");
+        let lease = claim(store, "w").await;
         while done < n {
             let req = IssueRequest {
                 client_id: "a".into(),
@@ -97,12 +101,7 @@ async fn provisions_reclaims_and_retires() {
     assert_eq!(report.capacity.free, 240);
 
     // A worker dies holding a lease: after expiry its remainder returns.
-    let lease = db
-        .store
-        .claim_lease("ns/sl", "dead", Duration::from_secs(30))
-        .await
-        .expect("claim")
-        .expect("lease");
+    let lease = claim(&db.store, "dead").await;
     db.store
         .issue(
             &lease,
@@ -146,12 +145,7 @@ async fn provisions_reclaims_and_retires() {
     // Draw only from the first list: claim until its leases are spent.
     let mut left = remaining_first;
     while left > 0 {
-        let lease = db
-            .store
-            .claim_lease("ns/sl", "w", Duration::from_secs(30))
-            .await
-            .expect("claim")
-            .expect("lease");
+        let lease = claim(&db.store, "w").await;
         if lease.list.id != first_id {
             db.store.release_lease(&lease).await.expect("release");
             continue;

@@ -223,12 +223,7 @@ async fn published_lists_verify_independently_and_show_revocations() {
     let bid = buri.rsplit('/').next().expect("id");
     let until = Instant::now() + Duration::from_secs(10);
     loop {
-        let resp = env
-            .http
-            .get(format!("{}/b/{bid}", env.worker.url))
-            .send()
-            .await
-            .expect("get");
+        let resp = env.get(&format!("/b/{bid}")).await;
         if resp.status() == 200 {
             assert_eq!(resp.headers()["content-type"], "application/vc+jwt");
             let (header, vc) = verify_jws(&resp.text().await.expect("body"), &jwks);
@@ -366,21 +361,11 @@ async fn http_caching_negotiation_and_cors() {
         assert_eq!(resp.status().as_u16(), status, "{accept}");
     }
     // A Token id asked at /b/ (and the reverse) is unknown there.
-    let resp = env
-        .http
-        .get(format!("{}/b/{id}", env.worker.url))
-        .send()
-        .await
-        .expect("get");
+    let resp = env.get(&format!("/b/{id}")).await;
     assert_eq!(resp.status(), 404);
     let (buri, _) = env.issue("b").await;
     let bid = buri.rsplit('/').next().expect("id");
-    let resp = env
-        .http
-        .get(format!("{}/t/{bid}", env.worker.url))
-        .send()
-        .await
-        .expect("get");
+    let resp = env.get(&format!("/t/{bid}")).await;
     assert_eq!(resp.status(), 404);
     // Operations endpoints.
     assert_eq!(env.get_status("/healthz").await, 200);
@@ -608,12 +593,7 @@ async fn with_the_database_down_lists_are_still_served_and_readiness_fails() {
             .expect("stop")
     });
     let id = uri.rsplit('/').next().expect("id");
-    let resp = env
-        .http
-        .get(format!("{}/t/{id}", env.worker.url))
-        .send()
-        .await
-        .expect("get");
+    let resp = env.get(&format!("/t/{id}")).await;
     assert_eq!(
         resp.status(),
         200,

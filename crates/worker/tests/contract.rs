@@ -439,12 +439,7 @@ async fn every_documented_status_of_the_token_list() {
     validate(&public, ok, &body, "/t 200");
 
     for missing in ["000000000000", "not-an-id", &id.to_lowercase()] {
-        let resp = env
-            .http
-            .get(format!("{}/t/{missing}", env.worker.url))
-            .send()
-            .await
-            .expect("get");
+        let resp = env.get(&format!("/t/{missing}")).await;
         assert_eq!(resp.status(), 404);
         let json: Value = serde_json::from_str(&resp.text().await.expect("body")).expect("json");
         assert_eq!(
@@ -459,12 +454,7 @@ async fn every_documented_status_of_the_token_list() {
         .batch_execute("ALTER TABLE artifacts RENAME TO artifacts_gone")
         .await
         .expect("rename");
-    let resp = env
-        .http
-        .get(format!("{}/t/ABCDEF012345", env.worker.url))
-        .send()
-        .await
-        .expect("get");
+    let resp = env.get("/t/ABCDEF012345").await;
     assert_eq!(resp.status(), 500);
     let json: Value = serde_json::from_str(&resp.text().await.expect("body")).expect("json");
     let schema = &public["paths"]["/t/{statusListIdentifier}"]["get"]["responses"]["500"]["content"]

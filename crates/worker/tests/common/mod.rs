@@ -348,26 +348,23 @@ impl Env {
         post_to(&self.http, &self.worker.url, path, content_type, body).await
     }
 
-    /// Status code of a GET on the worker.
-    pub async fn get_status(&self, path: &str) -> u16 {
+    /// A GET on the worker.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http
             .get(format!("{}{path}", self.worker.url))
             .send()
             .await
             .expect("get")
-            .status()
-            .as_u16()
+    }
+
+    /// Status code of a GET on the worker.
+    pub async fn get_status(&self, path: &str) -> u16 {
+        self.get(path).await.status().as_u16()
     }
 
     /// Body of a GET on the worker.
     pub async fn get_text(&self, path: &str) -> String {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.worker.url))
-            .send()
-            .await
-            .expect("get");
-        resp.text().await.expect("body")
+        self.get(path).await.text().await.expect("body")
     }
 
     /// A valid `/issue` request of `client`, whatever the answer.
