@@ -232,10 +232,7 @@ async fn twenty_concurrent_duplicates_make_one_entry() {
 async fn an_expired_lease_cannot_issue() {
     let db = with_pool(10_000, 100).await;
     let lease = claim(&db.store, "w1").await;
-    db.store
-        .issue(&lease, &request("a", FAR_FUTURE))
-        .await
-        .expect("issues while held");
+    issue_one(&db.store, &lease).await;
     db.store.expire_lease_now(lease.id).await.expect("expire");
 
     assert!(matches!(
@@ -269,10 +266,7 @@ async fn an_expired_lease_cannot_issue() {
         db.store.issue(&lease, &request("a", FAR_FUTURE)).await,
         Err(StoreError::LeaseLost)
     ));
-    db.store
-        .issue(&second, &request("a", FAR_FUTURE))
-        .await
-        .expect("the new holder issues");
+    issue_one(&db.store, &second).await;
     let n = db.count("SELECT count(*) FROM entries").await;
     assert_eq!(n, 2);
 }
@@ -282,19 +276,13 @@ async fn a_renewed_lease_keeps_issuing_and_a_released_one_returns_its_remainder(
     let db = with_pool(1_000, 10).await;
     let lease = claim(&db.store, "w1").await;
     for _ in 0..3 {
-        db.store
-            .issue(&lease, &request("a", FAR_FUTURE))
-            .await
-            .expect("issue");
+        issue_one(&db.store, &lease).await;
     }
     db.store
         .renew_lease(&lease, LEASE_TTL)
         .await
         .expect("renew");
-    db.store
-        .issue(&lease, &request("a", FAR_FUTURE))
-        .await
-        .expect("issue after renew");
+    issue_one(&db.store, &lease).await;
     assert_eq!(lease.remaining(), 6);
     let before = db.store.capacity("p").await.expect("capacity");
     assert_eq!((before.allocated, before.free), (4, 996));
@@ -310,10 +298,7 @@ async fn a_renewed_lease_keeps_issuing_and_a_released_one_returns_its_remainder(
     let lease = claim(&db.store, "w2").await;
     let size = lease.end - lease.start;
     for _ in 0..size {
-        db.store
-            .issue(&lease, &request("a", FAR_FUTURE))
-            .await
-            .expect("issue");
+        issue_one(&db.store, &lease).await;
     }
     let repeat = request("a", FAR_FUTURE);
     assert!(matches!(

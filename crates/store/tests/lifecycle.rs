@@ -187,11 +187,7 @@ async fn a_pool_below_min_free_gets_the_next_list_and_full_lists_retire() {
 async fn deletion_policies() {
     let db = with_pool(1_000, 100).await;
     let lease = claim(&db.store, "w").await;
-    let issued = db
-        .store
-        .issue(&lease, &request("a", FAR_FUTURE))
-        .await
-        .expect("issue");
+    let issued = issue_one(&db.store, &lease).await;
 
     // Retain: issuance stops (the held lease is fenced, no new claim), revocation works.
     db.store

@@ -47,11 +47,7 @@ async fn database_stopped_and_restarted() {
         .expect("apply");
     db.store.ensure_capacity("p").await.expect("provision");
     let lease = claim(&db.store, "w").await;
-    let issued = db
-        .store
-        .issue(&lease, &request("a", FAR_FUTURE))
-        .await
-        .expect("issue");
+    let issued = issue_one(&db.store, &lease).await;
     let (mut events, _listener) = db.store.listen(&[CHANNEL_CAPACITY]);
     assert_eq!(events.recv().await.expect("event"), Event::Connected);
 

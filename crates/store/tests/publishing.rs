@@ -93,11 +93,7 @@ async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
 
     // A revocation makes it due, with its entry in the sparse list; so does nearing exp.
     let lease = claim(&db.store, "w").await;
-    let issued = db
-        .store
-        .issue(&lease, &request("a", FAR_FUTURE))
-        .await
-        .expect("issue");
+    let issued = issue_one(&db.store, &lease).await;
     db.store
         .revoke(&issued.uri, issued.idx, "a")
         .await

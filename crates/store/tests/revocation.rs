@@ -18,11 +18,7 @@ async fn version(db: &statuslist_store::testing::TestDb, list: &str) -> i64 {
 async fn revoke_not_found_other_owner_first_time_and_again() {
     let db = with_pool(10_000, 100).await;
     let lease = claim(&db.store, "w").await;
-    let issued = db
-        .store
-        .issue(&lease, &request("a", FAR_FUTURE))
-        .await
-        .expect("issue");
+    let issued = issue_one(&db.store, &lease).await;
     let other_idx = (issued.idx + 1) % 10_000;
 
     // Not found: an index never issued, a URI we never issued, an index past i64.

@@ -69,3 +69,11 @@ pub async fn claim(store: &Store, worker: &str) -> Lease {
 }
 
 pub const FAR_FUTURE: i64 = 4_000_000_000;
+
+/// Issues one entry for client `a` that expires far in the future.
+pub async fn issue_one(store: &Store, lease: &Lease) -> statuslist_store::IssueOutcome {
+    store
+        .issue(lease, &request("a", FAR_FUTURE))
+        .await
+        .expect("issue")
+}
