@@ -10,8 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use statuslist_crd::{DeletionPolicy, StatusList};
-use statuslist_operator::controller::{Context, run};
+use statuslist_operator::controller::Context;
 use statuslist_operator::core;
+use statuslist_operator::leader::{Election, Stop, serve};
 use statuslist_operator::metrics::Metrics;
 use statuslist_store::{PoolSpec, Store, StoreConfig};
 
@@ -26,9 +27,24 @@ pub struct OperatorArgs {
     /// Address of /healthz, /readyz and /metrics (Kubernetes mode).
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8081")]
     pub listen_addr: SocketAddr,
-    /// Reported in Events as the instance; defaults to POD_NAME.
+    /// Reported in Events as the instance and used as the leader-election identity;
+    /// defaults to POD_NAME (a random name when neither is set).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
+    /// Reconcile only while holding the Lease `statuslist-operator` (Kubernetes mode), so
+    /// that of several replicas one works and the others stand by.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Watch StatusLists in this namespace only (all namespaces when unset).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Namespace of the leader-election Lease: the operator's own.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Seconds a leader's Lease lasts without renewal (a crashed leader's successor
+    /// takes over after at most this).
+    #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
 }
 
 fn now() -> i64 {
@@ -133,7 +149,7 @@ pub async fn reconcile_manifests(
         seen.insert(pool.name.clone(), *policy);
     }
     for (gone, policy) in known.iter().filter(|(name, _)| !seen.contains_key(*name)) {
-        match core::cleanup(store, gone, *policy).await {
+        match core::cleanup(store, gone, None, *policy).await {
             Ok(()) => {
                 tracing::info!(pool = %gone, ?policy, "manifest removed; deletion policy applied")
             }
@@ -185,23 +201,30 @@ pub async fn operator(args: OperatorArgs) -> Result<(), String> {
         )
         .await;
     }
+    let stop = Stop::new(statuslist_worker::config::shutdown_signal());
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("Kubernetes client: {e}"))?;
-    let ctx = Arc::new(Context::new(
-        client,
-        store,
-        Metrics::default(),
-        args.instance.clone(),
-    ));
+    let identity = args
+        .instance
+        .clone()
+        .unwrap_or_else(|| format!("statuslist-operator-{}", uuid::Uuid::new_v4().simple()));
+    let mut ctx = Context::new(client, store, Metrics::default(), Some(identity.clone()));
+    ctx.namespace = args.watch_namespace.clone().filter(|n| !n.is_empty());
+    let ctx = Arc::new(ctx);
     let listener = tokio::net::TcpListener::bind(args.listen_addr)
         .await
         .map_err(|e| format!("{}: {e}", args.listen_addr))?;
     let app = statuslist_operator::router(ctx.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     tracing::info!(addr = %args.listen_addr, "operator running");
-    run(ctx, statuslist_worker::config::shutdown_signal()).await;
-    Ok(())
+    let election = args.leader_election.then(|| {
+        let mut e = Election::new(args.lease_namespace.clone(), identity);
+        e.duration = Duration::from_secs(args.lease_duration_seconds.max(2));
+        e.grace = (e.duration / 3).max(Duration::from_secs(1));
+        e
+    });
+    serve(ctx, election, stop).await
 }
 
 #[cfg(test)]

@@ -15,6 +15,24 @@ pub const MANAGER: &str = "statuslist-operator";
 pub const BITSTRING_MIN_ENTRIES: u64 = 131_072;
 pub const DEFAULT_TOKEN_ENTRIES: u64 = 100_000;
 
+// Bounds of the spec, enforced by the CRD's schema and again by the reconcile core (for
+// resources that bypassed the apiserver or came from files). Every string and list is
+// bounded so that the apiserver's CEL cost estimate stays within its budget.
+pub const MIN_ENTRIES_PER_LIST: u64 = 100;
+/// 2^24 entries: an 8-bit list of this size is 16 MiB, the decoders' bound.
+pub const MAX_ENTRIES_PER_LIST: u64 = 1 << 24;
+pub const MIN_LEASE_SIZE: u64 = 10;
+pub const MAX_LEASE_SIZE: u64 = 1_000_000;
+pub const MIN_VALIDITY_SECONDS: u64 = 60;
+pub const MAX_VALIDITY_SECONDS: u64 = 604_800;
+pub const MAX_STATUS_LIFETIME_SECONDS: u64 = 315_360_000;
+pub const MAX_ISSUERS: usize = 64;
+pub const MAX_CLIENT_ID: usize = 256;
+pub const MAX_BASE_URI: usize = 512;
+pub const MAX_JWKS_URI: usize = 2048;
+/// An absolute http(s) URI without whitespace.
+pub const JWKS_URI_PATTERN: &str = "^https?://[^\\s/?#]+([/?#][^\\s]*)?$";
+
 /// A pool of credential status lists: issuers registered here get `{idx, uri}` slots from
 /// it with `POST /issue`, revoke them with `POST /revoke`, and verifiers read the lists at
 /// `{baseUri}/t/{ID}` (Token) or `{baseUri}/b/{ID}` (Bitstring). The operator provisions a
@@ -54,6 +72,8 @@ pub const DEFAULT_TOKEN_ENTRIES: u64 = 100_000;
 )]
 #[x_kube(validation = Rule::new("self.format != 'Bitstring' || !has(self.entriesPerList) || self.entriesPerList >= 131072").message("entriesPerList must be at least 131072 for a Bitstring list (the W3C minimum)").field_path(".entriesPerList"))]
 #[x_kube(validation = Rule::new("self.leaseSize <= (has(self.entriesPerList) ? self.entriesPerList : (self.format == 'Bitstring' ? 131072 : 100000))").message("leaseSize must not exceed entriesPerList").field_path(".leaseSize"))]
+#[x_kube(validation = Rule::new("!has(self.minFreeEntries) || self.minFreeEntries < (has(self.entriesPerList) ? self.entriesPerList : (self.format == 'Bitstring' ? 131072 : 100000))").message("minFreeEntries must be less than entriesPerList").field_path(".minFreeEntries"))]
+#[x_kube(validation = Rule::new("self.ttlSeconds <= self.validitySeconds").message("ttlSeconds must not exceed validitySeconds").field_path(".ttlSeconds"))]
 #[serde(rename_all = "camelCase")]
 pub struct StatusListSpec {
     /// `Token` (IETF Token Status List, a JWT or CWT served at `{baseUri}/t/{ID}`) or
@@ -71,48 +91,57 @@ pub struct StatusListSpec {
 
     /// Public origin of the lists, e.g. `https://crs.example.gov.uk`: a list's URI is
     /// `{baseUri}/t/{ID}` or `{baseUri}/b/{ID}`, exactly as issuers receive it. An absolute
-    /// http(s) URI without query or fragment.
+    /// http(s) URI without query or fragment, at most 512 characters.
+    #[schemars(length(min = 8, max = MAX_BASE_URI))]
     #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#\\\\s]+(/[^?#\\\\s]*)?$')").message("baseUri must be an absolute http(s) URI without query or fragment"))]
     pub base_uri: String,
 
-    /// Entries in each physical list. Default 100000 for Token lists and 131072 (the W3C
-    /// minimum, also enforced) for Bitstring lists. Larger lists hide each credential in a
-    /// bigger crowd; smaller ones are cheaper to download.
+    /// Entries in each physical list, 100 to 16777216 (2^24). Default 100000 for Token
+    /// lists and 131072 (the W3C minimum, also enforced) for Bitstring lists. Larger lists
+    /// hide each credential in a bigger crowd; smaller ones are cheaper to download.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 16_777_216))]
+    #[schemars(range(min = MIN_ENTRIES_PER_LIST, max = MAX_ENTRIES_PER_LIST))]
     pub entries_per_list: Option<u64>,
 
     /// Provision a new list when the free entries of the pool's active lists fall below
-    /// this. Default: 10% of entriesPerList.
+    /// this; less than entriesPerList. Default: 10% of entriesPerList.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_ENTRIES_PER_LIST))]
     pub min_free_entries: Option<u64>,
 
-    /// Positions a worker claims at once. Smaller leases spread issuance over more
-    /// workers; larger ones need fewer claims. Default 1000.
+    /// Positions a worker claims at once, 10 to 1000000 and at most entriesPerList.
+    /// Smaller leases spread issuance over more workers; larger ones need fewer claims.
+    /// Default 1000.
     #[serde(default = "default_lease_size")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = MIN_LEASE_SIZE, max = MAX_LEASE_SIZE))]
     pub lease_size: u64,
 
-    /// Seconds a verifier may cache a published list (`ttl` claim, Cache-Control).
+    /// Seconds a verifier may cache a published list (`ttl` claim, Cache-Control), 1 to
+    /// validitySeconds. Default 300.
     #[serde(default = "default_ttl")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_VALIDITY_SECONDS))]
     pub ttl_seconds: u64,
 
-    /// Lifetime of a published list (`exp - iat`); lists are re-signed when half of it has
-    /// passed, and at once after a revocation.
+    /// Lifetime of a published list (`exp - iat`), 60 to 604800 (7 days): a verifier may
+    /// accept a list this old, so a long one lets a stale (pre-revocation) copy be replayed
+    /// for longer. Lists are re-signed when half of it has passed, and at once after a
+    /// revocation. Default 86400.
     #[serde(default = "default_validity")]
-    #[schemars(range(min = 60))]
+    #[schemars(range(min = MIN_VALIDITY_SECONDS, max = MAX_VALIDITY_SECONDS))]
     pub validity_seconds: u64,
 
-    /// Upper bound of `statusExpiry - now` on `/issue` (default one year, as GOV.UK).
+    /// Upper bound of `statusExpiry - now` on `/issue`, 1 to 315360000 (10 years); a list
+    /// is retired only when its last entry's statusExpiry has passed. Default 31536000
+    /// (one year, as GOV.UK).
     #[serde(default = "default_max_lifetime")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_STATUS_LIFETIME_SECONDS))]
     pub max_status_lifetime_seconds: u64,
 
-    /// Clients allowed to issue and revoke on this pool. A clientId belongs to exactly
-    /// one StatusList in the cluster; one already held by another StatusList is reported
-    /// in the IssuerConflict condition and not taken over.
+    /// Clients allowed to issue and revoke on this pool, at most 64. A clientId belongs to
+    /// exactly one StatusList in the cluster; one already held by another StatusList is
+    /// reported in the IssuerConflict condition and not taken over.
     #[serde(default)]
+    #[schemars(length(max = MAX_ISSUERS))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["clientId"]))]
     pub issuers: Vec<IssuerSpec>,
 
@@ -128,11 +157,12 @@ pub struct StatusListSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IssuerSpec {
-    /// The `iss` of the client's request JWTs.
-    #[x_kube(validation = Rule::new("size(self) > 0 && size(self) <= 256").message("clientId must be 1 to 256 characters"))]
+    /// The `iss` of the client's request JWTs, 1 to 256 characters.
+    #[schemars(length(min = 1, max = MAX_CLIENT_ID))]
     pub client_id: String,
-    /// Where the client's public keys (a JWK Set) are fetched; https in production.
-    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s]+$')").message("jwksUri must be an absolute http(s) URI"))]
+    /// Where the client's public keys (a JWK Set) are fetched: an absolute http(s) URI of
+    /// at most 2048 characters; https in production.
+    #[schemars(length(min = 8, max = MAX_JWKS_URI), pattern(JWKS_URI_PATTERN))]
     pub jwks_uri: String,
 }
 

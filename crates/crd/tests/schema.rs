@@ -1,5 +1,7 @@
 //! The CRD: committed YAML current, schema rules enforced (OpenAPI structure and CEL, as
-//! the apiserver applies them), examples accepted.
+//! the apiserver applies them), examples accepted. A client-side approximation that runs
+//! without a cluster; the real kube-apiserver (with its CEL cost budget) is in
+//! `tests/tests/crd.rs`.
 
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
@@ -80,6 +82,31 @@ fn structural(schema: &Value, value: &mut Value, at: &str) -> Vec<String> {
     ) && v > max
     {
         errors.push(format!("{at}: {v} above {max}"));
+    }
+    if let Some(s) = value.as_str() {
+        let len = s.chars().count() as f64;
+        if schema
+            .get("minLength")
+            .and_then(Value::as_f64)
+            .is_some_and(|m| len < m)
+        {
+            errors.push(format!("{at}: shorter than minLength"));
+        }
+        if schema
+            .get("maxLength")
+            .and_then(Value::as_f64)
+            .is_some_and(|m| len > m)
+        {
+            errors.push(format!("{at}: longer than maxLength"));
+        }
+    }
+    if let Some(items) = value.as_array()
+        && schema
+            .get("maxItems")
+            .and_then(Value::as_f64)
+            .is_some_and(|m| items.len() as f64 > m)
+    {
+        errors.push(format!("{at}: more than maxItems"));
     }
     if let Some(obj) = value.as_object_mut() {
         let props = schema.get("properties").and_then(Value::as_object);
@@ -239,16 +266,31 @@ fn invalid_specs_are_rejected_with_a_message() {
                 "issuers",
                 json!([{"clientId": "", "jwksUri": "https://a/j"}]),
             ),
-            "clientId must be",
+            "clientId: shorter than minLength",
         ),
+        (
+            with("Token", "minFreeEntries", json!(100_000)),
+            "minFreeEntries must be less than entriesPerList",
+        ),
+        (
+            with("Token", "ttlSeconds", json!(86_401)),
+            "ttlSeconds must not exceed validitySeconds",
+        ),
+        (with("Token", "validitySeconds", json!(604_801)), "above"),
+        (with("Token", "leaseSize", json!(9)), "below"),
         (
             with(
                 "Token",
                 "issuers",
-                json!([{"clientId": "a", "jwksUri": "ftp://a/j"}]),
+                json!(
+                    (0..65)
+                        .map(|i| json!({"clientId": format!("c{i}"), "jwksUri": "https://a/j"}))
+                        .collect::<Vec<_>>()
+                ),
             ),
-            "jwksUri",
+            "more than maxItems",
         ),
+        // (jwksUri's `pattern` is checked by the real apiserver: tests/tests/crd.rs.)
         (with("Token", "tll", json!(5)), "unknown field"),
     ];
     for (obj, expected) in cases {

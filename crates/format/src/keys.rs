@@ -156,6 +156,19 @@ impl VerifyingKey {
         Ok(key)
     }
 
+    /// The key as a PEM `PUBLIC KEY` (X.509 SubjectPublicKeyInfo, RFC 5480).
+    pub fn to_spki_pem(&self) -> String {
+        // SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING (point) }: for an
+        // uncompressed P-256 point everything but the point is this fixed prefix.
+        const PREFIX: [u8; 26] = [
+            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
+            0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+        ];
+        let mut der = PREFIX.to_vec();
+        der.extend_from_slice(&self.point);
+        pem::encode(&pem::Pem::new("PUBLIC KEY", der))
+    }
+
     /// A key from a JWK; only `kty: EC`, `crv: P-256` is accepted. The `kid` is always
     /// recomputed as the thumbprint, whatever the JWK claims.
     pub fn from_jwk(jwk: &Jwk) -> Result<Self, FormatError> {

@@ -159,3 +159,25 @@ fn kid_is_the_rfc7638_thumbprint() {
         .collect();
     assert_eq!(kids, vec![key.kid().to_owned(), second.kid().to_owned()]);
 }
+
+#[test]
+fn the_spki_public_key_pem_verifies_the_keys_signatures() {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
+    use base64::Engine as _;
+    let key = SigningKey::generate().expect("key");
+    let pem = key.verifying_key().to_spki_pem();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("base64");
+    let signature = key.sign_raw(b"message").expect("sign");
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &der)
+        .verify(b"message", &signature)
+        .expect("the SPKI key verifies");
+    assert!(
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &der)
+            .verify(b"other", &signature)
+            .is_err()
+    );
+}

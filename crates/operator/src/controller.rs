@@ -16,7 +16,7 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use statuslist_crd::conditions::CAPACITY_LOW;
+use statuslist_crd::conditions::{CAPACITY_LOW, INVALID_SPEC};
 use statuslist_crd::{DeletionPolicy, FINALIZER, MANAGER, StatusList, StatusListStatus};
 use statuslist_store::Store;
 use tokio::sync::mpsc;
@@ -51,9 +51,13 @@ pub struct Context {
     pub client: Client,
     pub store: Store,
     pub recorder: Recorder,
+    pub reporter: Reporter,
     pub metrics: Metrics,
     pub resource: ApiResource,
-    /// How often every pool is reconciled even when nothing changed.
+    /// Watch only this namespace (all namespaces when `None`).
+    pub namespace: Option<String>,
+    /// How often every pool is reconciled even when nothing changed: it bounds how stale
+    /// the allocated and free counts of its status may be.
     pub resync: Duration,
 }
 
@@ -70,12 +74,24 @@ impl Context {
             instance,
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Recorder::new(client.clone(), reporter.clone()),
+            reporter,
             resource: ApiResource::erase::<StatusList>(&()),
             client,
             store,
             metrics,
-            resync: Duration::from_secs(30),
+            namespace: None,
+            resync: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Context {
+    /// The StatusLists this controller watches.
+    pub fn watched(&self) -> Api<DynamicObject> {
+        match &self.namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &self.resource),
+            None => Api::all_with(self.client.clone(), &self.resource),
         }
     }
 }
@@ -122,7 +138,26 @@ async fn patch_status(
     Ok(())
 }
 
+/// An Event about one thing (a list) that must not be folded into an earlier Event of the
+/// same reason: the shared recorder counts repeats of a reason as one series and keeps the
+/// first note, so these go through a recorder of their own.
+async fn distinct_event(ctx: &Context, obj: &DynamicObject, reason: &str, note: String) {
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    publish(&recorder, ctx, obj, EventType::Normal, reason, note).await;
+}
+
 async fn event(ctx: &Context, obj: &DynamicObject, kind: EventType, reason: &str, note: String) {
+    publish(&ctx.recorder, ctx, obj, kind, reason, note).await;
+}
+
+async fn publish(
+    recorder: &Recorder,
+    ctx: &Context,
+    obj: &DynamicObject,
+    kind: EventType,
+    reason: &str,
+    note: String,
+) {
     let ev = Event {
         type_: kind,
         reason: reason.into(),
@@ -130,13 +165,18 @@ async fn event(ctx: &Context, obj: &DynamicObject, kind: EventType, reason: &str
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx
-        .recorder
-        .publish(&ev, &obj.object_ref(&ctx.resource))
-        .await
-    {
+    if let Err(e) = recorder.publish(&ev, &obj.object_ref(&ctx.resource)).await {
         tracing::warn!(error = %e, reason, "publishing an event failed");
     }
+}
+
+/// Whether the old status had condition `type_` True.
+fn was_true(old: Option<&StatusListStatus>, type_: &str) -> bool {
+    old.is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == "True")
+    })
 }
 
 async fn apply(obj: Arc<DynamicObject>, ctx: &Context) -> Result<Action, Error> {
@@ -150,75 +190,91 @@ async fn apply(obj: Arc<DynamicObject>, ctx: &Context) -> Result<Action, Error> 
     let spec = parse(&obj).and_then(|sl| {
         core::pool_spec(pool, generation.unwrap_or(0), &sl.spec).map_err(|p| p.join("; "))
     });
-    let pool = match spec {
+    let mut pool = match spec {
         Ok(pool) => pool,
         Err(problem) => {
             tracing::warn!(%namespace, %name, %problem, "invalid StatusList");
-            let was_invalid = old.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "InvalidSpec" && c.status == "True")
-            });
-            patch_status(
-                &api,
-                &name,
-                &core::invalid_status(&problem, generation, old.as_ref()),
-            )
-            .await?;
-            if !was_invalid {
+            let status = core::invalid_status(&problem, generation, old.as_ref());
+            if old.as_ref() != Some(&status) {
+                patch_status(&api, &name, &status).await?;
+            }
+            if !was_true(old.as_ref(), INVALID_SPEC) {
                 event(ctx, &obj, EventType::Warning, "InvalidSpec", problem).await;
             }
             // Nothing to do until the resource changes.
             return Ok(Action::await_change());
         }
     };
+    pool.uid = obj.uid();
     let started = std::time::Instant::now();
-    let report = core::reconcile_pool(&ctx.store, &pool, now()).await?;
-    let status = core::status(&report, generation, old.as_ref());
-    patch_status(&api, &name, &status).await?;
+    let mut report = match core::prepare(&ctx.store, &pool, now()).await {
+        Ok(report) => report,
+        Err(statuslist_store::StoreError::Superseded(why)) => {
+            // This object is an older view than what the database holds (a newer
+            // generation was applied, or the resource was deleted): leave it to the watch.
+            tracing::info!(%namespace, %name, %why, "stale view of the StatusList; not applied");
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut shown = old.clone();
+    if report.capacity_low() && !report.capacity.lists.is_empty() {
+        // Announce low capacity before provisioning, so that `kubectl get` and Events show
+        // it even when provisioning succeeds a moment later. (A new pool's first list is
+        // not a capacity problem.)
+        let status = core::status(&report, generation, shown.as_ref());
+        if !was_true(shown.as_ref(), CAPACITY_LOW) {
+            let action = if report.needs_list() {
+                "provisioning a list"
+            } else {
+                "not provisioning while a clientId is held by another StatusList"
+            };
+            event(
+                ctx,
+                &obj,
+                EventType::Warning,
+                "CapacityLow",
+                format!(
+                    "{} free entries, below minFreeEntries {}: {action}",
+                    report.capacity.free, report.min_free_entries
+                ),
+            )
+            .await;
+        }
+        if shown.as_ref() != Some(&status) {
+            patch_status(&api, &name, &status).await?;
+        }
+        shown = Some(status);
+    }
+    core::provision(&ctx.store, &pool, &mut report).await?;
+    let status = core::status(&report, generation, shown.as_ref());
+    if old.as_ref() != Some(&status) {
+        patch_status(&api, &name, &status).await?;
+    }
     for list in &report.provisioned {
         ctx.metrics
             .provisioning
             .observe(started.elapsed().as_secs_f64());
-        event(
+        distinct_event(
             ctx,
             &obj,
-            EventType::Normal,
             "ListProvisioned",
             format!("list {} at {}", list.id, list.uri),
         )
         .await;
     }
     for id in &report.retired {
-        event(
+        distinct_event(
             ctx,
             &obj,
-            EventType::Normal,
             "ListRetired",
             format!("list {id}: every entry expired"),
         )
         .await;
     }
-    let was_low = old.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == CAPACITY_LOW && c.status == "True")
-    });
-    if report.capacity_low() && !was_low {
-        event(
-            ctx,
-            &obj,
-            EventType::Warning,
-            "CapacityLow",
-            format!(
-                "{} free entries, below minFreeEntries {}",
-                report.capacity.free, report.min_free_entries
-            ),
-        )
-        .await;
-    }
-    // Provision again soon while capacity is still low; otherwise the periodic resync.
-    Ok(Action::requeue(if report.capacity_low() {
+    // Provision again soon while capacity is still low; otherwise the periodic resync,
+    // which also keeps the allocated and free counts of `kubectl get sl` fresh.
+    Ok(Action::requeue(if report.needs_list() {
         Duration::from_secs(1)
     } else {
         ctx.resync
@@ -228,7 +284,7 @@ async fn apply(obj: Arc<DynamicObject>, ctx: &Context) -> Result<Action, Error> 
 async fn cleanup(obj: Arc<DynamicObject>, ctx: &Context) -> Result<Action, Error> {
     let pool = core::pool_name(&obj.namespace().unwrap_or_default(), &obj.name_any());
     let policy = deletion_policy(&obj);
-    core::cleanup(&ctx.store, &pool, policy).await?;
+    core::cleanup(&ctx.store, &pool, obj.uid().as_deref(), policy).await?;
     tracing::info!(%pool, ?policy, "StatusList deleted");
     Ok(Action::await_change())
 }
@@ -266,7 +322,7 @@ pub fn error_policy(obj: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -
 /// Runs the controller until `shutdown` resolves. A worker's capacity request
 /// (`statuslist_capacity`) triggers an immediate pass over every pool.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
-    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &ctx.resource);
+    let api = ctx.watched();
     let (events, _listener) = ctx
         .store
         .listen(&[statuslist_store::notify::CHANNEL_CAPACITY]);

@@ -5,13 +5,16 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use statuslist_crd::conditions::{CAPACITY_LOW, INVALID_SPEC, ISSUER_CONFLICT, READY};
 use statuslist_crd::{
-    BITSTRING_MIN_ENTRIES, DeletionPolicy, Format, ListStatus, StatusListSpec, StatusListStatus,
-    Totals,
+    BITSTRING_MIN_ENTRIES, DeletionPolicy, Format, ListStatus, MAX_BASE_URI, MAX_CLIENT_ID,
+    MAX_ENTRIES_PER_LIST, MAX_ISSUERS, MAX_JWKS_URI, MAX_LEASE_SIZE, MAX_STATUS_LIFETIME_SECONDS,
+    MAX_VALIDITY_SECONDS, MIN_ENTRIES_PER_LIST, MIN_LEASE_SIZE, MIN_VALIDITY_SECONDS,
+    StatusListSpec, StatusListStatus, Totals,
 };
 use statuslist_format::Bits;
 use statuslist_store::pools::IssuerConflict;
 use statuslist_store::{
-    Capacity, IssuerSpec, ListFormat, ListInfo, PoolSettings, PoolSpec, Store, StoreError,
+    Capacity, IssuerSpec, ListFormat, ListInfo, ListState, PoolSettings, PoolSpec, Store,
+    StoreError,
 };
 
 /// The pool name of a resource: unique across namespaces.
@@ -38,39 +41,70 @@ pub fn pool_spec(
             "entriesPerList must be at least {BITSTRING_MIN_ENTRIES} for a Bitstring list"
         ));
     }
-    if entries == 0 || entries > 1 << 24 {
-        problems.push("entriesPerList must be between 1 and 16777216".into());
+    if !(MIN_ENTRIES_PER_LIST..=MAX_ENTRIES_PER_LIST).contains(&entries) {
+        problems.push(format!(
+            "entriesPerList must be between {MIN_ENTRIES_PER_LIST} and {MAX_ENTRIES_PER_LIST}"
+        ));
     }
-    if spec.lease_size == 0 || spec.lease_size > entries {
-        problems.push("leaseSize must be between 1 and entriesPerList".into());
+    if !(MIN_LEASE_SIZE..=MAX_LEASE_SIZE).contains(&spec.lease_size) || spec.lease_size > entries {
+        problems.push(format!(
+            "leaseSize must be between {MIN_LEASE_SIZE} and {MAX_LEASE_SIZE}, and must not exceed entriesPerList"
+        ));
+    }
+    if spec.min_free_entries() >= entries {
+        problems.push("minFreeEntries must be less than entriesPerList".into());
     }
     let base = spec.base_uri.as_str();
     let rest = base
         .strip_prefix("https://")
         .or_else(|| base.strip_prefix("http://"));
-    if !rest.is_some_and(|r| {
-        !r.is_empty()
-            && !r.starts_with('/')
-            && !r.contains(['?', '#'])
-            && !r.contains(char::is_whitespace)
-    }) {
-        problems.push("baseUri must be an absolute http(s) URI without query or fragment".into());
-    }
-    if spec.validity_seconds < 60 || spec.ttl_seconds == 0 || spec.max_status_lifetime_seconds == 0
+    if base.len() > MAX_BASE_URI
+        || !rest.is_some_and(|r| {
+            !r.is_empty()
+                && !r.starts_with('/')
+                && !r.contains(['?', '#'])
+                && !r.contains(char::is_whitespace)
+        })
     {
-        problems.push("validitySeconds must be at least 60; ttlSeconds and maxStatusLifetimeSeconds at least 1".into());
+        problems.push(format!(
+            "baseUri must be an absolute http(s) URI without query or fragment, at most {MAX_BASE_URI} characters"
+        ));
+    }
+    if !(MIN_VALIDITY_SECONDS..=MAX_VALIDITY_SECONDS).contains(&spec.validity_seconds) {
+        problems.push(format!(
+            "validitySeconds must be between {MIN_VALIDITY_SECONDS} and {MAX_VALIDITY_SECONDS}"
+        ));
+    }
+    if spec.ttl_seconds == 0 || spec.ttl_seconds > spec.validity_seconds {
+        problems.push("ttlSeconds must be at least 1 and must not exceed validitySeconds".into());
+    }
+    if !(1..=MAX_STATUS_LIFETIME_SECONDS).contains(&spec.max_status_lifetime_seconds) {
+        problems.push(format!(
+            "maxStatusLifetimeSeconds must be between 1 and {MAX_STATUS_LIFETIME_SECONDS}"
+        ));
+    }
+    if spec.issuers.len() > MAX_ISSUERS {
+        problems.push(format!("at most {MAX_ISSUERS} issuers"));
     }
     let mut seen = std::collections::HashSet::new();
     for issuer in &spec.issuers {
-        if issuer.client_id.is_empty() || issuer.client_id.len() > 256 {
-            problems.push("clientId must be 1 to 256 characters".into());
+        if issuer.client_id.is_empty() || issuer.client_id.len() > MAX_CLIENT_ID {
+            problems.push(format!("clientId must be 1 to {MAX_CLIENT_ID} characters"));
         }
         if !seen.insert(issuer.client_id.as_str()) {
             problems.push(format!("clientId {} appears twice", issuer.client_id));
         }
-        if !(issuer.jwks_uri.starts_with("https://") || issuer.jwks_uri.starts_with("http://")) {
+        let uri = issuer.jwks_uri.as_str();
+        let rest = uri
+            .strip_prefix("https://")
+            .or_else(|| uri.strip_prefix("http://"));
+        let host_ok = rest.is_some_and(|r| {
+            let host = r.split(['/', '?', '#']).next().unwrap_or_default();
+            !host.is_empty() && !r.contains(char::is_whitespace)
+        });
+        if uri.len() > MAX_JWKS_URI || !host_ok {
             problems.push(format!(
-                "jwksUri of {} must be an absolute http(s) URI",
+                "jwksUri of {} must be an absolute http(s) URI of at most {MAX_JWKS_URI} characters",
                 issuer.client_id
             ));
         }
@@ -82,6 +116,7 @@ pub fn pool_spec(
     Ok(PoolSpec {
         name: pool,
         generation,
+        uid: None,
         settings: PoolSettings {
             format: match spec.format {
                 Format::Token => ListFormat::Token,
@@ -123,30 +158,32 @@ impl PoolReport {
     pub fn capacity_low(&self) -> bool {
         self.capacity.free < self.min_free_entries
     }
+
+    /// Whether [`provision`] would add a list: capacity is low and the pool holds every
+    /// issuer of its spec (a pool in IssuerConflict provisions nothing).
+    pub fn needs_list(&self) -> bool {
+        let active = self
+            .capacity
+            .lists
+            .iter()
+            .any(|l| l.state == ListState::Active);
+        (self.capacity_low() || !active) && self.conflicts.is_empty()
+    }
 }
 
-/// Brings the database in line with the pool: pool and issuers written, expired leases
-/// reclaimed, spent lists marked Full, expired lists retired, a list provisioned when free
-/// capacity is low. Every step is idempotent and locked, so two reconcilers running at
-/// once leave what one would.
-pub async fn reconcile_pool(
-    store: &Store,
-    pool: &PoolSpec,
-    now: i64,
-) -> Result<PoolReport, StoreError> {
+/// Brings the database in line with the pool except for provisioning: pool and issuers
+/// written, expired leases reclaimed, spent lists marked Full, expired lists retired, and
+/// the capacity measured. Every step is idempotent and locked, so two reconcilers running
+/// at once leave what one would.
+pub async fn prepare(store: &Store, pool: &PoolSpec, now: i64) -> Result<PoolReport, StoreError> {
     let outcome = store.apply_pool(pool).await?;
     let reclaimed = store.reclaim_expired_leases().await?;
     let full = store.mark_full(&pool.name).await?;
     let retired = store.retire_expired(&pool.name, now).await?;
-    let provisioned: Vec<ListInfo> = store
-        .ensure_capacity(&pool.name)
-        .await?
-        .into_iter()
-        .collect();
     let capacity = store.capacity(&pool.name).await?;
     Ok(PoolReport {
         conflicts: outcome.conflicts,
-        provisioned,
+        provisioned: Vec::new(),
         full,
         retired,
         reclaimed,
@@ -155,13 +192,45 @@ pub async fn reconcile_pool(
     })
 }
 
-/// Carries out the deletion policy of a deleted resource.
-pub async fn cleanup(store: &Store, pool: &str, policy: DeletionPolicy) -> Result<(), StoreError> {
+/// Provisions a list when the report says one is needed, and measures capacity again.
+pub async fn provision(
+    store: &Store,
+    pool: &PoolSpec,
+    report: &mut PoolReport,
+) -> Result<(), StoreError> {
+    if !report.needs_list() {
+        return Ok(());
+    }
+    report
+        .provisioned
+        .extend(store.ensure_capacity(&pool.name).await?);
+    report.capacity = store.capacity(&pool.name).await?;
+    Ok(())
+}
+
+/// [`prepare`] then [`provision`]: one whole pass over a pool.
+pub async fn reconcile_pool(
+    store: &Store,
+    pool: &PoolSpec,
+    now: i64,
+) -> Result<PoolReport, StoreError> {
+    let mut report = prepare(store, pool, now).await?;
+    provision(store, pool, &mut report).await?;
+    Ok(report)
+}
+
+/// Carries out the deletion policy of a deleted resource (fenced by its UID, when known).
+pub async fn cleanup(
+    store: &Store,
+    pool: &str,
+    uid: Option<&str>,
+    policy: DeletionPolicy,
+) -> Result<(), StoreError> {
     let policy = match policy {
         DeletionPolicy::Retain => statuslist_store::DeletionPolicy::Retain,
         DeletionPolicy::Delete => statuslist_store::DeletionPolicy::Delete,
     };
-    store.delete_pool(pool, policy).await
+    store.delete_pool(pool, uid, policy).await
 }
 
 fn condition(

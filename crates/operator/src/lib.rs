@@ -1,13 +1,12 @@
 //! The operator: the StatusList controller ([`controller`]) over the reconcile core
-//! ([`core`]), which works on PostgreSQL alone so `statuslist dev` can reuse it.
-//!
-//! Two replicas at once are safe without leader election: every database step is
-//! idempotent and locked (provisioning holds the pool row, reclaim and retire lock their
-//! rows), status is written with server-side apply by one field manager, and Events are
-//! deduplicated by the recorder. A second replica only repeats work.
+//! ([`core`]), which works on PostgreSQL alone so `statuslist dev` can reuse it, and
+//! [`leader`]: leader election on a Kubernetes Lease, so one replica reconciles at a time.
+//! Writes from a replica with a stale view are refused by the database (the pool's UID and
+//! generation fence); `tests/tests/operator.rs` shows both against a real API server.
 
 pub mod controller;
 pub mod core;
+pub mod leader;
 pub mod metrics;
 
 use std::sync::Arc;

@@ -167,7 +167,8 @@ async fn status_is_applied_with_conditions_and_observed_generation() {
         ],
     );
     let action = reconcile(dynamic(obj), ctx).await.expect("reconcile");
-    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(30)));
+    // The 5 s resync that keeps the status counts fresh.
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(5)));
     server.await.expect("apiserver");
     let pool = db
         .store

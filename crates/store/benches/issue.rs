@@ -114,6 +114,7 @@ async fn main() {
     store
         .apply_pool(&PoolSpec {
             name: "p".into(),
+            uid: None,
             generation: 1,
             settings: PoolSettings {
                 format: ListFormat::Token,

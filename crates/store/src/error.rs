@@ -18,6 +18,10 @@ pub enum StoreError {
     IdempotencyConflict,
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A write from a stale view of a resource (an older generation, or a deleted
+    /// resource): refused, nothing changed.
+    #[error("superseded: {0}")]
+    Superseded(String),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]

@@ -6,7 +6,10 @@ use deadpool_postgres::Object;
 use crate::Result;
 
 /// `(version, sql)`, in order. Never edit a shipped migration: add the next one.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_resource_identity.sql")),
+];
 
 /// Advisory lock key: "statusls" in ASCII.
 const LOCK_KEY: i64 = 0x7374_6174_7573_6c73;

@@ -35,6 +35,9 @@ pub struct PoolSpec {
     pub name: String,
     /// `metadata.generation` of the resource this was written from.
     pub generation: i64,
+    /// `metadata.uid` of that resource; `None` for pools from manifest files, which are
+    /// not fenced.
+    pub uid: Option<String>,
     pub settings: PoolSettings,
     pub issuers: Vec<IssuerSpec>,
 }
@@ -44,6 +47,7 @@ pub struct PoolSpec {
 pub struct Pool {
     pub name: String,
     pub generation: i64,
+    pub uid: Option<String>,
     pub settings: PoolSettings,
     /// False after the resource was deleted with `deletionPolicy: Retain`.
     pub issuing: bool,
@@ -67,6 +71,8 @@ pub struct IssuerConflict {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApplyOutcome {
     pub conflicts: Vec<IssuerConflict>,
+    /// Whether anything stored changed (and `statuslist_config` was notified).
+    pub changed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +83,7 @@ pub enum DeletionPolicy {
     Delete,
 }
 
-const POOL_COLUMNS: &str = "p.name, p.generation, p.format, p.bits, p.base_uri, p.entries_per_list, \
+const POOL_COLUMNS: &str = "p.name, p.generation, p.uid, p.format, p.bits, p.base_uri, p.entries_per_list, \
      p.min_free_entries, p.lease_size, p.ttl_seconds, p.validity_seconds, \
      p.max_status_lifetime_seconds, p.issuing";
 
@@ -92,6 +98,7 @@ fn pool_from_row(row: &Row) -> Result<Pool> {
     Ok(Pool {
         name: row.try_get("name")?,
         generation: row.try_get("generation")?,
+        uid: row.try_get("uid")?,
         issuing: row.try_get("issuing")?,
         settings: PoolSettings {
             format: format.parse()?,
@@ -114,16 +121,44 @@ pub(crate) fn to_i64(v: u64, what: &str) -> Result<i64> {
 impl Store {
     /// Writes a pool and its issuers in one transaction. A `clientId` held by another pool
     /// is reported in the outcome, never taken over. `format` and `bits` are immutable.
+    ///
+    /// Fenced by the resource's identity: an apply carrying the UID of a deleted resource,
+    /// or an older generation of the resource that wrote the pool, is refused with
+    /// [`StoreError::Superseded`] and changes nothing, so a writer with a stale view cannot
+    /// resurrect a deleted pool, re-enable a retained one or roll back its issuers. A new
+    /// resource of the same name (a new UID) takes the pool over and resumes issuance.
+    /// Nothing is written, and nobody notified, when nothing changed.
     pub async fn apply_pool(&self, spec: &PoolSpec) -> Result<ApplyOutcome> {
         self.bounded(async {
             let s = &spec.settings;
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
+            if let Some(uid) = &spec.uid
+                && tx
+                    .query_opt("SELECT 1 FROM deleted_resources WHERE uid = $1", &[uid])
+                    .await?
+                    .is_some()
+            {
+                return Err(StoreError::Superseded(format!(
+                    "pool {}: resource {uid} was deleted",
+                    spec.name
+                )));
+            }
             let existing = tx
-                .query_opt("SELECT format, bits FROM pools WHERE name = $1 FOR UPDATE", &[&spec.name])
+                .query_opt(
+                    "SELECT format, bits, uid, generation FROM pools WHERE name = $1 FOR UPDATE",
+                    &[&spec.name],
+                )
                 .await?;
-            if let Some(row) = existing {
+            if let Some(row) = &existing {
                 let (format, bits): (String, i16) = (row.try_get(0)?, row.try_get(1)?);
+                let (uid, generation): (Option<String>, i64) = (row.try_get(2)?, row.try_get(3)?);
+                if spec.uid.is_some() && uid == spec.uid && spec.generation < generation {
+                    return Err(StoreError::Superseded(format!(
+                        "pool {}: generation {} is older than the stored {generation}",
+                        spec.name, spec.generation
+                    )));
+                }
                 if format != s.format.as_str() || bits != i16::from(s.bits.get()) {
                     return Err(StoreError::Config(format!(
                         "pool {}: format and bits are immutable ({format}/{bits} stored)",
@@ -131,71 +166,114 @@ impl Store {
                     )));
                 }
             }
-            tx.execute(
-                "INSERT INTO pools (name, format, bits, base_uri, entries_per_list, min_free_entries,
-                     lease_size, ttl_seconds, validity_seconds, max_status_lifetime_seconds, generation, issuing)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true)
-                 ON CONFLICT (name) DO UPDATE SET
-                     base_uri = EXCLUDED.base_uri, entries_per_list = EXCLUDED.entries_per_list,
-                     min_free_entries = EXCLUDED.min_free_entries, lease_size = EXCLUDED.lease_size,
-                     ttl_seconds = EXCLUDED.ttl_seconds, validity_seconds = EXCLUDED.validity_seconds,
-                     max_status_lifetime_seconds = EXCLUDED.max_status_lifetime_seconds,
-                     generation = EXCLUDED.generation, issuing = true, updated_at = now()",
-                &[
-                    &spec.name,
-                    &s.format.as_str(),
-                    &i16::from(s.bits.get()),
-                    &s.base_uri,
-                    &to_i64(s.entries_per_list, "entriesPerList")?,
-                    &to_i64(s.min_free_entries, "minFreeEntries")?,
-                    &to_i64(s.lease_size, "leaseSize")?,
-                    &to_i64(s.ttl_seconds, "ttlSeconds")?,
-                    &to_i64(s.validity_seconds, "validitySeconds")?,
-                    &to_i64(s.max_status_lifetime_seconds, "maxStatusLifetimeSeconds")?,
-                    &spec.generation,
-                ],
-            )
-            .await?;
-            let mut outcome = ApplyOutcome::default();
+            let written = tx
+                .execute(
+                    "INSERT INTO pools AS p (name, format, bits, base_uri, entries_per_list, min_free_entries,
+                         lease_size, ttl_seconds, validity_seconds, max_status_lifetime_seconds, generation, uid, issuing)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, true)
+                     ON CONFLICT (name) DO UPDATE SET
+                         base_uri = EXCLUDED.base_uri, entries_per_list = EXCLUDED.entries_per_list,
+                         min_free_entries = EXCLUDED.min_free_entries, lease_size = EXCLUDED.lease_size,
+                         ttl_seconds = EXCLUDED.ttl_seconds, validity_seconds = EXCLUDED.validity_seconds,
+                         max_status_lifetime_seconds = EXCLUDED.max_status_lifetime_seconds,
+                         generation = EXCLUDED.generation, uid = EXCLUDED.uid, issuing = true, updated_at = now()
+                     WHERE (p.base_uri, p.entries_per_list, p.min_free_entries, p.lease_size, p.ttl_seconds,
+                            p.validity_seconds, p.max_status_lifetime_seconds, p.generation, p.uid, p.issuing)
+                         IS DISTINCT FROM
+                           (EXCLUDED.base_uri, EXCLUDED.entries_per_list, EXCLUDED.min_free_entries,
+                            EXCLUDED.lease_size, EXCLUDED.ttl_seconds, EXCLUDED.validity_seconds,
+                            EXCLUDED.max_status_lifetime_seconds, EXCLUDED.generation, EXCLUDED.uid, true)",
+                    &[
+                        &spec.name,
+                        &s.format.as_str(),
+                        &i16::from(s.bits.get()),
+                        &s.base_uri,
+                        &to_i64(s.entries_per_list, "entriesPerList")?,
+                        &to_i64(s.min_free_entries, "minFreeEntries")?,
+                        &to_i64(s.lease_size, "leaseSize")?,
+                        &to_i64(s.ttl_seconds, "ttlSeconds")?,
+                        &to_i64(s.validity_seconds, "validitySeconds")?,
+                        &to_i64(s.max_status_lifetime_seconds, "maxStatusLifetimeSeconds")?,
+                        &spec.generation,
+                        &spec.uid,
+                    ],
+                )
+                .await?;
+            let mut outcome = ApplyOutcome {
+                changed: written > 0,
+                ..ApplyOutcome::default()
+            };
             let mut kept: Vec<&str> = Vec::new();
             for issuer in &spec.issuers {
-                // Insert, or update only a row this pool already owns.
+                // Insert, or update only a row this pool already owns (and only if it differs).
                 let row = tx
                     .query_one(
                         "WITH up AS (
                              INSERT INTO issuers (client_id, pool, jwks_uri) VALUES ($1, $2, $3)
                              ON CONFLICT (client_id) DO UPDATE SET jwks_uri = EXCLUDED.jwks_uri
-                             WHERE issuers.pool = EXCLUDED.pool
+                             WHERE issuers.pool = EXCLUDED.pool AND issuers.jwks_uri <> EXCLUDED.jwks_uri
                              RETURNING pool)
-                         SELECT (SELECT pool FROM up) AS mine, (SELECT pool FROM issuers WHERE client_id = $1) AS held",
+                         SELECT (SELECT pool FROM up) AS written,
+                                (SELECT pool FROM issuers WHERE client_id = $1) AS held",
                         &[&issuer.client_id, &spec.name, &issuer.jwks_uri],
                     )
                     .await?;
-                let mine: Option<String> = row.try_get("mine")?;
-                if mine.is_some() {
+                let written: Option<String> = row.try_get("written")?;
+                let held_by: Option<String> = row.try_get("held")?;
+                if written.is_some() {
+                    outcome.changed = true;
+                    kept.push(&issuer.client_id);
+                } else if held_by.as_deref() == Some(spec.name.as_str()) {
                     kept.push(&issuer.client_id);
                 } else {
-                    let held_by: Option<String> = row.try_get("held")?;
                     outcome.conflicts.push(IssuerConflict {
                         client_id: issuer.client_id.clone(),
                         held_by: held_by.unwrap_or_default(),
                     });
                 }
             }
-            tx.execute("DELETE FROM issuers WHERE pool = $1 AND NOT (client_id = ANY($2))", &[&spec.name, &kept])
+            let removed = tx
+                .execute("DELETE FROM issuers WHERE pool = $1 AND NOT (client_id = ANY($2))", &[&spec.name, &kept])
                 .await?;
-            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL_CONFIG, &spec.name]).await?;
+            outcome.changed |= removed > 0;
+            if outcome.changed {
+                tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL_CONFIG, &spec.name]).await?;
+            }
             tx.commit().await?;
             Ok(outcome)
         })
         .await
     }
 
-    /// Handles the deletion of a pool's resource under `policy`.
-    pub async fn delete_pool(&self, name: &str, policy: DeletionPolicy) -> Result<()> {
+    /// Handles the deletion of a pool's resource under `policy`. With the resource's `uid`
+    /// the deletion is remembered (later applies carrying it are refused), and a pool that
+    /// a newer resource of the same name has since taken over is left alone.
+    pub async fn delete_pool(
+        &self,
+        name: &str,
+        uid: Option<&str>,
+        policy: DeletionPolicy,
+    ) -> Result<()> {
         self.bounded(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
+            if let Some(uid) = uid {
+                tx.execute(
+                    "INSERT INTO deleted_resources (uid, pool) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    &[&uid, &name],
+                )
+                .await?;
+                let owner = tx
+                    .query_opt("SELECT uid FROM pools WHERE name = $1 FOR UPDATE", &[&name])
+                    .await?;
+                if let Some(row) = owner {
+                    let owner: Option<String> = row.try_get(0)?;
+                    if owner.is_some_and(|o| o != uid) {
+                        tx.commit().await?;
+                        return Ok(());
+                    }
+                }
+            }
             // Every held lease is taken back (waiting for in-flight issuances), so its holder
             // is fenced out; claims check `issuing`, so no new issuance starts.
             let held = tx

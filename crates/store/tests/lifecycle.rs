@@ -191,7 +191,7 @@ async fn deletion_policies() {
 
     // Retain: issuance stops (the held lease is fenced, no new claim), revocation works.
     db.store
-        .delete_pool("p", DeletionPolicy::Retain)
+        .delete_pool("p", None, DeletionPolicy::Retain)
         .await
         .expect("retain");
     assert!(matches!(
@@ -236,7 +236,7 @@ async fn deletion_policies() {
 
     // Delete: rows gone, the list answers as unknown, the issuer is gone.
     db.store
-        .delete_pool("p", DeletionPolicy::Delete)
+        .delete_pool("p", None, DeletionPolicy::Delete)
         .await
         .expect("delete");
     assert!(db.store.pool("p").await.expect("read").is_none());
@@ -266,7 +266,10 @@ async fn concurrent_starts_migrate_once() {
     let results = futures_util::future::join_all((0..4).map(|_| Store::connect(&config))).await;
     assert!(results.iter().all(|r| r.is_ok()));
     let n = db.count("SELECT count(*) FROM schema_migrations").await;
-    assert_eq!(n, 1);
+    let shipped = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .expect("migrations")
+        .count() as i64;
+    assert_eq!(n, shipped, "each migration applied once");
 }
 
 #[tokio::test]
@@ -285,4 +288,77 @@ async fn config_changes_are_notified() {
             payload: "p".into()
         }
     );
+}
+
+/// The resource-identity fence: what a second operator replica with a stale view would
+/// write is refused and changes nothing; a new resource of the same name is welcome.
+#[tokio::test]
+async fn stale_generations_and_deleted_resources_are_refused() {
+    let db = TestDb::new().await;
+    let spec = |uid: &str, generation: i64, clients: &[&str]| {
+        let mut s = pool_spec("p", clients, 1000, 100);
+        s.uid = Some(uid.into());
+        s.generation = generation;
+        s
+    };
+    let applied = db
+        .store
+        .apply_pool(&spec("uid-1", 2, &["a"]))
+        .await
+        .expect("apply");
+    assert!(applied.changed);
+    let again = db
+        .store
+        .apply_pool(&spec("uid-1", 2, &["a"]))
+        .await
+        .expect("apply");
+    assert!(
+        !again.changed,
+        "an identical apply writes nothing and notifies nobody"
+    );
+
+    // An older generation of the same resource is refused; its issuers are not restored.
+    let err = db
+        .store
+        .apply_pool(&spec("uid-1", 1, &["a", "old"]))
+        .await
+        .expect_err("generation 1 after 2");
+    assert!(matches!(err, StoreError::Superseded(_)), "{err}");
+    assert!(db.store.issuer("old").await.expect("read").is_none());
+
+    // Deleted with Retain: a stale apply of the deleted resource does not resume issuance.
+    db.store
+        .delete_pool("p", Some("uid-1"), DeletionPolicy::Retain)
+        .await
+        .expect("delete");
+    let err = db
+        .store
+        .apply_pool(&spec("uid-1", 3, &["a"]))
+        .await
+        .expect_err("deleted resource");
+    assert!(matches!(err, StoreError::Superseded(_)), "{err}");
+    assert!(
+        !db.store
+            .pool("p")
+            .await
+            .expect("read")
+            .expect("kept")
+            .issuing
+    );
+
+    // A new resource of the same name (new UID, generation 1) takes the pool over.
+    db.store
+        .apply_pool(&spec("uid-2", 1, &["a"]))
+        .await
+        .expect("new resource");
+    let pool = db.store.pool("p").await.expect("read").expect("pool");
+    assert!(pool.issuing);
+    assert_eq!(pool.uid.as_deref(), Some("uid-2"));
+
+    // A late cleanup for the old resource leaves the new one's pool alone.
+    db.store
+        .delete_pool("p", Some("uid-1"), DeletionPolicy::Delete)
+        .await
+        .expect("late cleanup");
+    assert!(db.store.pool("p").await.expect("read").is_some());
 }

@@ -71,6 +71,7 @@ async fn main() {
     store
         .apply_pool(&PoolSpec {
             name: "bench".into(),
+            uid: None,
             generation: 1,
             settings: PoolSettings {
                 format: ListFormat::Token,

@@ -13,6 +13,7 @@ pub const LEASE_TTL: Duration = Duration::from_secs(30);
 pub fn pool_spec(name: &str, clients: &[&str], entries_per_list: u64, lease_size: u64) -> PoolSpec {
     PoolSpec {
         name: name.into(),
+        uid: None,
         generation: 1,
         settings: PoolSettings {
             format: ListFormat::Token,

@@ -242,6 +242,7 @@ pub fn spec(
 ) -> PoolSpec {
     PoolSpec {
         name: name.into(),
+        uid: None,
         generation: 1,
         settings: PoolSettings {
             format,

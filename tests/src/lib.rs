@@ -1,0 +1,15 @@
+//! Harness for the tests of the whole system (`tests/tests/`): a real kube-apiserver
+//! ([`envtest`]) and helpers shared by those tests. The crate-level tests of each crate
+//! keep covering that crate alone.
+
+pub mod envtest;
+pub mod helm;
+pub mod process;
+
+/// The repository's root directory.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the repository root")
+        .to_path_buf()
+}
