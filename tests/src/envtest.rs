@@ -67,11 +67,21 @@ pub async fn server() -> Option<&'static ApiServer> {
                     eprintln!("skipped: no real kube-apiserver: {why}");
                     None
                 }
-                Ok(dir) => Some(
-                    ApiServer::start(&dir)
-                        .await
-                        .unwrap_or_else(|e| panic!("envtest: {e}")),
-                ),
+                Ok(dir) => {
+                    // Free ports are picked by binding and releasing them, so another
+                    // process may take one first: start again on new ports then.
+                    let mut attempt = 1;
+                    loop {
+                        match ApiServer::start(&dir).await {
+                            Ok(server) => break Some(server),
+                            Err(e) if attempt < 3 && e.contains("address already in use") => {
+                                eprintln!("envtest: port taken, starting again: {e}");
+                                attempt += 1;
+                            }
+                            Err(e) => panic!("envtest: {e}"),
+                        }
+                    }
+                }
             }
         })
         .await
@@ -104,6 +114,7 @@ dir=$1; etcd=$2; apiserver=$3; shift 3
   --listen-peer-urls "$ETCD_PEER" --initial-advertise-peer-urls "$ETCD_PEER" \
   --initial-cluster "default=$ETCD_PEER" --unsafe-no-fsync >"$dir/etcd.log" 2>&1 &
 e=$!
+echo "$e" >"$dir/etcd.pid"
 "$apiserver" "$@" >"$dir/kube-apiserver.log" 2>&1 &
 a=$!
 echo "$a" >"$dir/kube-apiserver.pid"
@@ -179,8 +190,9 @@ impl ApiServer {
         Ok(server)
     }
 
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.join("kube-apiserver.log")).unwrap_or_default();
+    fn log_tail(&self, server: &str) -> String {
+        let log =
+            std::fs::read_to_string(self.dir.join(format!("{server}.log"))).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
@@ -196,13 +208,15 @@ impl ApiServer {
             {
                 return Err(format!(
                     "the servers exited ({status}):\n{}",
-                    self.log_tail()
+                    self.log_tail("kube-apiserver")
                 ));
             }
-            let pid =
-                std::fs::read_to_string(self.dir.join("kube-apiserver.pid")).unwrap_or_default();
-            if !pid.trim().is_empty() && !Path::new(&format!("/proc/{}", pid.trim())).exists() {
-                return Err(format!("kube-apiserver exited:\n{}", self.log_tail()));
+            for server in ["etcd", "kube-apiserver"] {
+                let pid = std::fs::read_to_string(self.dir.join(format!("{server}.pid")))
+                    .unwrap_or_default();
+                if !pid.trim().is_empty() && !Path::new(&format!("/proc/{}", pid.trim())).exists() {
+                    return Err(format!("{server} exited:\n{}", self.log_tail(server)));
+                }
             }
             if ca.is_file() {
                 self.write_kubeconfig(&ca, ADMIN_TOKEN)?;
@@ -219,7 +233,7 @@ impl ApiServer {
                 return Err(format!(
                     "not ready within 90 s at {}:\n{}",
                     self.url,
-                    self.log_tail()
+                    self.log_tail("kube-apiserver")
                 ));
             }
             tokio::time::sleep(Duration::from_millis(200)).await; // polling a condition
