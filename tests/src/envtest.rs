@@ -9,7 +9,6 @@
 //! input closes; the write end of that pipe lives in this process, so when the process
 //! exits for any reason (a panic, SIGKILL) the kernel closes it and nothing is left behind.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -20,7 +19,10 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+use statuslist_crd::StatusList;
 use tokio::sync::OnceCell;
+
+use crate::process::free_port;
 
 /// The admin user's bearer token (group `system:masters`), valid only for this server.
 const ADMIN_TOKEN: &str = "envtest-admin-token";
@@ -99,14 +101,6 @@ macro_rules! require_apiserver {
     };
 }
 
-fn free_port() -> Result<u16, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| e.to_string())
-}
-
 /// Stops both servers and removes the directory once stdin closes.
 const SUPERVISOR: &str = r#"
 dir=$1; etcd=$2; apiserver=$3; shift 3
@@ -132,7 +126,7 @@ impl ApiServer {
             .map_err(|e| format!("temporary directory: {e}"))?
             // The supervisor removes it; a TempDir would race it.
             .keep();
-        let (etcd_client, etcd_peer, port) = (free_port()?, free_port()?, free_port()?);
+        let (etcd_client, etcd_peer, port) = (free_port(), free_port(), free_port());
         let sa = statuslist_format::SigningKey::generate()
             .map_err(|e| format!("service-account key: {e}"))?;
         let sa_key = sa
@@ -356,4 +350,20 @@ where
         );
         tokio::time::sleep(Duration::from_millis(100)).await; // polling a condition
     }
+}
+
+/// Waits until the StatusList `name` reports `Ready=True`.
+pub async fn wait_ready(lists: &Api<StatusList>, name: &str, timeout: Duration) {
+    eventually(timeout, &format!("{name}: Ready=True"), || async {
+        let ready = lists
+            .get(name)
+            .await
+            .ok()?
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        (ready.status == "True").then_some(())
+    })
+    .await
 }

@@ -19,31 +19,23 @@ use statuslist_operator::controller::Context;
 use statuslist_operator::leader::{Election, Stop, serve};
 use statuslist_operator::metrics::Metrics;
 use statuslist_store::testing::TestDb;
-use statuslist_tests::envtest::{ApiServer, eventually, install_crd};
+use statuslist_tests::envtest::{ApiServer, eventually, install_crd, wait_ready};
 use statuslist_tests::{helm, require_apiserver};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// `kubectl apply --server-side --dry-run=server` of one object.
-async fn dry_run_apply(
+/// `kubectl apply --server-side` of one rendered object, with `params` (a dry run or not).
+async fn server_side_apply(
     client: &Client,
     discovery: &Discovery,
     namespace: &str,
     doc: &Value,
+    params: &PatchParams,
 ) -> Result<(), String> {
-    let (group, version) = match doc["apiVersion"]
-        .as_str()
-        .unwrap_or_default()
-        .split_once('/')
-    {
-        Some((g, v)) => (g.to_owned(), v.to_owned()),
-        None => (
-            String::new(),
-            doc["apiVersion"].as_str().unwrap_or_default().to_owned(),
-        ),
-    };
+    let api_version = doc["apiVersion"].as_str().unwrap_or_default();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     let kind = doc["kind"].as_str().unwrap_or_default();
-    let gvk = GroupVersionKind::gvk(&group, &version, kind);
+    let gvk = GroupVersionKind::gvk(group, version, kind);
     let (resource, caps) = discovery
         .resolve_gvk(&gvk)
         .ok_or_else(|| format!("unknown kind {gvk:?}"))?;
@@ -52,14 +44,10 @@ async fn dry_run_apply(
         Scope::Cluster => Api::all_with(client.clone(), &resource),
     };
     let name = doc["metadata"]["name"].as_str().unwrap_or_default();
-    api.patch(
-        name,
-        &PatchParams::apply("helm-dry-run").dry_run(),
-        &Patch::Apply(doc),
-    )
-    .await
-    .map(|_| ())
-    .map_err(|e| format!("{kind} {name}: {e}"))
+    api.patch(name, params, &Patch::Apply(doc))
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{kind} {name}: {e}"))
 }
 
 #[tokio::test]
@@ -89,7 +77,8 @@ async fn every_rendered_object_passes_a_server_side_dry_run() {
                 skipped.push(kind);
                 continue;
             }
-            dry_run_apply(&client, &discovery, &ns, &doc)
+            let dry_run = PatchParams::apply("helm-dry-run").dry_run();
+            server_side_apply(&client, &discovery, &ns, &doc, &dry_run)
                 .await
                 .unwrap_or_else(|e| panic!("rendered with {args:?}: {e}"));
             checked += 1;
@@ -98,25 +87,6 @@ async fn every_rendered_object_passes_a_server_side_dry_run() {
     eprintln!("dry-run applied {checked} objects; skipped (no CRD on this server): {skipped:?}");
     assert!(checked >= 20, "only {checked} objects rendered");
     assert_eq!(skipped, ["ServiceMonitor"]);
-}
-
-/// Applies one rendered object for real (server-side, as `kubectl apply --server-side`).
-async fn apply_for_real(client: &Client, discovery: &Discovery, ns: &str, doc: &Value) {
-    let apiversion = doc["apiVersion"].as_str().expect("apiVersion");
-    let (group, version) = apiversion.split_once('/').unwrap_or(("", apiversion));
-    let gvk = GroupVersionKind::gvk(group, version, doc["kind"].as_str().expect("kind"));
-    let (resource, caps) = discovery.resolve_gvk(&gvk).expect("known kind");
-    let api: Api<DynamicObject> = match caps.scope {
-        Scope::Namespaced => Api::namespaced_with(client.clone(), ns, &resource),
-        Scope::Cluster => Api::all_with(client.clone(), &resource),
-    };
-    api.patch(
-        doc["metadata"]["name"].as_str().expect("name"),
-        &PatchParams::apply("statuslist-tests").force(),
-        &Patch::Apply(doc),
-    )
-    .await
-    .expect("apply");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,7 +120,10 @@ async fn the_operator_works_with_exactly_the_charts_rbac() {
         if kind == "ServiceAccount" && name.ends_with("-operator") {
             operator_sa = Some(name);
         }
-        apply_for_real(&admin, &discovery, &ns, &doc).await;
+        let params = PatchParams::apply("statuslist-tests").force();
+        server_side_apply(&admin, &discovery, &ns, &doc, &params)
+            .await
+            .expect("apply");
     }
     let operator_sa = operator_sa.expect("the chart has an operator ServiceAccount");
 
@@ -193,16 +166,7 @@ async fn the_operator_works_with_exactly_the_charts_rbac() {
         )
         .await
         .expect("apply StatusList");
-    eventually(WAIT, "Ready=True under the chart's RBAC", || async {
-        let sl = lists.get("pool").await.ok()?;
-        let ready = sl
-            .status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Ready")?;
-        (ready.status == "True").then_some(())
-    })
-    .await;
+    wait_ready(&lists, "pool", WAIT).await;
     let lease = Api::<Lease>::namespaced(admin.clone(), &ns)
         .get("statuslist-operator")
         .await

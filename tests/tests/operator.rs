@@ -122,6 +122,18 @@ async fn status_where(
     .await
 }
 
+/// Deletes a StatusList and waits until its finalizer has let it go.
+async fn delete_and_wait(lists: &Api<StatusList>, name: &str) {
+    lists
+        .delete(name, &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually(WAIT, "the StatusList to be gone", || async {
+        lists.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+}
+
 async fn events(client: &Client, ns: &str, reason: &str) -> Vec<String> {
     let api: Api<Event> = Api::namespaced(client.clone(), ns);
     api.list(&ListParams::default())
@@ -242,14 +254,7 @@ async fn the_whole_lifecycle_with_deletion_policy_delete() {
     }
 
     // Deleted with Delete: the finalizer runs the policy, then lets the object go.
-    s.lists
-        .delete("pool", &DeleteParams::default())
-        .await
-        .expect("delete");
-    eventually(WAIT, "the StatusList to be gone", || async {
-        s.lists.get_opt("pool").await.ok()?.is_none().then_some(())
-    })
-    .await;
+    delete_and_wait(&s.lists, "pool").await;
     assert!(s.db.store.pool(&pool).await.expect("read").is_none());
     assert_eq!(
         s.db.count("SELECT count(*) FROM entries").await,
@@ -270,14 +275,7 @@ async fn retain_keeps_entries_and_a_new_resource_resumes_issuance() {
     })
     .await;
     issue(&s.db.store, &pool, "retain-client", 10).await;
-    s.lists
-        .delete("kept", &DeleteParams::default())
-        .await
-        .expect("delete");
-    eventually(WAIT, "the StatusList to be gone", || async {
-        s.lists.get_opt("kept").await.ok()?.is_none().then_some(())
-    })
-    .await;
+    delete_and_wait(&s.lists, "kept").await;
     let stored = s.db.store.pool(&pool).await.expect("read").expect("kept");
     assert!(!stored.issuing, "Retain stops issuance");
     assert_eq!(s.db.count("SELECT count(*) FROM entries").await, 10);
@@ -415,14 +413,7 @@ async fn a_replica_with_a_stale_view_cannot_resurrect_or_roll_back_a_pool() {
         })
         .await;
         let before_delete = dynamic.get(name).await.expect("get");
-        s.lists
-            .delete(name, &DeleteParams::default())
-            .await
-            .expect("delete");
-        eventually(WAIT, "the StatusList to be gone", || async {
-            s.lists.get_opt(name).await.ok()?.is_none().then_some(())
-        })
-        .await;
+        delete_and_wait(&s.lists, name).await;
         // The stale copy still carries the finalizer and no deletionTimestamp, so the
         // replica takes it for a live resource and applies it.
         let _ = controller::reconcile(Arc::new(before_delete), stale_ctx.clone()).await;

@@ -2,7 +2,6 @@
 //! Lease) and reconciles, the other stands by; SIGKILL the leader and the other takes over
 //! within the lease duration; a standby exits within 5 s of SIGTERM.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -10,31 +9,15 @@ use kube::CustomResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use statuslist_crd::StatusList;
 use statuslist_store::testing::TestDb;
-use statuslist_tests::envtest::{ApiServer, eventually, install_crd};
-use statuslist_tests::process::{Process, free_port};
+use statuslist_tests::envtest::{eventually, install_crd, wait_ready};
 use statuslist_tests::require_apiserver;
 
-const LEASE_SECONDS: u64 = 4;
+mod common;
+use common::operator;
 
-fn operator(server: &ApiServer, db: &TestDb, ns: &str, name: &str) -> Process {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let lease = LEASE_SECONDS.to_string();
-    Process::start(
-        name,
-        Path::new(env!("CARGO_BIN_EXE_statuslist")),
-        &["operator"],
-        &[
-            ("KUBECONFIG", server.kubeconfig.to_str().expect("path")),
-            ("DATABASE_URL", db.url.as_str()),
-            ("LISTEN_ADDR", listen.as_str()),
-            ("WATCH_NAMESPACE", ns),
-            ("POD_NAMESPACE", ns),
-            ("POD_NAME", name),
-            ("LEASE_DURATION_SECONDS", lease.as_str()),
-            ("RUST_LOG", "info"),
-        ],
-    )
-}
+const LEASE_SECONDS: u64 = 4;
+/// The operators' setting of the same.
+const LEASE: &[(&str, &str)] = &[("LEASE_DURATION_SECONDS", "4")];
 
 async fn ready(lists: &Api<StatusList>, name: &str, ns: &str, timeout: Duration) {
     lists
@@ -48,16 +31,7 @@ async fn ready(lists: &Api<StatusList>, name: &str, ns: &str, timeout: Duration)
         )
         .await
         .expect("apply");
-    eventually(timeout, "Ready=True", || async {
-        let sl = lists.get(name).await.ok()?;
-        let ready = sl
-            .status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Ready")?;
-        (ready.status == "True").then_some(())
-    })
-    .await;
+    wait_ready(lists, name, timeout).await;
 }
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {
@@ -77,8 +51,8 @@ async fn the_standby_takes_over_when_the_leader_is_killed() {
     install_crd(&client, &StatusList::crd()).await.expect("CRD");
     let ns = server.namespace("replicas").await;
     let db = TestDb::new().await;
-    let mut a = operator(server, &db, &ns, "replica-a");
-    let mut b = operator(server, &db, &ns, "replica-b");
+    let mut a = operator(server, &db, &ns, "replica-a", LEASE);
+    let mut b = operator(server, &db, &ns, "replica-b", LEASE);
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     let first = eventually(Duration::from_secs(30), "a leader", || holder(&leases)).await;
     let lists: Api<StatusList> = Api::namespaced(client.clone(), &ns);
@@ -129,13 +103,13 @@ async fn a_standby_exits_promptly_on_sigterm() {
     install_crd(&client, &StatusList::crd()).await.expect("CRD");
     let ns = server.namespace("standby").await;
     let db = TestDb::new().await;
-    let _leader = operator(server, &db, &ns, "leader");
+    let _leader = operator(server, &db, &ns, "leader", LEASE);
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     eventually(Duration::from_secs(30), "a leader", || async {
         (holder(&leases).await.as_deref() == Some("leader")).then_some(())
     })
     .await;
-    let mut standby = operator(server, &db, &ns, "standby");
+    let mut standby = operator(server, &db, &ns, "standby", LEASE);
     standby.wait_for_line("waiting to lead", Duration::from_secs(30));
     let took = standby.terminate_within(Duration::from_secs(5));
     eprintln!("SIGTERM of a standby: exited in {took:?}");

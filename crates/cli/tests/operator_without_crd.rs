@@ -3,38 +3,20 @@
 //! SIGTERM while doing so), picks the CRD up once it is applied, and exits within 5 s of
 //! SIGTERM while leading. Alone in its test binary: the other tests install the CRD.
 
-use std::path::Path;
 use std::time::Duration;
 
 use kube::CustomResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use statuslist_crd::StatusList;
 use statuslist_store::testing::TestDb;
-use statuslist_tests::envtest::{ApiServer, eventually, install_crd};
-use statuslist_tests::process::{Process, free_port};
+use statuslist_tests::envtest::{install_crd, wait_ready};
 use statuslist_tests::require_apiserver;
+
+mod common;
+use common::operator;
 
 const NOT_INSTALLED: &str = "the StatusList CRD is not installed";
 const SIGTERM_BOUND: Duration = Duration::from_secs(5);
-
-fn operator(server: &ApiServer, db: &TestDb, ns: &str, name: &str) -> Process {
-    let port = free_port().to_string();
-    let listen = format!("127.0.0.1:{port}");
-    Process::start(
-        name,
-        Path::new(env!("CARGO_BIN_EXE_statuslist")),
-        &["operator"],
-        &[
-            ("KUBECONFIG", server.kubeconfig.to_str().expect("path")),
-            ("DATABASE_URL", db.url.as_str()),
-            ("LISTEN_ADDR", listen.as_str()),
-            ("WATCH_NAMESPACE", ns),
-            ("POD_NAMESPACE", ns),
-            ("POD_NAME", name),
-            ("RUST_LOG", "info"),
-        ],
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_started_before_its_crd_waits_for_it_and_stops_on_sigterm() {
@@ -43,7 +25,7 @@ async fn an_operator_started_before_its_crd_waits_for_it_and_stops_on_sigterm() 
     let db = TestDb::new().await;
 
     // Waiting for the CRD: a clear line, and SIGTERM is honoured.
-    let mut first = operator(server, &db, &ns, "operator-a");
+    let mut first = operator(server, &db, &ns, "operator-a", &[]);
     let line = first.wait_for_line(NOT_INSTALLED, Duration::from_secs(30));
     assert!(
         line.contains("kubectl apply --server-side -f crds/"),
@@ -53,7 +35,7 @@ async fn an_operator_started_before_its_crd_waits_for_it_and_stops_on_sigterm() 
     eprintln!("SIGTERM while waiting for the CRD: exited in {took:?}");
 
     // Started again, it picks the CRD up once applied and reconciles.
-    let mut second = operator(server, &db, &ns, "operator-b");
+    let mut second = operator(server, &db, &ns, "operator-b", &[]);
     second.wait_for_line(NOT_INSTALLED, Duration::from_secs(30));
     let client = server.admin().await;
     install_crd(&client, &StatusList::crd()).await.expect("CRD");
@@ -69,16 +51,7 @@ async fn an_operator_started_before_its_crd_waits_for_it_and_stops_on_sigterm() 
         )
         .await
         .expect("apply");
-    eventually(Duration::from_secs(60), "Ready=True", || async {
-        let sl = lists.get("pool").await.ok()?;
-        let ready = sl
-            .status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Ready")?;
-        (ready.status == "True").then_some(())
-    })
-    .await;
+    wait_ready(&lists, "pool", Duration::from_secs(60)).await;
     let took = second.terminate_within(SIGTERM_BOUND);
     eprintln!("SIGTERM while leading: exited in {took:?}");
     assert!(
