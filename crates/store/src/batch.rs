@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -79,11 +80,13 @@ const INSERT_BATCH: &str = "
     RETURNING list_id, position";
 
 impl Batcher {
-    pub(crate) fn start(pool: Pool) -> Self {
+    /// `timeout` bounds one batch's statement: past it the batch fails as unavailable
+    /// and its connection is closed (it may be black-holed).
+    pub(crate) fn start(pool: Pool, timeout: Duration) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..FLUSHERS {
-            tokio::spawn(flusher(pool.clone(), rx.clone()));
+            tokio::spawn(flusher(pool.clone(), rx.clone(), timeout));
         }
         Self {
             tx,
@@ -125,7 +128,11 @@ impl Drop for InFlight {
     }
 }
 
-async fn flusher(pool: Pool, rx: Arc<Mutex<mpsc::UnboundedReceiver<(Row, Reply)>>>) {
+async fn flusher(
+    pool: Pool,
+    rx: Arc<Mutex<mpsc::UnboundedReceiver<(Row, Reply)>>>,
+    timeout: Duration,
+) {
     loop {
         let mut batch = Vec::new();
         {
@@ -147,7 +154,13 @@ async fn flusher(pool: Pool, rx: Arc<Mutex<mpsc::UnboundedReceiver<(Row, Reply)>
         if batch.is_empty() {
             continue;
         }
-        match execute(&pool, &batch).await {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let outcome =
+            match tokio::time::timeout_at(deadline, execute(&pool, &batch, deadline)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(StoreError::Unavailable("issuance batch timed out".into())),
+            };
+        match outcome {
             Ok(inserted) => {
                 for (row, reply) in batch {
                     let _ = reply.send(Ok(inserted.contains(&(row.list_id, row.position))));
@@ -181,8 +194,12 @@ async fn flusher(pool: Pool, rx: Arc<Mutex<mpsc::UnboundedReceiver<(Row, Reply)>
 async fn execute(
     pool: &Pool,
     batch: &[(Row, Reply)],
+    deadline: tokio::time::Instant,
 ) -> Result<HashSet<(String, i64)>, StoreError> {
-    let client = pool.get().await?;
+    let client = crate::Conn {
+        object: Some(pool.get().await?),
+        deadline,
+    };
     let stmt = client.prepare_cached(INSERT_BATCH).await?;
     let col = |f: fn(&Row) -> i64| batch.iter().map(|(r, _)| f(r)).collect::<Vec<i64>>();
     let (lease_ids, tokens, idxs, positions, expiries) = (

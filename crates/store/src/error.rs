@@ -24,7 +24,7 @@ pub enum StoreError {
     Superseded(String),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
-    #[error("database error: {0}")]
+    #[error("database error: {}", chain(.0))]
     Database(#[source] tokio_postgres::Error),
     /// A database error shared by several callers (one batch), as text.
     #[error("database error: {0}")]
@@ -70,7 +70,7 @@ fn connection_lost(e: &tokio_postgres::Error) -> bool {
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         if connection_lost(&e) {
-            StoreError::Unavailable(e.to_string())
+            StoreError::Unavailable(chain(&e))
         } else {
             StoreError::Database(e)
         }
@@ -81,8 +81,26 @@ impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         use deadpool_postgres::PoolError;
         match e {
-            PoolError::Backend(e) => e.into(),
+            // Opening or checking a connection failed (refused, TLS, authentication,
+            // startup): the database is unavailable to us, whatever the cause.
+            PoolError::Backend(e) => StoreError::Unavailable(chain(&e)),
             other => StoreError::Unavailable(other.to_string()),
         }
     }
+}
+
+/// An error and its sources on one line (tokio-postgres keeps the server's message, the
+/// TLS failure and the IO error in the sources).
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
 }

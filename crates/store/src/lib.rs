@@ -13,6 +13,7 @@
 mod batch;
 pub mod entries;
 mod error;
+mod health;
 pub mod leases;
 pub mod lists;
 mod migrations;
@@ -22,15 +23,18 @@ pub mod publish;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod throwaway;
+pub mod tls;
 
+use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use tokio::time::Instant;
 
 pub use entries::{IssueOutcome, IssueRequest, RevokeOutcome};
 pub use error::StoreError;
+pub use health::Health;
 pub use leases::Lease;
 pub use lists::{Capacity, ListCapacity, ListFormat, ListInfo, ListState};
 pub use pools::{ApplyOutcome, DeletionPolicy, IssuerSpec, PoolSettings, PoolSpec};
@@ -51,6 +55,9 @@ pub struct StoreConfig {
     pub connect_timeout: Duration,
     /// Upper bound on any single store operation, queries included.
     pub operation_timeout: Duration,
+    /// TCP keepalive idle time, and the TCP user timeout (unacknowledged data): a
+    /// connection the network silently dropped is closed after about this long.
+    pub tcp_timeout: Duration,
 }
 
 impl StoreConfig {
@@ -61,6 +68,7 @@ impl StoreConfig {
             wait_timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_millis(500),
             operation_timeout: Duration::from_secs(5),
+            tcp_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -70,7 +78,11 @@ impl StoreConfig {
 pub struct Store {
     pool: Pool,
     pg_config: tokio_postgres::Config,
+    tls: tls::Tls,
     operation_timeout: Duration,
+    /// Whether the schema is known to be current: until then operations are refused.
+    migrated: Arc<tokio::sync::watch::Sender<bool>>,
+    health: Health,
     /// Group commit for issuance, started on first use (it needs the runtime).
     batcher: Arc<OnceLock<batch::Batcher>>,
 }
@@ -93,22 +105,40 @@ impl Store {
         Ok(store)
     }
 
-    /// Builds the pool without touching the database.
+    /// Builds the pool without touching the database; the caller migrates (or knows the
+    /// schema is current).
     pub fn connect_lazy(config: &StoreConfig) -> Result<Self> {
-        let mut pg_config: tokio_postgres::Config = config
-            .url
-            .parse()
-            .map_err(|e| StoreError::Config(format!("invalid database URL: {e}")))?;
+        let store = Self::build(config)?;
+        store.migrated.send_replace(true);
+        Ok(store)
+    }
+
+    /// Builds the pool and returns at once, for a process that must run before its
+    /// database does: migrations are applied in the background, retried with backoff
+    /// (up to 5 s apart) until they succeed; until then every operation answers
+    /// [`StoreError::Unavailable`]. Fails only on an invalid configuration.
+    pub fn start(config: &StoreConfig) -> Result<Self> {
+        let store = Self::build(config)?;
+        let background = store.clone();
+        tokio::spawn(async move { background.migrate_until_done().await });
+        Ok(store)
+    }
+
+    fn build(config: &StoreConfig) -> Result<Self> {
+        let (mut pg_config, tls) = tls::configure(&config.url)?;
         pg_config
             .connect_timeout(config.connect_timeout)
             .keepalives(true)
-            .keepalives_idle(Duration::from_secs(10));
+            .keepalives_idle(config.tcp_timeout / 2)
+            .keepalives_interval((config.tcp_timeout / 6).max(Duration::from_secs(1)))
+            .keepalives_retries(3)
+            .tcp_user_timeout(config.tcp_timeout);
         if pg_config.get_application_name().is_none() {
             pg_config.application_name("statuslist");
         }
         let manager = Manager::from_config(
             pg_config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -124,18 +154,64 @@ impl Store {
         Ok(Self {
             pool,
             pg_config,
+            tls,
             operation_timeout: config.operation_timeout,
+            migrated: Arc::new(tokio::sync::watch::channel(false).0),
+            health: Health::default(),
             batcher: Arc::default(),
         })
     }
 
     /// Applies the embedded migrations.
     pub async fn migrate(&self) -> Result<()> {
-        self.bounded(async {
-            let mut client = self.client().await?;
+        self.bounded_unchecked(async {
+            let mut client = self.checkout().await?;
             migrations::run(&mut client).await
         })
-        .await
+        .await?;
+        self.migrated.send_replace(true);
+        Ok(())
+    }
+
+    async fn migrate_until_done(&self) {
+        let mut backoff = Duration::from_millis(100);
+        let mut reported = String::new();
+        let mut last_report = Instant::now();
+        loop {
+            match self.migrate().await {
+                Ok(()) => {
+                    tracing::info!("database ready");
+                    return;
+                }
+                Err(e) => {
+                    // Once per distinct error, and every 30 s while it lasts.
+                    let text = e.to_string();
+                    if text != reported || last_report.elapsed() >= Duration::from_secs(30) {
+                        tracing::warn!(error = %text, "database not ready; retrying");
+                        reported = text;
+                        last_report = Instant::now();
+                    }
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Whether the schema is current (migrations applied by this process).
+    pub fn is_migrated(&self) -> bool {
+        *self.migrated.borrow()
+    }
+
+    /// Resolves once the schema is current.
+    pub async fn wait_migrated(&self) {
+        let mut rx = self.migrated.subscribe();
+        let _ = rx.wait_for(|done| *done).await;
+    }
+
+    /// The database's health as the notification listener sees it.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// Whether the database answers a trivial query (readiness).
@@ -153,20 +229,96 @@ impl Store {
         &self.pg_config
     }
 
+    /// The TLS connector of this store's connections.
+    pub fn tls(&self) -> &tls::Tls {
+        &self.tls
+    }
+
     fn batcher(&self) -> &batch::Batcher {
         self.batcher
-            .get_or_init(|| batch::Batcher::start(self.pool.clone()))
+            .get_or_init(|| batch::Batcher::start(self.pool.clone(), self.operation_timeout))
     }
 
-    async fn client(&self) -> Result<Object> {
-        Ok(self.pool.get().await?)
+    async fn client(&self) -> Result<Conn> {
+        if !self.is_migrated() {
+            return Err(StoreError::Unavailable(
+                "database schema not ready yet".into(),
+            ));
+        }
+        self.checkout().await
     }
 
-    /// Runs `f` within the operation timeout.
+    async fn checkout(&self) -> Result<Conn> {
+        let deadline = DEADLINE
+            .try_with(|d| *d)
+            .unwrap_or_else(|_| Instant::now() + self.operation_timeout);
+        Ok(Conn {
+            object: Some(self.pool.get().await?),
+            deadline,
+        })
+    }
+
+    /// Runs `f` within the operation timeout; refused at once while the listener finds
+    /// the database unreachable.
     async fn bounded<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
-        match tokio::time::timeout(self.operation_timeout, f).await {
+        if let Some(down) = self.health.down_reason() {
+            return Err(StoreError::Unavailable(down));
+        }
+        self.bounded_unchecked(f).await
+    }
+
+    async fn bounded_unchecked<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
+        let deadline = Instant::now() + self.operation_timeout;
+        match tokio::time::timeout_at(deadline, DEADLINE.scope(deadline, f)).await {
             Ok(r) => r,
             Err(_) => Err(StoreError::Unavailable("operation timed out".into())),
+        }
+    }
+}
+
+/// One connection outside any pool (TLS as the URL says), its driver spawned: for
+/// administration and for tests.
+pub async fn connect_one(url: &str) -> Result<tokio_postgres::Client> {
+    let (config, tls) = tls::configure(url)?;
+    let (client, connection) = config.connect(tls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+tokio::task_local! {
+    /// When the current operation times out: a connection still held then is discarded.
+    static DEADLINE: Instant;
+}
+
+/// A pooled connection. Dropped before its operation's deadline it goes back to the
+/// pool; dropped at or after it (the operation timed out, so a reply may still be
+/// pending on it, or the network may have silently dropped it) it is closed instead.
+pub(crate) struct Conn {
+    object: Option<Object>,
+    deadline: Instant,
+}
+
+impl Deref for Conn {
+    type Target = Object;
+    fn deref(&self) -> &Object {
+        // Present from creation until drop.
+        self.object.as_ref().expect("connection present until drop")
+    }
+}
+
+impl DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Object {
+        self.object.as_mut().expect("connection present until drop")
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(object) = self.object.take()
+            && Instant::now() >= self.deadline
+        {
+            tracing::debug!("closing a connection whose operation timed out");
+            drop(Object::take(object));
         }
     }
 }

@@ -5,9 +5,17 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
+use crate::health::Health;
+use crate::tls::Tls;
 use crate::{Result, Store};
+
+/// How often the listener checks its connection with a query.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long the heartbeat query, or opening the connection, may take before the
+/// connection is given up and the database considered unreachable.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A pool or its issuers changed, or a list was provisioned. Payload: pool name.
 pub const CHANNEL_CONFIG: &str = "statuslist_config";
@@ -49,11 +57,15 @@ impl Store {
     }
 
     /// Starts a task that LISTENs on `channels` on a dedicated connection and broadcasts
-    /// what arrives. When the connection drops it reconnects with backoff and sends
-    /// [`Event::Connected`] again. The task ends when every receiver is dropped.
+    /// what arrives. The connection is checked every second (a query that must answer
+    /// within 2 s); when it drops or stops answering, the task reconnects with backoff
+    /// and sends [`Event::Connected`] again. Meanwhile the store's [`Health`] says the
+    /// database is unreachable. The task ends when every receiver is dropped.
     pub fn listen(&self, channels: &[&str]) -> (broadcast::Receiver<Event>, JoinHandle<()>) {
         let (tx, rx) = broadcast::channel(1024);
         let config = self.pg_config.clone();
+        let tls = self.tls.clone();
+        let health = self.health.clone();
         let listen_sql: String = channels
             .iter()
             .map(|c| format!("LISTEN \"{c}\";"))
@@ -61,15 +73,17 @@ impl Store {
         let handle = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             while tx.receiver_count() > 0 {
-                match listen_once(&config, &listen_sql, &tx).await {
+                match listen_once(&config, &tls, &listen_sql, &tx, &health).await {
                     Ok(()) => backoff = Duration::from_millis(50),
                     Err(e) => {
-                        tracing::warn!(error = %e, "notification listener disconnected; reconnecting");
+                        health.down(&e);
+                        tracing::debug!(error = %e, "notification listener disconnected; reconnecting");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(2));
                     }
                 }
             }
+            health.unknown();
         });
         (rx, handle)
     }
@@ -78,10 +92,17 @@ impl Store {
 /// One connection's lifetime: returns when it ends or every receiver is gone.
 async fn listen_once(
     config: &tokio_postgres::Config,
+    tls: &Tls,
     listen_sql: &str,
     tx: &broadcast::Sender<Event>,
-) -> std::result::Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    health: &Health,
+) -> std::result::Result<(), String> {
+    let text = |e: tokio_postgres::Error| crate::error::chain(&e);
+    let (client, mut connection) =
+        tokio::time::timeout(HEARTBEAT_TIMEOUT, config.connect(tls.clone()))
+            .await
+            .map_err(|_| "connecting timed out".to_owned())?
+            .map_err(text)?;
     let (msg_tx, mut msg_rx) = tokio::sync::mpsc::unbounded_channel();
     // The connection must be polled for the client to work and for notifications to arrive.
     let driver = tokio::spawn(async move {
@@ -94,8 +115,14 @@ async fn listen_once(
         }
     });
     let result = async {
-        client.batch_execute(listen_sql).await?;
+        tokio::time::timeout(HEARTBEAT_TIMEOUT, client.batch_execute(listen_sql))
+            .await
+            .map_err(|_| "LISTEN timed out".to_owned())?
+            .map_err(text)?;
+        health.up();
         let _ = tx.send(Event::Connected);
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 message = msg_rx.recv() => match message {
@@ -103,16 +130,20 @@ async fn listen_once(
                         let _ = tx.send(Event::Notification { channel: n.channel().to_owned(), payload: n.payload().to_owned() });
                     }
                     Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(e),
+                    Some(Err(e)) => return Err(text(e)),
                     // The connection ended without an error (server closed it).
-                    None => return Ok(()),
+                    None => return Err("the server closed the connection".to_owned()),
                 },
-                // Checks the connection every few seconds, and notices receivers leaving.
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                // Checks the connection, and notices receivers leaving.
+                _ = heartbeat.tick() => {
                     if tx.receiver_count() == 0 {
                         return Ok(());
                     }
-                    client.simple_query("SELECT 1").await?;
+                    tokio::time::timeout(HEARTBEAT_TIMEOUT, client.simple_query("SELECT 1"))
+                        .await
+                        .map_err(|_| format!("no answer to the heartbeat within {HEARTBEAT_TIMEOUT:?}"))?
+                        .map_err(text)?;
+                    health.up();
                 }
             }
         }

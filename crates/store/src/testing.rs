@@ -1,10 +1,8 @@
 //! A fresh database per test: on the server named by `DATABASE_URL` (the test command
 //! starts one), or else on a private throwaway server of the test's own.
 
-use tokio_postgres::NoTls;
-
 use crate::throwaway::PgServer;
-use crate::{Store, StoreConfig};
+use crate::{Store, StoreConfig, connect_one};
 
 /// A database created for one test and dropped with it.
 #[derive(Debug)]
@@ -54,16 +52,14 @@ impl TestDb {
 
     async fn create(admin_url: String, server: Option<PgServer>) -> Self {
         let name = format!("statuslist_test_{}", uuid::Uuid::new_v4().simple());
-        let (client, conn) = tokio_postgres::connect(&admin_url, NoTls)
+        let client = connect_one(&admin_url)
             .await
             .expect("connect to the admin database");
-        let conn = tokio::spawn(conn);
         client
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create test database");
         drop(client);
-        let _ = conn.await;
         let url = with_database(&admin_url, &name);
         let store = Store::connect(&StoreConfig::new(&url))
             .await
@@ -79,11 +75,9 @@ impl TestDb {
 
     /// A plain connection to this database, for checks behind the store's back.
     pub async fn client(&self) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(&self.url, NoTls)
+        connect_one(&self.url)
             .await
-            .expect("connect to the test database");
-        tokio::spawn(conn);
-        client
+            .expect("connect to the test database")
     }
 
     /// The single `bigint` a query such as `SELECT count(*) FROM entries` returns.
@@ -115,8 +109,7 @@ impl Drop for TestDb {
                 .build()
                 .ok()?;
             rt.block_on(async {
-                let (client, conn) = tokio_postgres::connect(&admin, NoTls).await.ok()?;
-                tokio::spawn(conn);
+                let client = connect_one(&admin).await.ok()?;
                 client
                     .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                     .await
@@ -129,8 +122,8 @@ impl Drop for TestDb {
 
 /// A bare connection pool of `size` connections (benchmarks compare against it).
 pub fn raw_pool(url: &str, size: usize) -> deadpool_postgres::Pool {
-    let config: tokio_postgres::Config = url.parse().expect("database URL");
-    let manager = deadpool_postgres::Manager::new(config, NoTls);
+    let (config, tls) = crate::tls::configure(url).expect("database URL");
+    let manager = deadpool_postgres::Manager::new(config, tls);
     deadpool_postgres::Pool::builder(manager)
         .max_size(size)
         .build()

@@ -8,6 +8,17 @@ use std::process::Command;
 
 use crate::{Result, StoreError};
 
+/// Extra setup of a throwaway server (TLS tests: certificates, `ssl = on`, `hostssl`).
+#[derive(Debug, Default, Clone)]
+pub struct ServerOptions {
+    /// Files written into the data directory, readable by the server only.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// Lines appended to `postgresql.conf`.
+    pub settings: Vec<String>,
+    /// Replaces `pg_hba.conf` when set.
+    pub hba: Option<String>,
+}
+
 /// A running server; stopped and deleted when dropped.
 #[derive(Debug)]
 pub struct PgServer {
@@ -71,6 +82,11 @@ impl PgServer {
     /// loopback port (trust authentication, user `postgres`, fsync off: nothing here is
     /// meant to survive).
     pub fn start() -> Result<Self> {
+        Self::start_with(&ServerOptions::default())
+    }
+
+    /// [`PgServer::start`] with extra files and settings in place before it starts.
+    pub fn start_with(options: &ServerOptions) -> Result<Self> {
         let bin = find_bin_dir().ok_or_else(|| {
             StoreError::Config(
                 "no PostgreSQL server binaries (initdb, pg_ctl) found on PATH or under \
@@ -84,12 +100,16 @@ impl PgServer {
             .tempdir()
             .map_err(|e| StoreError::Config(format!("cannot create a temporary directory: {e}")))?;
         let run_as = is_root().then(|| "postgres".to_owned());
-        if let Some(user) = &run_as {
-            let (uid, gid) = (id_of(user, "-u")?, id_of(user, "-g")?);
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).map_err(|e| {
-                StoreError::Config(format!("cannot hand the data directory to {user}: {e}"))
-            })?;
-        }
+        let owner = match &run_as {
+            Some(user) => {
+                let (uid, gid) = (id_of(user, "-u")?, id_of(user, "-g")?);
+                std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).map_err(|e| {
+                    StoreError::Config(format!("cannot hand the data directory to {user}: {e}"))
+                })?;
+                Some((uid, gid))
+            }
+            None => None,
+        };
         let mut server = Self {
             bin,
             dir,
@@ -112,9 +132,43 @@ impl PgServer {
                 "--no-instructions",
             ],
         )?;
+        server.configure(options, owner)?;
         server.port = free_port()?;
         server.start_again()?;
         Ok(server)
+    }
+
+    fn configure(&self, options: &ServerOptions, owner: Option<(u32, u32)>) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let data = self.dir.path().join("data");
+        let fail = |what: &str, e: std::io::Error| StoreError::Config(format!("{what}: {e}"));
+        for (name, content) in &options.files {
+            let path = data.join(name);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut f| f.write_all(content))
+                .map_err(|e| fail(name, e))?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(|e| fail(name, e))?;
+            }
+        }
+        if !options.settings.is_empty() {
+            let mut conf = std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("postgresql.conf"))
+                .map_err(|e| fail("postgresql.conf", e))?;
+            writeln!(conf, "\n{}", options.settings.join("\n"))
+                .map_err(|e| fail("postgresql.conf", e))?;
+        }
+        if let Some(hba) = &options.hba {
+            std::fs::write(data.join("pg_hba.conf"), hba).map_err(|e| fail("pg_hba.conf", e))?;
+        }
+        Ok(())
     }
 
     fn data_dir(&self) -> String {

@@ -92,12 +92,8 @@ async fn concurrent_issuers_with_leases_reclaimed_mid_run() {
         if seen.wait_for(|n| *n >= threshold).await.is_err() {
             break;
         }
-        let client = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        db.client()
             .await
-            .expect("connect");
-        tokio::spawn(client.1);
-        client
-            .0
             .execute("UPDATE leases SET expires_at = now() - interval '1 second' WHERE holder IS NOT NULL", &[])
             .await
             .expect("force expiry");

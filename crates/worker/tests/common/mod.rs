@@ -397,11 +397,7 @@ impl Env {
     }
 
     pub async fn sql(&self) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(&self.db.url, tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-        tokio::spawn(conn);
-        client
+        self.db.client().await
     }
 
     /// Rows in `entries` (for "nothing changed" checks).

@@ -1,0 +1,65 @@
+//! The database's health as seen by the notification listener's dedicated connection
+//! (connected, and answering its heartbeat in time). Operations are refused at once
+//! while it is down, so that a black-holed database costs callers no waiting; with no
+//! listener running, nothing is known and nothing is refused.
+
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone, Default)]
+enum State {
+    #[default]
+    Unknown,
+    Up,
+    Down(String),
+}
+
+/// Shared by every clone of a [`crate::Store`].
+#[derive(Debug, Clone, Default)]
+pub struct Health(Arc<Mutex<State>>);
+
+impl Health {
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        // A poisoned lock only means a panic elsewhere while setting a plain value.
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut state)
+    }
+
+    pub(crate) fn up(&self) {
+        self.with(|s| {
+            if matches!(s, State::Down(_)) {
+                tracing::info!("database reachable again");
+            }
+            *s = State::Up;
+        });
+    }
+
+    pub(crate) fn down(&self, reason: &str) {
+        self.with(|s| {
+            if !matches!(s, State::Down(_)) {
+                tracing::warn!(%reason, "database unreachable");
+            }
+            *s = State::Down(reason.to_owned());
+        });
+    }
+
+    pub(crate) fn unknown(&self) {
+        self.with(|s| *s = State::Unknown);
+    }
+
+    /// Why the database is considered unreachable, while it is.
+    pub fn down_reason(&self) -> Option<String> {
+        self.with(|s| match s {
+            State::Down(reason) => Some(reason.clone()),
+            _ => None,
+        })
+    }
+
+    /// `Some(true)` connected and answering, `Some(false)` unreachable, `None` not watched.
+    pub fn is_up(&self) -> Option<bool> {
+        self.with(|s| match s {
+            State::Unknown => None,
+            State::Up => Some(true),
+            State::Down(_) => Some(false),
+        })
+    }
+}
