@@ -5,6 +5,8 @@
 pub mod envtest;
 pub mod helm;
 pub mod process;
+pub mod proxy;
+pub mod service;
 
 /// The repository's root directory.
 pub fn repo_root() -> std::path::PathBuf {

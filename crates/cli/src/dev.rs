@@ -22,9 +22,10 @@ pub struct DevArgs {
     /// Use this database instead of starting a throwaway PostgreSQL.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
-    /// StatusList manifests to load.
-    #[arg(long, default_value = "examples")]
-    manifests: PathBuf,
+    /// A directory of StatusList manifests to load (default: the built-in examples, the
+    /// same as the repository's `examples/`).
+    #[arg(long)]
+    manifests: Option<PathBuf>,
     /// The worker's address (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen_addr: SocketAddr,
@@ -112,11 +113,12 @@ async fn serve(args: &DevArgs, url: &str) -> Result<(), String> {
     );
     tokio::spawn(async move { axum::serve(issuer_listener, issuer_app).await });
 
-    step(&format!(
-        "loading StatusLists from {}",
-        args.manifests.display()
-    ));
-    let pools: Vec<PoolSpec> = crate::manifests::read_manifests(&args.manifests)?
+    let source = args.manifests.as_ref().map_or_else(
+        || "the built-in examples".to_owned(),
+        |d| d.display().to_string(),
+    );
+    step(&format!("loading StatusLists from {source}"));
+    let pools: Vec<PoolSpec> = crate::manifests::read_manifests(args.manifests.as_deref())?
         .into_iter()
         .map(|(mut pool, _)| {
             // The examples point at this machine: at the worker and demo issuer started here.
@@ -128,10 +130,7 @@ async fn serve(args: &DevArgs, url: &str) -> Result<(), String> {
         })
         .collect();
     if pools.is_empty() {
-        return Err(format!(
-            "no StatusList manifest in {}",
-            args.manifests.display()
-        ));
+        return Err(format!("no valid StatusList manifest in {source}"));
     }
     let now = || {
         std::time::SystemTime::now()
@@ -199,6 +198,7 @@ async fn serve(args: &DevArgs, url: &str) -> Result<(), String> {
     ])
     .map_err(|e| e.to_string())?;
     let state = worker_args.state().await.map_err(|e| e.to_string())?;
+    state.store.wait_migrated().await;
     let worker = statuslist_worker::Worker::start(state.clone(), worker_args.zlib_level);
     let app = statuslist_worker::router(state.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

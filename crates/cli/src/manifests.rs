@@ -54,56 +54,126 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Every StatusList document of every `*.yaml`/`*.yml` file in `dir`, as `(pool, spec,
-/// deletion policy)`; a document that is not a valid StatusList is reported and skipped.
-pub fn read_manifests(dir: &Path) -> Result<Vec<(PoolSpec, DeletionPolicy)>, String> {
+/// The example StatusLists, built in: what `statuslist dev` loads without `--manifests`.
+pub const EXAMPLES: [(&str, &str); 2] = [
+    (
+        "examples/token.yaml",
+        include_str!("../../../examples/token.yaml"),
+    ),
+    (
+        "examples/bitstring.yaml",
+        include_str!("../../../examples/bitstring.yaml"),
+    ),
+];
+
+/// What one manifest file holds.
+#[derive(Debug, Default)]
+pub struct FileScan {
+    /// Valid StatusLists: pool and deletion policy.
+    pub pools: Vec<(PoolSpec, DeletionPolicy)>,
+    /// Pools named by documents that failed validation: left as they were.
+    pub invalid: Vec<String>,
+    /// Problems found, one line each.
+    pub problems: Vec<String>,
+    /// Whether every document could be read and named (false: the file does not parse,
+    /// or holds a StatusList without a name). Nothing is deleted while any file is not.
+    pub complete: bool,
+}
+
+/// Every StatusList document of one file's text. Stops at the first YAML error (the
+/// parser cannot resynchronise after one: the rest of the file is unknown).
+pub fn scan_text(file: &str, text: &str) -> FileScan {
+    let mut scan = FileScan {
+        complete: true,
+        ..FileScan::default()
+    };
+    for document in serde_yaml_ng::Deserializer::from_str(text) {
+        let value = match serde_json::Value::deserialize(document) {
+            Ok(v) => v,
+            Err(e) => {
+                scan.problems.push(format!("{file}: not YAML: {e}"));
+                scan.complete = false;
+                break;
+            }
+        };
+        if value.is_null() || value["kind"] != "StatusList" {
+            continue;
+        }
+        let namespace = value["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_owned();
+        let Some(name) = value["metadata"]["name"].as_str().map(str::to_owned) else {
+            scan.problems
+                .push(format!("{file}: a StatusList without metadata.name"));
+            scan.complete = false;
+            continue;
+        };
+        let pool_name = core::pool_name(&namespace, &name);
+        let checked = serde_json::from_value::<StatusList>(value)
+            .map_err(|e| e.to_string())
+            .and_then(|sl| {
+                core::pool_spec(
+                    pool_name.clone(),
+                    sl.metadata.generation.unwrap_or(1),
+                    &sl.spec,
+                )
+                .map(|pool| (pool, sl.spec.deletion_policy))
+                .map_err(|problems| problems.join("; "))
+            });
+        match checked {
+            Ok(found) => scan.pools.push(found),
+            Err(problem) => {
+                scan.problems
+                    .push(format!("{file}: StatusList {pool_name}: {problem}"));
+                scan.invalid.push(pool_name);
+            }
+        }
+    }
+    scan
+}
+
+/// Every `*.yaml`/`*.yml` file of `dir`, scanned; `Err` when the directory cannot be read.
+pub fn scan_dir(dir: &Path) -> Result<Vec<FileScan>, String> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("cannot read manifests in {}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
         .collect();
     paths.sort();
-    let mut out = Vec::new();
-    for path in paths {
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        for document in serde_yaml_ng::Deserializer::from_str(&text) {
-            let value = match serde_json::Value::deserialize(document) {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::error!(file = %path.display(), error = %e, "not YAML; skipped");
-                    continue;
-                }
-            };
-            if value["kind"] != "StatusList" {
-                continue;
+    Ok(paths
+        .iter()
+        .map(|path| {
+            let file = path.display().to_string();
+            match std::fs::read_to_string(path) {
+                Ok(text) => scan_text(&file, &text),
+                Err(e) => FileScan {
+                    problems: vec![format!("{file}: {e}")],
+                    ..FileScan::default()
+                },
             }
-            let sl: StatusList = match serde_json::from_value(value) {
-                Ok(sl) => sl,
-                Err(e) => {
-                    tracing::error!(file = %path.display(), error = %e, "invalid StatusList; skipped");
-                    continue;
-                }
-            };
-            let namespace = sl
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into());
-            let name = sl.metadata.name.clone().unwrap_or_default();
-            match core::pool_spec(
-                core::pool_name(&namespace, &name),
-                sl.metadata.generation.unwrap_or(1),
-                &sl.spec,
-            ) {
-                Ok(pool) => out.push((pool, sl.spec.deletion_policy)),
-                Err(problems) => {
-                    tracing::error!(file = %path.display(), %name, problems = %problems.join("; "), "invalid StatusList; skipped")
-                }
-            }
+        })
+        .collect())
+}
+
+/// The valid StatusLists of `dir` (or of the built-in examples when `None`), each
+/// problem logged; for `statuslist dev`.
+pub fn read_manifests(dir: Option<&Path>) -> Result<Vec<(PoolSpec, DeletionPolicy)>, String> {
+    let scans = match dir {
+        Some(dir) => scan_dir(dir)?,
+        None => EXAMPLES
+            .iter()
+            .map(|(file, text)| scan_text(file, text))
+            .collect(),
+    };
+    let mut pools = Vec::new();
+    for scan in scans {
+        for problem in &scan.problems {
+            tracing::error!(%problem, "StatusList manifest skipped");
         }
+        pools.extend(scan.pools);
     }
-    Ok(out)
+    Ok(pools)
 }
 
 /// Modification times and sizes of the directory's files: changes when a manifest does.
@@ -125,16 +195,61 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
     v
 }
 
-/// One pass over the manifests: reconciles each, and carries out the deletion policy of
-/// pools whose manifest disappeared since `known`.
-pub async fn reconcile_manifests(
-    store: &Store,
-    dir: &Path,
-    known: &mut BTreeMap<String, DeletionPolicy>,
-) -> Result<(), String> {
-    let pools = read_manifests(dir)?;
-    let mut seen = BTreeMap::new();
-    for (pool, policy) in &pools {
+/// What the manifest loop remembers between passes.
+#[derive(Debug, Default)]
+pub struct Known {
+    /// Each pool's last valid spec and deletion policy: reconciled as it was while its
+    /// document is invalid or its file does not parse.
+    pub pools: BTreeMap<String, (PoolSpec, DeletionPolicy)>,
+    /// The problems reported last, so that each is logged once, not once per pass.
+    problems: Vec<String>,
+}
+
+/// One pass over the manifests: reconciles each valid pool; keeps every pool whose
+/// document is invalid or whose file does not parse as it was (reconciled with its last
+/// valid spec); carries out the deletion policy of pools whose document is gone, only
+/// when every file of the directory parsed.
+pub async fn reconcile_manifests(store: &Store, dir: &Path, known: &mut Known) {
+    let (scans, readable) = match scan_dir(dir) {
+        Ok(scans) => (scans, true),
+        Err(problem) => (
+            vec![FileScan {
+                problems: vec![problem],
+                ..FileScan::default()
+            }],
+            false,
+        ),
+    };
+    let complete = readable && scans.iter().all(|s| s.complete);
+    let problems: Vec<String> = scans.iter().flat_map(|s| s.problems.clone()).collect();
+    if problems != known.problems {
+        for problem in problems.iter().filter(|p| !known.problems.contains(p)) {
+            tracing::error!(%problem, "StatusList manifest not applied; its pools are kept as they were");
+        }
+        if problems.is_empty() {
+            tracing::info!("every StatusList manifest is valid again");
+        }
+        known.problems = problems;
+    }
+    let mut next = BTreeMap::new();
+    for scan in &scans {
+        for (pool, policy) in &scan.pools {
+            next.insert(pool.name.clone(), (pool.clone(), *policy));
+        }
+    }
+    let invalid: Vec<&String> = scans.iter().flat_map(|s| &s.invalid).collect();
+    let mut gone = Vec::new();
+    for (name, previous) in &known.pools {
+        if next.contains_key(name) {
+            continue;
+        }
+        if complete && !invalid.contains(&name) {
+            gone.push((name.clone(), previous.1));
+        } else {
+            next.insert(name.clone(), previous.clone());
+        }
+    }
+    for (pool, _) in next.values() {
         match core::reconcile_pool(store, pool, now()).await {
             Ok(report) => {
                 for list in &report.provisioned {
@@ -146,41 +261,52 @@ pub async fn reconcile_manifests(
             }
             Err(e) => tracing::warn!(pool = %pool.name, error = %e, "reconcile failed"),
         }
-        seen.insert(pool.name.clone(), *policy);
     }
-    for (gone, policy) in known.iter().filter(|(name, _)| !seen.contains_key(*name)) {
-        match core::cleanup(store, gone, None, *policy).await {
+    for (name, policy) in gone {
+        match core::cleanup(store, &name, None, policy).await {
             Ok(()) => {
-                tracing::info!(pool = %gone, ?policy, "manifest removed; deletion policy applied")
+                tracing::info!(pool = %name, ?policy, "manifest removed; deletion policy applied")
             }
-            Err(e) => tracing::warn!(pool = %gone, error = %e, "cleanup failed"),
+            Err(e) => {
+                tracing::warn!(pool = %name, error = %e, "cleanup failed; retried next pass");
+                if let Some(previous) = known.pools.get(&name) {
+                    next.insert(name, previous.clone());
+                }
+            }
         }
     }
-    *known = seen;
-    Ok(())
+    known.pools = next;
 }
 
 /// Reconciles the manifests until `shutdown` resolves: at once, on every change, and every
-/// `resync` regardless.
+/// `resync` regardless. `shutdown` interrupts a pass (a database that does not answer
+/// must not delay the exit).
 pub async fn watch_manifests(
     store: Store,
     dir: PathBuf,
     resync: Duration,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), String> {
-    let mut known = BTreeMap::new();
+) {
+    let mut known = Known::default();
     let mut last = Vec::new();
     let mut last_pass = tokio::time::Instant::now();
     tokio::pin!(shutdown);
+    tokio::select! {
+        _ = &mut shutdown => return,
+        _ = store.wait_migrated() => {}
+    }
     loop {
         let print = fingerprint(&dir);
         if print != last || last_pass.elapsed() >= resync {
-            reconcile_manifests(&store, &dir, &mut known).await?;
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = reconcile_manifests(&store, &dir, &mut known) => {}
+            }
             last = print;
             last_pass = tokio::time::Instant::now();
         }
         tokio::select! {
-            _ = &mut shutdown => return Ok(()),
+            _ = &mut shutdown => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
@@ -188,18 +314,18 @@ pub async fn watch_manifests(
 
 pub async fn operator(args: OperatorArgs) -> Result<(), String> {
     statuslist_worker::config::init_tracing(statuslist_worker::config::LogFormat::Json);
-    let store = Store::connect(&StoreConfig::new(&args.database_url))
-        .await
-        .map_err(|e| e.to_string())?;
+    // Started before the database answers: migrations are retried in the background.
+    let store = Store::start(&StoreConfig::new(&args.database_url)).map_err(|e| e.to_string())?;
     if let Some(dir) = args.manifests {
         tracing::info!(dir = %dir.display(), "operator on manifest files");
-        return watch_manifests(
+        watch_manifests(
             store,
             dir,
             Duration::from_secs(30),
             statuslist_worker::config::shutdown_signal(),
         )
         .await;
+        return Ok(());
     }
     let stop = Stop::new(statuslist_worker::config::shutdown_signal());
     let client = kube::Client::try_default()
@@ -218,6 +344,10 @@ pub async fn operator(args: OperatorArgs) -> Result<(), String> {
     let app = statuslist_operator::router(ctx.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     tracing::info!(addr = %args.listen_addr, "operator running");
+    tokio::select! {
+        _ = ctx.store.wait_migrated() => {}
+        _ = stop.wait() => return Ok(()),
+    }
     let election = args.leader_election.then(|| {
         let mut e = Election::new(args.lease_namespace.clone(), identity);
         e.duration = Duration::from_secs(args.lease_duration_seconds.max(2));
@@ -264,11 +394,9 @@ spec:
         )
         .expect("write");
         std::fs::write(dir.join("notes.txt"), "not a manifest").expect("write");
-        let mut known = BTreeMap::new();
-        reconcile_manifests(&db.store, &dir, &mut known)
-            .await
-            .expect("pass");
-        assert_eq!(known.keys().collect::<Vec<_>>(), vec!["ns/tok"]);
+        let mut known = Known::default();
+        reconcile_manifests(&db.store, &dir, &mut known).await;
+        assert_eq!(known.pools.keys().collect::<Vec<_>>(), vec!["ns/tok"]);
         let cap = db.store.capacity("ns/tok").await.expect("capacity");
         assert_eq!((cap.lists.len(), cap.free), (1, 1000));
         assert!(db.store.pool("ns/bad").await.expect("read").is_none());
@@ -279,9 +407,7 @@ spec:
             TOKEN.replace("https://a.example/jwks", "https://a.example/jwks2"),
         )
         .expect("write");
-        reconcile_manifests(&db.store, &dir, &mut known)
-            .await
-            .expect("pass");
+        reconcile_manifests(&db.store, &dir, &mut known).await;
         assert_eq!(
             db.store
                 .issuer("a")
@@ -294,10 +420,8 @@ spec:
 
         // Removed: its deletion policy (Delete) is carried out.
         std::fs::remove_file(dir.join("a.yaml")).expect("remove");
-        reconcile_manifests(&db.store, &dir, &mut known)
-            .await
-            .expect("pass");
-        assert!(known.is_empty());
+        reconcile_manifests(&db.store, &dir, &mut known).await;
+        assert!(known.pools.is_empty());
         assert!(db.store.pool("ns/tok").await.expect("read").is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }

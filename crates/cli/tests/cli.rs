@@ -7,10 +7,6 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_statuslist");
 
-fn examples() -> String {
-    format!("{}/../../examples", env!("CARGO_MANIFEST_DIR"))
-}
-
 /// Runs a printed command line with `sh`, in `dir`.
 fn sh(dir: &std::path::Path, line: &str) -> (i32, String, String) {
     let out = Command::new("sh")
@@ -26,6 +22,7 @@ fn sh(dir: &std::path::Path, line: &str) -> (i32, String, String) {
     )
 }
 
+/// Run from a directory without `examples/`: the built-in examples are used.
 #[test]
 fn dev_runs_the_printed_commands_and_stops_cleanly() {
     let dir = std::env::temp_dir().join(format!("statuslist-dev-test-{}", std::process::id()));
@@ -37,8 +34,6 @@ fn dev_runs_the_printed_commands_and_stops_cleanly() {
             "127.0.0.1:0",
             "--issuer-addr",
             "127.0.0.1:0",
-            "--manifests",
-            &examples(),
         ])
         .env_remove("DATABASE_URL")
         .env("RUST_LOG", "warn")

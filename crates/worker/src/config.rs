@@ -125,7 +125,9 @@ impl WorkerArgs {
         }
     }
 
-    /// Builds the state: store (migrated), keys, caches.
+    /// Builds the state: store (migrating in the background until the database answers),
+    /// keys, caches. Fails only on configuration errors: a database that is not there yet
+    /// makes the worker not ready, not absent.
     pub async fn state(&self) -> Result<Arc<AppState>, StartError> {
         let keys = match &self.signing_key_dir {
             Some(dir) => SigningKeys::from_dir(dir)?,
@@ -137,7 +139,7 @@ impl WorkerArgs {
                     .ok_or(crate::signing::KeyError::Empty("generated".into()))?
             }
         };
-        let store = Store::connect(&self.store_config()).await?;
+        let store = Store::start(&self.store_config())?;
         let metrics = Metrics::default();
         let leases = Arc::new(Leases::new(
             store.clone(),

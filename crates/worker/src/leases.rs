@@ -36,7 +36,8 @@ const ATTEMPTS: usize = 4;
 fn map_store(err: StoreError, what: &'static str) -> ApiError {
     match err {
         StoreError::Unavailable(m) => {
-            tracing::warn!(error = %m, "database unavailable");
+            // The transition is logged once by the store's health; not once per request.
+            tracing::debug!(error = %m, "database unavailable");
             ApiError::Unavailable
         }
         StoreError::IdempotencyConflict => ApiError::BadRequest(e::IDEMPOTENCY_CHANGED),

@@ -103,6 +103,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(issuer)
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
+        .route("/healthz/database", get(routes::database))
         .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)
         .layer(middleware::from_fn_with_state(state.metrics.clone(), record))

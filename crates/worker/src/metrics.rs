@@ -28,6 +28,8 @@ pub struct Metrics {
     /// Seconds from a revocation's notification to the publish that covered it.
     pub publish_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub published: Counter,
+    /// 1 while the database is usable (schema current, listener answering), else 0.
+    pub database_up: Gauge,
     registry: Arc<Registry>,
 }
 
@@ -47,6 +49,7 @@ impl Default for Metrics {
         let leases_held = Gauge::default();
         let publish_lag = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let published = Counter::default();
+        let database_up = Gauge::default();
         registry.register(
             "http_requests",
             "HTTP requests by route and status",
@@ -72,12 +75,18 @@ impl Default for Metrics {
             "Lists rendered and stored by this worker",
             published.clone(),
         );
+        registry.register(
+            "database_up",
+            "1 while the database is usable (schema current, notification connection answering)",
+            database_up.clone(),
+        );
         Self {
             requests,
             latency,
             leases_held,
             publish_lag,
             published,
+            database_up,
             registry: Arc::new(registry),
         }
     }

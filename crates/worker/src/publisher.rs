@@ -191,6 +191,22 @@ impl ArtifactCache {
         }
     }
 
+    /// How many cached artifacts could be served now without the database (not past
+    /// their `exp`, no newer version known).
+    pub async fn servable(&self) -> usize {
+        let now = unix_now();
+        let notified = self.notified.read().await;
+        self.entries
+            .read()
+            .await
+            .iter()
+            .filter(|((id, _), c)| {
+                c.artifact.artifact.exp > now
+                    && c.artifact.version >= notified.get(id).copied().unwrap_or(i64::MIN)
+            })
+            .count()
+    }
+
     async fn on_published(&self, id: &str, version: i64) {
         let mut notified = self.notified.write().await;
         let floor = notified.entry(id.to_owned()).or_insert(version);
@@ -280,6 +296,9 @@ impl Publisher {
                             .publish_lag
                             .set(started.elapsed().as_secs_f64());
                     }
+                }
+                Err(err) if err.is_unavailable() => {
+                    tracing::debug!(error = %err, "publish pass: database unavailable")
                 }
                 Err(err) => tracing::warn!(error = %err, "publish pass failed"),
             }

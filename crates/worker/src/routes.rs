@@ -286,17 +286,54 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Whether the database can be used now: schema current and the listener's connection
+/// answering.
+fn database_up(state: &AppState) -> Result<(), String> {
+    if !state.store.is_migrated() {
+        return Err("not connected yet".into());
+    }
+    match state.store.health().down_reason() {
+        Some(reason) => Err(reason),
+        None => Ok(()),
+    }
+}
+
+/// Readiness means "can answer verifiers": the database answers, or lists are cached
+/// that can be served until their `exp`. A database outage alone must not take the
+/// workers out of their Service (the lists are what verifiers need).
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    match state.store.ping().await {
+    match database_up(&state) {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(err) => {
-            tracing::warn!(error = %err, "not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
-        }
+        Err(reason) => match state.cache.servable().await {
+            0 => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: database unavailable ({reason}) and no list cached"),
+            )
+                .into_response(),
+            n => (
+                StatusCode::OK,
+                format!(
+                    "ready: serving {n} cached list artifacts; database unavailable ({reason})"
+                ),
+            )
+                .into_response(),
+        },
+    }
+}
+
+/// The database's state alone (for people and alerts; not a probe).
+pub async fn database(State(state): State<Arc<AppState>>) -> Response {
+    match database_up(&state) {
+        Ok(()) => (StatusCode::OK, "up").into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("down: {reason}")).into_response(),
     }
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    state
+        .metrics
+        .database_up
+        .set(i64::from(database_up(&state).is_ok()));
     (
         [(
             header::CONTENT_TYPE,

@@ -1,0 +1,287 @@
+//! The service as its users run it, for tests of the whole system: `statuslist worker` and
+//! `statuslist operator --manifests` as real processes, an issuer (a key made by
+//! `statuslist keygen`, its JWKS served over HTTP), and the `statuslist issue` / `revoke`
+//! / `check` commands as the clients.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::process::{Process, free_port};
+
+/// The `statuslist` binary: `$STATUSLIST_BIN`, else the one built beside this test.
+pub fn binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("STATUSLIST_BIN") {
+        return bin.into();
+    }
+    let exe = std::env::current_exe().expect("test executable");
+    // target/<profile>/deps/<test> -> target/<profile>/statuslist
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("statuslist"))
+        .filter(|p| p.is_file())
+        .expect("the statuslist binary (cargo build -p statuslist-cli, or set STATUSLIST_BIN)")
+}
+
+/// Runs `statuslist ARGS`: `(exit code, stdout, stderr)`, trimmed.
+pub async fn run(bin: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(bin)
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run statuslist");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    )
+}
+
+/// An issuer: its key, and its JWKS served on a loopback port by a thread of its own
+/// (so that a test blocked on something else cannot stall the worker's key fetch).
+#[derive(Debug)]
+pub struct Issuer {
+    pub client_id: String,
+    pub key: PathBuf,
+    pub jwks_url: String,
+    _dir: tempfile::TempDir,
+    _server: std::thread::JoinHandle<()>,
+}
+
+impl Issuer {
+    pub async fn start(bin: &Path, client_id: &str) -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let (key, jwks) = (dir.path().join("key.pem"), dir.path().join("jwks.json"));
+        let (code, _, err) =
+            run(bin, &["keygen", "--key", path(&key), "--jwks", path(&jwks)]).await;
+        assert_eq!(code, 0, "keygen: {err}");
+        let doc = std::fs::read(&jwks).expect("jwks");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let server = std::thread::spawn(move || serve_file(listener, doc));
+        Self {
+            client_id: client_id.to_owned(),
+            key,
+            jwks_url: format!("http://{addr}/jwks.json"),
+            _dir: dir,
+            _server: server,
+        }
+    }
+}
+
+/// Answers every HTTP request with `body` as JSON (a JWKS endpoint, nothing more).
+fn serve_file(listener: std::net::TcpListener, body: Vec<u8>) {
+    use std::io::{Read, Write};
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let body = body.clone();
+        std::thread::spawn(move || {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        });
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+/// A StatusList manifest of one issuer; `extra` is appended to the spec (indented).
+pub fn manifest(
+    name: &str,
+    format: &str,
+    base_uri: &str,
+    policy: &str,
+    issuer: &Issuer,
+    extra: &str,
+) -> String {
+    format!(
+        "apiVersion: statuslist.dev/v1alpha1
+kind: StatusList
+metadata: {{name: {name}, namespace: tests}}
+spec:
+  format: {format}
+  baseUri: {base_uri}
+  entriesPerList: 1000
+  minFreeEntries: 100
+  leaseSize: 100
+  deletionPolicy: {policy}
+  issuers: [{{clientId: {}, jwksUri: '{}'}}]
+{extra}",
+        issuer.client_id, issuer.jwks_url
+    )
+}
+
+/// A worker process on a free port: generated signing key, http JWKS allowed.
+#[derive(Debug)]
+pub struct Worker {
+    pub process: Process,
+    pub url: String,
+    pub addr: SocketAddr,
+}
+
+impl Worker {
+    pub fn start(bin: &Path, name: &str, database_url: &str, extra: &[(&str, &str)]) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
+        let listen = addr.to_string();
+        let mut env = vec![
+            ("DATABASE_URL", database_url),
+            ("LISTEN_ADDR", listen.as_str()),
+            ("GENERATE_SIGNING_KEY", "true"),
+            ("WORKER_ID", name),
+            ("JWKS_ALLOW_HTTP", "true"),
+            ("LOG_FORMAT", "text"),
+            ("RUST_LOG", "info"),
+        ];
+        env.extend_from_slice(extra);
+        Self {
+            process: Process::start(name, bin, &["worker"], &env),
+            url: format!("http://{addr}"),
+            addr,
+        }
+    }
+}
+
+/// The operator's reconcile core on a manifest directory.
+pub fn operator_on_manifests(bin: &Path, name: &str, database_url: &str, dir: &Path) -> Process {
+    Process::start(
+        name,
+        bin,
+        &["operator", "--manifests", path(dir)],
+        &[("DATABASE_URL", database_url), ("RUST_LOG", "info")],
+    )
+}
+
+/// An HTTP answer: status (`None`: no answer), body.
+pub async fn get(url: &str) -> (Option<u16>, String) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    match client.get(url).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (Some(status), r.text().await.unwrap_or_default())
+        }
+        Err(e) => (None, e.to_string()),
+    }
+}
+
+/// `statuslist issue`: `Ok((uri, idx))` or `Err(the HTTP status, when there was one, and
+/// the message)`.
+pub async fn issue(
+    bin: &Path,
+    worker: &str,
+    issuer: &Issuer,
+) -> Result<(String, u64), (Option<u16>, String)> {
+    let (code, out, err) = run(
+        bin,
+        &[
+            "issue",
+            "--url",
+            worker,
+            "--key",
+            path(&issuer.key),
+            "--client-id",
+            &issuer.client_id,
+        ],
+    )
+    .await;
+    if code != 0 {
+        return Err((status_of(&err), err));
+    }
+    let body: serde_json::Value = serde_json::from_str(&out).expect("issue prints JSON");
+    match (body["uri"].as_str(), body["idx"].as_u64()) {
+        (Some(uri), Some(idx)) => Ok((uri.to_owned(), idx)),
+        _ => Err((None, out)),
+    }
+}
+
+/// `statuslist revoke`.
+pub async fn revoke(
+    bin: &Path,
+    worker: &str,
+    issuer: &Issuer,
+    uri: &str,
+    idx: u64,
+) -> Result<(), (Option<u16>, String)> {
+    let idx = idx.to_string();
+    let (code, _, err) = run(
+        bin,
+        &[
+            "revoke",
+            "--url",
+            worker,
+            "--key",
+            path(&issuer.key),
+            "--client-id",
+            &issuer.client_id,
+            "--uri",
+            uri,
+            "--idx",
+            &idx,
+        ],
+    )
+    .await;
+    if code == 0 {
+        Ok(())
+    } else {
+        Err((status_of(&err), err))
+    }
+}
+
+/// `statuslist check`: the entry's status as printed (`VALID`, `INVALID`, ...), or the error.
+pub async fn check(bin: &Path, uri: &str, idx: u64) -> Result<String, String> {
+    let idx = idx.to_string();
+    let (code, out, err) = run(bin, &["check", "--uri", uri, "--idx", &idx]).await;
+    match code {
+        0 | 1 => Ok(out),
+        _ => Err(err),
+    }
+}
+
+/// The HTTP status in a client error line (`...: 503 Service Unavailable: ...`).
+fn status_of(message: &str) -> Option<u16> {
+    message.split(": ").find_map(|part| {
+        part.split(' ')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .filter(|s| (100..600).contains(s))
+    })
+}
+
+/// Issues until it succeeds (a pool just applied needs a moment to provision), up to
+/// `timeout`.
+pub async fn issue_eventually(
+    bin: &Path,
+    worker: &str,
+    issuer: &Issuer,
+    timeout: Duration,
+) -> (String, u64) {
+    let until = tokio::time::Instant::now() + timeout;
+    loop {
+        match issue(bin, worker, issuer).await {
+            Ok(found) => return found,
+            Err(e) if tokio::time::Instant::now() >= until => {
+                panic!("issuance did not succeed within {timeout:?}: {e:?}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await, // polling a condition
+        }
+    }
+}
