@@ -276,6 +276,10 @@ pub async fn reconcile_manifests(store: &Store, dir: &Path, known: &mut Known) {
         }
     }
     known.pools = next;
+    match core::sweep_retained(store, now()).await {
+        Ok(drained) => core::log_drained(&drained),
+        Err(e) => tracing::warn!(error = %e, "sweep of retained pools failed"),
+    }
 }
 
 /// Reconciles the manifests until `shutdown` resolves: at once, on every change, and every

@@ -335,6 +335,19 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             }
         }
     });
+    let sweeper = tokio::spawn({
+        let store = ctx.store.clone();
+        async move {
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                match core::sweep_retained(&store, now()).await {
+                    Ok(drained) => core::log_drained(&drained),
+                    Err(e) => tracing::warn!(error = %e, "sweep of retained pools failed"),
+                }
+            }
+        }
+    });
     let trigger =
         futures_util::stream::unfold(
             rx,
@@ -350,4 +363,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             }
         })
         .await;
+    sweeper.abort();
 }
+
+/// How often pools deleted with `Retain` are swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);

@@ -219,6 +219,46 @@ pub async fn reconcile_pool(
     Ok(report)
 }
 
+/// What a sweep did to one pool deleted with `Retain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drained {
+    pub pool: String,
+    pub retired: Vec<String>,
+    /// Nothing live was left: the pool (and its issuers) are gone.
+    pub removed: bool,
+}
+
+/// Pools deleted with `Retain` have no resource left to reconcile them: their lists are
+/// retired here as their entries expire (workers keep re-signing them meanwhile), and
+/// the pool itself disappears with its last live list.
+pub async fn sweep_retained(store: &Store, now: i64) -> Result<Vec<Drained>, StoreError> {
+    let mut out = Vec::new();
+    for pool in store.retained_pools().await? {
+        let retired = store.retire_expired(&pool, now).await?;
+        let removed = store.remove_drained_pool(&pool).await?;
+        if !retired.is_empty() || removed {
+            out.push(Drained {
+                pool,
+                retired,
+                removed,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Logs what [`sweep_retained`] did.
+pub fn log_drained(drained: &[Drained]) {
+    for d in drained {
+        for list in &d.retired {
+            tracing::info!(pool = %d.pool, list = %list, "retained pool: expired list retired");
+        }
+        if d.removed {
+            tracing::info!(pool = %d.pool, "retained pool: nothing live left; removed");
+        }
+    }
+}
+
 /// Carries out the deletion policy of a deleted resource (fenced by its UID, when known).
 pub async fn cleanup(
     store: &Store,

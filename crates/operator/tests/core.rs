@@ -172,7 +172,17 @@ async fn provisions_reclaims_and_retires() {
     let report = core::reconcile_pool(&db.store, &p, now + 21)
         .await
         .expect("reconcile");
-    assert_eq!(report.retired, vec![first_id.clone()]);
+    // The Full list retires; so does the Active one when entries went into it (random
+    // lease choice), all expired now, and then a fresh list replaces it.
+    assert!(report.retired.contains(&first_id), "{:?}", report.retired);
+    assert_eq!(report.retired.len() - 1, report.provisioned.len());
+    assert!(
+        report
+            .capacity
+            .lists
+            .iter()
+            .any(|l| l.state == ListState::Active)
+    );
     assert_eq!(
         db.store
             .list(&first_id)
@@ -201,4 +211,106 @@ async fn two_reconcilers_at_once_leave_what_one_would() {
     assert_eq!((cap.lists.len(), cap.free), (1, 1000));
     let leases = db.count("SELECT count(*) FROM leases").await;
     assert_eq!(leases, 10);
+}
+
+#[tokio::test]
+async fn expired_active_lists_retire_and_a_retained_pool_retires_to_nothing() {
+    let db = TestDb::new().await;
+    let p = pool(&spec(1000, 100, 50));
+    let now = 1_700_000_000;
+    let first = core::reconcile_pool(&db.store, &p, now)
+        .await
+        .expect("reconcile");
+    let list = first.provisioned[0].id.clone();
+
+    // An Active list nobody issued into is the pool's capacity: kept.
+    assert!(
+        core::reconcile_pool(&db.store, &p, now + 100)
+            .await
+            .expect("reconcile")
+            .retired
+            .is_empty()
+    );
+    // Entries, all expired, but a lease is held on the list: kept (issuance may follow).
+    let lease = claim(&db.store, "w").await;
+    let req = |expiry| IssueRequest {
+        client_id: "a".into(),
+        jti: uuid_v4(),
+        status_expiry: expiry,
+    };
+    db.store.issue(&lease, &req(now + 10)).await.expect("issue");
+    let held = core::reconcile_pool(&db.store, &p, now + 11)
+        .await
+        .expect("reconcile");
+    assert!(held.retired.is_empty());
+    // Released: every entry expired, so the Active list retires, and a new one comes.
+    db.store.release_lease(&lease).await.expect("release");
+    assert!(
+        core::reconcile_pool(&db.store, &p, now + 5)
+            .await
+            .expect("reconcile")
+            .retired
+            .is_empty(),
+        "not expired yet"
+    );
+    let report = core::reconcile_pool(&db.store, &p, now + 11)
+        .await
+        .expect("reconcile");
+    assert_eq!(report.retired, vec![list.clone()]);
+    assert_eq!(report.provisioned.len(), 1, "capacity replaced");
+    assert_eq!(db.count("SELECT count(*) FROM entries").await, 0);
+    let second = report.provisioned[0].id.clone();
+
+    // Deleted with Retain while an entry is live: the pool stays (revocable, re-signed),
+    // no longer issuing, until the entry expires; then it retires to nothing.
+    let lease = claim(&db.store, "w").await;
+    assert_eq!(lease.list.id, second);
+    db.store.issue(&lease, &req(now + 50)).await.expect("issue");
+    core::cleanup(
+        &db.store,
+        &p.name,
+        None,
+        statuslist_crd::DeletionPolicy::Retain,
+    )
+    .await
+    .expect("retain");
+    assert!(
+        core::sweep_retained(&db.store, now + 20)
+            .await
+            .expect("sweep")
+            .is_empty()
+    );
+    assert!(db.store.pool(&p.name).await.expect("read").is_some());
+    assert!(
+        db.store.issuer("a").await.expect("read").is_some(),
+        "revocation keeps working"
+    );
+    let drained = core::sweep_retained(&db.store, now + 51)
+        .await
+        .expect("sweep");
+    assert_eq!(
+        drained,
+        vec![core::Drained {
+            pool: p.name.clone(),
+            retired: vec![second.clone()],
+            removed: true
+        }]
+    );
+    assert!(db.store.pool(&p.name).await.expect("read").is_none());
+    assert!(db.store.issuer("a").await.expect("read").is_none());
+    assert_eq!(
+        db.store
+            .list(&second)
+            .await
+            .expect("read")
+            .expect("row kept")
+            .state,
+        ListState::Retired
+    );
+    assert!(
+        core::sweep_retained(&db.store, now + 52)
+            .await
+            .expect("sweep")
+            .is_empty()
+    );
 }

@@ -312,31 +312,105 @@ impl Store {
         .await
     }
 
-    /// Retires the pool's Full lists whose latest `statusExpiry` is before `now` (unix
-    /// seconds): entries and artifacts removed, state Retired, id kept so it is never reused.
+    /// Retires the pool's lists whose every entry's `statusExpiry` is before `now` (unix
+    /// seconds): entries, leases and artifacts removed, state Retired, id kept so it is
+    /// never reused. That covers Full lists; Active lists with no lease held, when they
+    /// have entries (an empty Active list of an issuing pool is its capacity) or their
+    /// pool no longer issues (deleted with `Retain`).
     pub async fn retire_expired(&self, pool: &str, now: i64) -> Result<Vec<String>> {
         self.bounded(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
-            let rows = tx
+            let candidates = "
+                SELECT l.id FROM lists l JOIN pools p ON p.name = l.pool
+                WHERE l.pool = $1 AND l.state IN ('Active', 'Full')
+                  AND (l.state = 'Full' OR NOT p.issuing
+                       OR EXISTS (SELECT 1 FROM entries e WHERE e.list_id = l.id))
+                  AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.list_id = l.id AND e.status_expiry >= $2)
+                ORDER BY l.id
+                FOR UPDATE OF l";
+            let rows = tx.query(candidates, &[&pool, &now]).await?;
+            let mut ids: Vec<String> = rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
+            if ids.is_empty() {
+                tx.commit().await?;
+                return Ok(ids);
+            }
+            // Lock every lease of those lists (waiting for issuances in flight, which hold
+            // a key-share lock), then keep only the lists nobody holds a lease on and
+            // that still have no live entry.
+            let leases = tx
                 .query(
-                    "SELECT l.id FROM lists l
-                     WHERE l.pool = $1 AND l.state = 'Full'
-                       AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.list_id = l.id AND e.status_expiry >= $2)
-                     FOR UPDATE",
-                    &[&pool, &now],
+                    "SELECT list_id, holder IS NOT NULL FROM leases WHERE list_id = ANY($1) ORDER BY id FOR UPDATE",
+                    &[&ids],
                 )
                 .await?;
-            let ids: Vec<String> = rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
+            for row in &leases {
+                let (list, held): (String, bool) = (row.try_get(0)?, row.try_get(1)?);
+                if held {
+                    ids.retain(|id| *id != list);
+                }
+            }
+            let live = tx
+                .query(
+                    "SELECT DISTINCT list_id FROM entries WHERE list_id = ANY($1) AND status_expiry >= $2",
+                    &[&ids, &now],
+                )
+                .await?;
+            for row in &live {
+                let list: String = row.try_get(0)?;
+                ids.retain(|id| *id != list);
+            }
             if !ids.is_empty() {
+                tx.execute("DELETE FROM leases WHERE list_id = ANY($1)", &[&ids]).await?;
                 tx.execute("DELETE FROM entries WHERE list_id = ANY($1)", &[&ids]).await?;
                 tx.execute("DELETE FROM artifacts WHERE list_id = ANY($1)", &[&ids]).await?;
                 tx.execute("DELETE FROM list_publish WHERE list_id = ANY($1)", &[&ids]).await?;
                 tx.execute("UPDATE lists SET state = 'Retired', retired_at = now() WHERE id = ANY($1)", &[&ids])
                     .await?;
+                tx.execute("SELECT pg_notify($1, $2)", &[&crate::notify::CHANNEL_CONFIG, &pool])
+                    .await?;
             }
             tx.commit().await?;
             Ok(ids)
+        })
+        .await
+    }
+
+    /// Pools whose resource was deleted with `Retain`: they no longer issue, and are kept
+    /// until every list has retired.
+    pub async fn retained_pools(&self) -> Result<Vec<String>> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT name FROM pools WHERE NOT issuing ORDER BY name",
+                    &[],
+                )
+                .await?;
+            rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+        })
+        .await
+    }
+
+    /// Removes a pool that no longer issues and has no live list left (its issuers go
+    /// with it); false when it issues again or still has lists.
+    pub async fn remove_drained_pool(&self, pool: &str) -> Result<bool> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let removed = tx
+                .execute(
+                    "DELETE FROM pools p WHERE p.name = $1 AND NOT p.issuing
+                       AND NOT EXISTS (SELECT 1 FROM lists l WHERE l.pool = p.name AND l.state IN ('Active', 'Full'))",
+                    &[&pool],
+                )
+                .await?;
+            if removed > 0 {
+                tx.execute("SELECT pg_notify($1, $2)", &[&crate::notify::CHANNEL_CONFIG, &pool])
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(removed > 0)
         })
         .await
     }
