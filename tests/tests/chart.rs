@@ -62,6 +62,8 @@ async fn every_rendered_object_passes_a_server_side_dry_run() {
         "worker.ingress.enabled=true,worker.autoscaling.enabled=true,serviceMonitor.enabled=true",
         "--set",
         "networkPolicy.enabled=true,networkPolicy.databaseCidr=10.0.0.0/8,worker.jwksAllowHttp=true",
+        "--set",
+        "database.tls.caConfigMap=pg-ca,database.tls.clientCertSecret=pg-client",
     ];
     let discovery = Discovery::new(client.clone())
         .run()

@@ -37,3 +37,34 @@ capabilities:
       name: {{ .Values.database.existingSecret }}
       key: {{ .Values.database.key }}
 {{- end -}}
+
+{{/* TLS material for the database connection (see values: database.tls). */}}
+{{- define "statuslist.databaseMounts" -}}
+{{- if or .Values.database.tls.caSecret .Values.database.tls.caConfigMap }}
+- name: database-ca
+  mountPath: /etc/statuslist/database-ca
+  readOnly: true
+{{- end }}
+{{- if .Values.database.tls.clientCertSecret }}
+- name: database-client
+  mountPath: /etc/statuslist/database-client
+  readOnly: true
+{{- end }}
+{{- end -}}
+{{- define "statuslist.databaseVolumes" -}}
+{{- if .Values.database.tls.caSecret }}
+- name: database-ca
+  secret:
+    secretName: {{ .Values.database.tls.caSecret }}
+{{- else if .Values.database.tls.caConfigMap }}
+- name: database-ca
+  configMap:
+    name: {{ .Values.database.tls.caConfigMap }}
+{{- end }}
+{{- if .Values.database.tls.clientCertSecret }}
+- name: database-client
+  secret:
+    secretName: {{ .Values.database.tls.clientCertSecret }}
+    defaultMode: 256  # 0400: the client key readable by the owner only
+{{- end }}
+{{- end -}}
