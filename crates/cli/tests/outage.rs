@@ -101,6 +101,9 @@ async fn a_stopped_database_keeps_lists_served_and_issuance_recovers() {
     })
     .await;
     assert_eq!(status(&format!("{}/readyz", cold.url)).await, Some(503));
+    // So does the reconcile core: it waits for the database instead of exiting.
+    let mut cold_operator = operator_on_manifests(bin(), "operator-cold", &url, r.dir.path());
+    cold_operator.wait_for_line("database not ready; retrying", Duration::from_secs(15));
 
     // The warm worker stays ready and serves its list; issuance fails fast with 503.
     assert_eq!(status(&format!("{}/readyz", r.worker.url)).await, Some(200));
@@ -133,6 +136,11 @@ async fn a_stopped_database_keeps_lists_served_and_issuance_recovers() {
     }
     let recovered = back.elapsed();
     assert_eq!(status(&format!("{}/readyz", cold.url)).await, Some(200));
+    cold_operator.wait_for_line("database ready", Duration::from_secs(15));
+    assert!(
+        cold_operator.try_wait().is_none(),
+        "the operator kept running"
+    );
     println!(
         "database stop: 503 after {refused_after:?}; issuance again {recovered:?} after the restart"
     );
