@@ -183,29 +183,40 @@ pub async fn get(url: &str) -> (Option<u16>, String) {
     }
 }
 
-/// `statuslist issue`: `Ok((uri, idx))` or `Err(the HTTP status, when there was one, and
-/// the message)`.
+/// `statuslist COMMAND --url WORKER --key .. --client-id .. EXTRA`: stdout, or `Err(the
+/// HTTP status, when there was one, and the message)`.
+async fn signed(
+    bin: &Path,
+    command: &str,
+    worker: &str,
+    issuer: &Issuer,
+    extra: &[&str],
+) -> Result<String, (Option<u16>, String)> {
+    let mut args = vec![
+        command,
+        "--url",
+        worker,
+        "--key",
+        path(&issuer.key),
+        "--client-id",
+        &issuer.client_id,
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = run(bin, &args).await;
+    if code == 0 {
+        Ok(out)
+    } else {
+        Err((status_of(&err), err))
+    }
+}
+
+/// `statuslist issue`: `Ok((uri, idx))`.
 pub async fn issue(
     bin: &Path,
     worker: &str,
     issuer: &Issuer,
 ) -> Result<(String, u64), (Option<u16>, String)> {
-    let (code, out, err) = run(
-        bin,
-        &[
-            "issue",
-            "--url",
-            worker,
-            "--key",
-            path(&issuer.key),
-            "--client-id",
-            &issuer.client_id,
-        ],
-    )
-    .await;
-    if code != 0 {
-        return Err((status_of(&err), err));
-    }
+    let out = signed(bin, "issue", worker, issuer, &[]).await?;
     let body: serde_json::Value = serde_json::from_str(&out).expect("issue prints JSON");
     match (body["uri"].as_str(), body["idx"].as_u64()) {
         (Some(uri), Some(idx)) => Ok((uri.to_owned(), idx)),
@@ -222,28 +233,15 @@ pub async fn revoke(
     idx: u64,
 ) -> Result<(), (Option<u16>, String)> {
     let idx = idx.to_string();
-    let (code, _, err) = run(
+    signed(
         bin,
-        &[
-            "revoke",
-            "--url",
-            worker,
-            "--key",
-            path(&issuer.key),
-            "--client-id",
-            &issuer.client_id,
-            "--uri",
-            uri,
-            "--idx",
-            &idx,
-        ],
+        "revoke",
+        worker,
+        issuer,
+        &["--uri", uri, "--idx", &idx],
     )
-    .await;
-    if code == 0 {
-        Ok(())
-    } else {
-        Err((status_of(&err), err))
-    }
+    .await
+    .map(drop)
 }
 
 /// `statuslist check`: the entry's status as printed (`VALID`, `INVALID`, ...), or the error.
