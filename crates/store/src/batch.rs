@@ -1,9 +1,12 @@
-//! Group commit for issuance: concurrent issuances are gathered into one multi-row
-//! `INSERT .. SELECT FROM unnest(..)`, with the same fencing join and constraints as the
-//! single-row statement. A batch forms from whatever is queued while the previous ones
-//! run, so a lone request never waits for company.
+//! Group commit: concurrent requests of one kind are gathered into one multi-row
+//! statement over `unnest(..)` and one commit — issuance (an `INSERT .. SELECT` with the
+//! same fencing join and constraints as the single-row statement) and revocation (an
+//! `UPDATE` that bumps each touched list's version once per batch, not once per entry).
+//! A batch forms from whatever is queued while the previous ones run, so a lone request
+//! never waits for company.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -19,9 +22,39 @@ use crate::StoreError;
 const MAX_BATCH: usize = 64;
 /// Batches in flight at once (each on its own connection).
 const FLUSHERS: usize = 4;
-/// Issuances that go straight to the database while fewer than this many are in
+/// Requests that go straight to the database while fewer than this many are in
 /// progress: batching only pays once the database is the bottleneck.
 const DIRECT: usize = 8;
+
+/// A statement that runs many rows at once.
+pub(crate) trait Statement: Send + Sync + 'static {
+    type Row: Send + Sync + 'static;
+    type Answer: Send + 'static;
+    /// What a timeout or failure names.
+    const WHAT: &'static str;
+    /// Runs one batch: one answer per row, in order.
+    fn execute(
+        client: &crate::Conn,
+        rows: &[&Self::Row],
+    ) -> impl Future<Output = Result<Vec<Self::Answer>, StoreError>> + Send;
+}
+
+/// Issuance rows.
+pub(crate) struct Insert;
+
+impl Statement for Insert {
+    type Row = Row;
+    type Answer = bool;
+    const WHAT: &'static str = "issuance batch";
+
+    async fn execute(client: &crate::Conn, rows: &[&Row]) -> Result<Vec<bool>, StoreError> {
+        let inserted = insert(client, rows).await?;
+        Ok(rows
+            .iter()
+            .map(|r| inserted.contains(&(r.list_id.clone(), r.position)))
+            .collect())
+    }
+}
 
 /// One row to insert, with the fencing facts of its lease.
 #[derive(Debug)]
@@ -58,11 +91,71 @@ impl Failure {
     }
 }
 
-type Reply = oneshot::Sender<Result<bool, Failure>>;
+/// One revocation: the entry `idx` of the list at `uri`, for `client_id`.
+#[derive(Debug)]
+pub(crate) struct RevokeRow {
+    pub uri: String,
+    pub idx: i64,
+    pub client_id: String,
+}
 
-#[derive(Clone)]
-pub(crate) struct Batcher {
-    tx: mpsc::UnboundedSender<(Row, Reply)>,
+/// Revocation rows: `Some(revoked_at)` when this batch revoked the entry, `None` when it
+/// changed nothing (already revoked, absent, another client's: the caller looks).
+pub(crate) struct Revoke;
+
+/// Each touched list's version goes up once per batch, in the same statement as the
+/// entries (one row lock and one commit per batch, not per revocation), and one
+/// notification per list.
+const REVOKE_BATCH: &str = "
+    WITH r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) WITH ORDINALITY AS r(uri, idx, client_id, n)),
+    t AS (SELECT r.n, r.idx, r.client_id, l.id AS list_id
+          FROM r JOIN lists l ON l.uri = r.uri AND l.state IN ('Active', 'Full')),
+    e AS (UPDATE entries en SET status = 1, revoked_at = now()
+          FROM t WHERE en.list_id = t.list_id AND en.idx = t.idx AND en.client_id = t.client_id AND en.status = 0
+          RETURNING t.n, en.list_id, en.revoked_at),
+    v AS (UPDATE lists SET version = version + 1 WHERE id IN (SELECT list_id FROM e) RETURNING id),
+    nt AS (SELECT pg_notify($4, id) FROM v)
+    SELECT e.n, extract(epoch FROM e.revoked_at)::bigint AS at, (SELECT count(*) FROM nt) AS notified FROM e";
+
+impl Statement for Revoke {
+    type Row = RevokeRow;
+    type Answer = Option<i64>;
+    const WHAT: &'static str = "revocation batch";
+
+    async fn execute(
+        client: &crate::Conn,
+        rows: &[&RevokeRow],
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        let stmt = client.prepare_cached(REVOKE_BATCH).await?;
+        let uris: Vec<&str> = rows.iter().map(|r| r.uri.as_str()).collect();
+        let idxs: Vec<i64> = rows.iter().map(|r| r.idx).collect();
+        let clients: Vec<&str> = rows.iter().map(|r| r.client_id.as_str()).collect();
+        let mut answers = vec![None; rows.len()];
+        for row in client
+            .query(
+                &stmt,
+                &[&uris, &idxs, &clients, &crate::notify::CHANNEL_CHANGED],
+            )
+            .await?
+        {
+            let (n, at): (i64, i64) = (row.try_get("n")?, row.try_get("at")?);
+            let slot = usize::try_from(n - 1)
+                .ok()
+                .and_then(|i| answers.get_mut(i))
+                .ok_or_else(|| {
+                    StoreError::Internal(format!("revocation batch: row {n} of {}", rows.len()))
+                })?;
+            *slot = Some(at);
+        }
+        Ok(answers)
+    }
+}
+
+type Reply<S> = oneshot::Sender<Result<<S as Statement>::Answer, Failure>>;
+type Queue<S> = mpsc::UnboundedReceiver<(<S as Statement>::Row, Reply<S>)>;
+
+pub(crate) struct Batcher<S: Statement> {
+    tx: mpsc::UnboundedSender<(S::Row, Reply<S>)>,
     /// Rows submitted and not answered yet.
     in_flight: Arc<AtomicUsize>,
 }
@@ -79,14 +172,14 @@ const INSERT_BATCH: &str = "
     ON CONFLICT (client_id, jti) DO NOTHING
     RETURNING list_id, position";
 
-impl Batcher {
+impl<S: Statement> Batcher<S> {
     /// `timeout` bounds one batch's statement: past it the batch fails as unavailable
     /// and its connection is closed (it may be black-holed).
     pub(crate) fn start(pool: Pool, timeout: Duration) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..FLUSHERS {
-            tokio::spawn(flusher(pool.clone(), rx.clone(), timeout));
+            tokio::spawn(flusher::<S>(pool.clone(), rx.clone(), timeout));
         }
         Self {
             tx,
@@ -94,7 +187,7 @@ impl Batcher {
         }
     }
 
-    /// Counts an issuance in progress until the guard drops, and tells whether it should
+    /// Counts a request in progress until the guard drops, and tells whether it should
     /// go straight to the database (one hop fewer than through a flusher): true while
     /// fewer than [`DIRECT`] are in progress; the overflow is batched.
     pub(crate) fn enter(&self) -> (InFlight, bool) {
@@ -102,20 +195,16 @@ impl Batcher {
         (InFlight(self.in_flight.clone()), before < DIRECT)
     }
 
-    /// Inserts `row`: `Ok(true)` inserted, `Ok(false)` nothing inserted (a repeat of its
-    /// `(client_id, jti)`, or its lease is no longer held).
-    pub(crate) async fn insert(&self, row: Row) -> Result<bool, Failure> {
+    /// Runs `row` in the next batch. For issuance: `Ok(true)` inserted, `Ok(false)`
+    /// nothing inserted (a repeat of its `(client_id, jti)`, or its lease is no longer
+    /// held).
+    pub(crate) async fn submit(&self, row: S::Row) -> Result<S::Answer, Failure> {
+        let stopped = || Failure::Store(StoreError::Unavailable(format!("{} stopped", S::WHAT)));
         let (reply, answer) = oneshot::channel();
         if self.tx.send((row, reply)).is_err() {
-            return Err(Failure::Store(StoreError::Unavailable(
-                "issuance batcher stopped".into(),
-            )));
+            return Err(stopped());
         }
-        answer
-            .await
-            .unwrap_or(Err(Failure::Store(StoreError::Unavailable(
-                "issuance batcher stopped".into(),
-            ))))
+        answer.await.unwrap_or_else(|_| Err(stopped()))
     }
 }
 
@@ -128,11 +217,7 @@ impl Drop for InFlight {
     }
 }
 
-async fn flusher(
-    pool: Pool,
-    rx: Arc<Mutex<mpsc::UnboundedReceiver<(Row, Reply)>>>,
-    timeout: Duration,
-) {
+async fn flusher<S: Statement>(pool: Pool, rx: Arc<Mutex<Queue<S>>>, timeout: Duration) {
     loop {
         let mut batch = Vec::new();
         {
@@ -155,15 +240,28 @@ async fn flusher(
             continue;
         }
         let deadline = tokio::time::Instant::now() + timeout;
-        let outcome =
-            match tokio::time::timeout_at(deadline, execute(&pool, &batch, deadline)).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(StoreError::Unavailable("issuance batch timed out".into())),
+        let run = async {
+            let client = crate::Conn {
+                object: Some(pool.get().await?),
+                deadline,
             };
+            let rows: Vec<&S::Row> = batch.iter().map(|(row, _)| row).collect();
+            S::execute(&client, &rows).await
+        };
+        let outcome = match tokio::time::timeout_at(deadline, run).await {
+            Ok(Ok(answers)) if answers.len() != batch.len() => Err(StoreError::Internal(format!(
+                "{}: {} answers for {} rows",
+                S::WHAT,
+                answers.len(),
+                batch.len()
+            ))),
+            Ok(outcome) => outcome,
+            Err(_) => Err(StoreError::Unavailable(format!("{} timed out", S::WHAT))),
+        };
         match outcome {
-            Ok(inserted) => {
-                for (row, reply) in batch {
-                    let _ = reply.send(Ok(inserted.contains(&(row.list_id, row.position))));
+            Ok(answers) => {
+                for ((_, reply), answer) in batch.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(answer));
                 }
             }
             Err(e) => {
@@ -191,17 +289,12 @@ async fn flusher(
     }
 }
 
-async fn execute(
-    pool: &Pool,
-    batch: &[(Row, Reply)],
-    deadline: tokio::time::Instant,
+async fn insert(
+    client: &crate::Conn,
+    batch: &[&Row],
 ) -> Result<HashSet<(String, i64)>, StoreError> {
-    let client = crate::Conn {
-        object: Some(pool.get().await?),
-        deadline,
-    };
     let stmt = client.prepare_cached(INSERT_BATCH).await?;
-    let col = |f: fn(&Row) -> i64| batch.iter().map(|(r, _)| f(r)).collect::<Vec<i64>>();
+    let col = |f: fn(&Row) -> i64| batch.iter().map(|r| f(r)).collect::<Vec<i64>>();
     let (lease_ids, tokens, idxs, positions, expiries) = (
         col(|r| r.lease_id),
         col(|r| r.token),
@@ -209,9 +302,9 @@ async fn execute(
         col(|r| r.position),
         col(|r| r.status_expiry),
     );
-    let holders: Vec<&str> = batch.iter().map(|(r, _)| r.holder.as_str()).collect();
-    let clients: Vec<&str> = batch.iter().map(|(r, _)| r.client_id.as_str()).collect();
-    let jtis: Vec<Uuid> = batch.iter().map(|(r, _)| r.jti).collect();
+    let holders: Vec<&str> = batch.iter().map(|r| r.holder.as_str()).collect();
+    let clients: Vec<&str> = batch.iter().map(|r| r.client_id.as_str()).collect();
+    let jtis: Vec<Uuid> = batch.iter().map(|r| r.jti).collect();
     let rows = client
         .query(
             &stmt,

@@ -2,9 +2,8 @@
 
 use uuid::Uuid;
 
-use crate::batch::{Failure, Row};
+use crate::batch::{Failure, Revoke, RevokeRow, Row, Statement};
 use crate::leases::Lease;
-use crate::notify::CHANNEL_CHANGED;
 use crate::{Result, Store, StoreError};
 
 /// A validated `/issue` request.
@@ -74,7 +73,7 @@ impl Store {
                 let mut outcome = if alone {
                     Err(Failure::RetryAlone)
                 } else {
-                    batcher.insert(row).await
+                    batcher.submit(row).await
                 };
                 if let Err(Failure::RetryAlone) = outcome {
                     outcome = self
@@ -205,27 +204,46 @@ impl Store {
     }
 
     /// Revokes entry `idx` of the list at `uri` for `client_id`. Final: INVALID never goes
-    /// back. Bumps the list's version in the same transaction and wakes the publishers.
+    /// back. Bumps the list's version in the same statement and wakes the publishers;
+    /// concurrent revocations share one statement and one commit (see `batch`).
     pub async fn revoke(&self, uri: &str, idx: u64, client_id: &str) -> Result<RevokeOutcome> {
         let Ok(idx) = i64::try_from(idx) else {
             return Ok(RevokeOutcome::NotFound);
         };
         self.bounded(async {
-            let client = self.client().await?;
-            let stmt = client
-                .prepare_cached(
-                    "WITH target AS (SELECT id FROM lists WHERE uri = $1 AND state IN ('Active', 'Full')),
-                     e AS (UPDATE entries SET status = 1, revoked_at = now()
-                           WHERE list_id = (SELECT id FROM target) AND idx = $2 AND client_id = $3 AND status = 0
-                           RETURNING list_id, revoked_at),
-                     v AS (UPDATE lists SET version = version + 1 WHERE id IN (SELECT list_id FROM e) RETURNING id),
-                     n AS (SELECT pg_notify($4, id) FROM v)
-                     SELECT extract(epoch FROM e.revoked_at)::bigint AS at, (SELECT count(*) FROM n) AS notified FROM e",
-                )
-                .await?;
-            if let Some(row) = client.query_opt(&stmt, &[&uri, &idx, &client_id, &CHANNEL_CHANGED]).await? {
-                return Ok(RevokeOutcome::Revoked { at: row.try_get("at")? });
+            let row = RevokeRow {
+                uri: uri.to_owned(),
+                idx,
+                client_id: client_id.to_owned(),
+            };
+            let revoker = self.revoker();
+            let (_in_flight, alone) = revoker.enter();
+            let mut outcome = if alone {
+                Err(Failure::RetryAlone)
+            } else {
+                revoker.submit(row).await
+            };
+            if let Err(Failure::RetryAlone) = outcome {
+                let client = self.client().await?;
+                let row = RevokeRow {
+                    uri: uri.to_owned(),
+                    idx,
+                    client_id: client_id.to_owned(),
+                };
+                outcome = Revoke::execute(&client, &[&row])
+                    .await
+                    .map(|answers| answers.into_iter().next().flatten())
+                    .map_err(Failure::Store);
             }
+            match outcome {
+                Ok(Some(at)) => return Ok(RevokeOutcome::Revoked { at }),
+                Ok(None) => {}
+                Err(Failure::Store(e)) => return Err(e),
+                Err(Failure::RetryAlone | Failure::PositionUsed) => {
+                    return Err(StoreError::Internal("single revocation asked to retry".into()));
+                }
+            }
+            let client = self.client().await?;
             let stmt = client
                 .prepare_cached(
                     "SELECT e.status, extract(epoch FROM e.revoked_at)::bigint AS at

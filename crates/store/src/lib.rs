@@ -84,7 +84,9 @@ pub struct Store {
     migrated: Arc<tokio::sync::watch::Sender<bool>>,
     health: Health,
     /// Group commit for issuance, started on first use (it needs the runtime).
-    batcher: Arc<OnceLock<batch::Batcher>>,
+    batcher: Arc<OnceLock<batch::Batcher<batch::Insert>>>,
+    /// Group commit for revocation, likewise.
+    revoker: Arc<OnceLock<batch::Batcher<batch::Revoke>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -159,6 +161,7 @@ impl Store {
             migrated: Arc::new(tokio::sync::watch::channel(false).0),
             health: Health::default(),
             batcher: Arc::default(),
+            revoker: Arc::default(),
         })
     }
 
@@ -234,8 +237,13 @@ impl Store {
         &self.tls
     }
 
-    fn batcher(&self) -> &batch::Batcher {
+    fn batcher(&self) -> &batch::Batcher<batch::Insert> {
         self.batcher
+            .get_or_init(|| batch::Batcher::start(self.pool.clone(), self.operation_timeout))
+    }
+
+    fn revoker(&self) -> &batch::Batcher<batch::Revoke> {
+        self.revoker
             .get_or_init(|| batch::Batcher::start(self.pool.clone(), self.operation_timeout))
     }
 

@@ -105,3 +105,67 @@ async fn revoke_not_found_other_owner_first_time_and_again() {
     let cap = db.store.capacity("p").await.expect("capacity");
     assert_eq!((cap.allocated, cap.revoked), (1, 1));
 }
+
+/// A burst on one list: every revocation acknowledged, each exactly once, durable, with
+/// a stable `revokedAt`; duplicates within the burst agree; the list's version moves once
+/// per batch, not once per revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_revocations_of_one_list() {
+    const N: usize = 1000;
+    let db = with_pool(10_000, 1_000).await;
+    let lease = claim(&db.store, "w").await;
+    let mut issued = Vec::new();
+    for _ in 0..N {
+        issued.push(issue_one(&db.store, &lease).await);
+    }
+    let list = issued[0].list_id.clone();
+    assert!(issued.iter().all(|i| i.list_id == list));
+    // Every entry once, and the first hundred twice more, all at the same time.
+    let requests: Vec<_> = issued
+        .iter()
+        .chain(issued.iter().take(100))
+        .chain(issued.iter().take(100))
+        .cloned()
+        .collect();
+    let answers = futures_util::future::join_all(requests.iter().map(|i| {
+        let (store, uri, idx) = (db.store.clone(), i.uri.clone(), i.idx);
+        tokio::spawn(async move { (idx, store.revoke(&uri, idx, "a").await.expect("revoke")) })
+    }))
+    .await;
+    let mut at_of = std::collections::HashMap::new();
+    let mut revoked = 0;
+    for answer in answers {
+        let (idx, outcome) = answer.expect("task");
+        let at = match outcome {
+            RevokeOutcome::Revoked { at } => {
+                revoked += 1;
+                at
+            }
+            RevokeOutcome::AlreadyRevoked { at } => at,
+            RevokeOutcome::NotFound => panic!("entry {idx} not found"),
+        };
+        assert_eq!(
+            *at_of.entry(idx).or_insert(at),
+            at,
+            "one revokedAt per entry"
+        );
+    }
+    assert_eq!(revoked, N, "each entry revoked exactly once");
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM entries WHERE list_id = '{list}' AND status = 1"
+        ))
+        .await,
+        N as i64
+    );
+    let v = version(&db, &list).await;
+    assert!((1..=N as i64 + 200).contains(&v), "{v}");
+    // Repeats answer the original time.
+    for i in issued.iter().take(20) {
+        assert_eq!(
+            db.store.revoke(&i.uri, i.idx, "a").await.expect("revoke"),
+            RevokeOutcome::AlreadyRevoked { at: at_of[&i.idx] }
+        );
+    }
+    println!("{N} revocations (+200 duplicates) of one list: version moved by {v}");
+}
