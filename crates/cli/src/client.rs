@@ -10,7 +10,7 @@ use statuslist_format::keys::{Jwks, jwks};
 use statuslist_format::token;
 use statuslist_format::{SigningKey, Status, VerifyingKey};
 
-fn now() -> i64 {
+pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

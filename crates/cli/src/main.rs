@@ -1,6 +1,7 @@
 //! `statuslist`: one binary for the service (`operator`, `worker`, `dev`) and its users
 //! (`issue`, `revoke`, `check`, `keygen`, `crd`).
 
+mod bench;
 mod client;
 mod dev;
 mod manifests;
@@ -38,6 +39,8 @@ enum Command {
     /// Fetch a list, verify it against the service's JWKS, print the entry's status.
     /// Exit code: 0 VALID, 1 any other status, 2 error.
     Check(client::CheckArgs),
+    /// Drive load at a service from this process and print throughput and latency.
+    Bench(bench::BenchArgs),
     /// Generate an ES256 key: PKCS#8 PEM and its public JWKS.
     Keygen {
         /// Where to write the private key (PEM); stdout when absent.
@@ -73,6 +76,7 @@ async fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Keygen { key, jwks } => client::keygen(key, jwks),
+        Command::Bench(args) => bench::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

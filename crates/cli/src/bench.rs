@@ -1,0 +1,461 @@
+//! `statuslist bench`: a load generator that runs as its own process (so the server's
+//! figures are not flattered by sharing its runtime). Request JWTs are signed before the
+//! clock starts (client crypto is not the server's cost); the run drives one kind of
+//! request at a fixed concurrency over keep-alive connections for a fixed time, and
+//! prints throughput, latency percentiles and every non-2xx status, as a table and as
+//! one `bench:` line for scripts.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::ValueEnum;
+use serde_json::json;
+use statuslist_format::SigningKey;
+
+use crate::client::{issue_claims, request_jwt};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// `POST /issue`.
+    Issue,
+    /// `POST /revoke` of entries issued first (unmeasured).
+    Revoke,
+    /// `GET --target` (a list, the JWKS, ...).
+    Get,
+    /// No HTTP: ES256 verifications per second on `--concurrency` threads (a ceiling).
+    Verify,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[arg(long, value_enum)]
+    mode: Mode,
+    /// Base URL of the worker (issue, revoke).
+    #[arg(long)]
+    url: Option<String>,
+    /// The client's private key (issue, revoke).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// The client id (issue, revoke).
+    #[arg(long)]
+    client_id: Option<String>,
+    /// What to GET (get).
+    #[arg(long)]
+    target: Option<String>,
+    /// `Accept` of the GETs.
+    #[arg(long, default_value = "*/*")]
+    accept: String,
+    /// Send `Accept-Encoding: gzip` (most HTTP clients do).
+    #[arg(long)]
+    gzip: bool,
+    /// Send `If-None-Match` with the ETag of a first GET (measures 304s).
+    #[arg(long)]
+    revalidate: bool,
+    /// Requests in flight at once (threads, for verify).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// How long to drive the load.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Requests prepared in advance (issue, revoke): the run ends early when all are sent.
+    #[arg(long, default_value_t = 50_000)]
+    requests: usize,
+}
+
+/// What one run measured.
+#[derive(Debug, Default)]
+struct Run {
+    elapsed: Duration,
+    latencies_us: Vec<u64>,
+    statuses: BTreeMap<u16, usize>,
+    errors: usize,
+}
+
+impl Run {
+    fn print(&self, args: &BenchArgs) {
+        let mut sorted = self.latencies_us.clone();
+        sorted.sort_unstable();
+        let pct = |p: f64| -> f64 {
+            if sorted.is_empty() {
+                return 0.0;
+            }
+            let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+            sorted[i] as f64 / 1000.0
+        };
+        let done = sorted.len();
+        let rps = done as f64 / self.elapsed.as_secs_f64().max(1e-9);
+        let ok: usize = self
+            .statuses
+            .iter()
+            .filter(|(s, _)| (200..300).contains(*s) || **s == 304)
+            .map(|(_, n)| n)
+            .sum();
+        let other: Vec<String> = self
+            .statuses
+            .iter()
+            .filter(|(s, _)| !((200..300).contains(*s) || **s == 304))
+            .map(|(s, n)| format!("{s}:{n}"))
+            .chain((self.errors > 0).then(|| format!("error:{}", self.errors)))
+            .collect();
+        println!(
+            "| mode | concurrency | requests | seconds | req/s | p50 ms | p90 ms | p99 ms | max ms | ok | other |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        println!(
+            "| {:?} | {} | {done} | {:.1} | {rps:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {ok} | {} |",
+            args.mode,
+            args.concurrency,
+            self.elapsed.as_secs_f64(),
+            pct(0.50),
+            pct(0.90),
+            pct(0.99),
+            pct(1.0),
+            if other.is_empty() {
+                "-".into()
+            } else {
+                other.join(" ")
+            }
+        );
+        println!(
+            "bench: mode={:?} concurrency={} requests={done} seconds={:.2} rps={rps:.0} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2} ok={ok} other={}",
+            args.mode,
+            args.concurrency,
+            self.elapsed.as_secs_f64(),
+            pct(0.50),
+            pct(0.90),
+            pct(0.99),
+            pct(1.0),
+            if other.is_empty() {
+                "-".into()
+            } else {
+                other.join(",")
+            }
+        );
+    }
+}
+
+/// One request to send: method, path or URL, body.
+#[derive(Debug, Clone)]
+struct Request {
+    url: String,
+    body: Option<String>,
+}
+
+fn need<'a, T>(value: &'a Option<T>, flag: &str, mode: Mode) -> Result<&'a T, String> {
+    value
+        .as_ref()
+        .ok_or_else(|| format!("--mode {mode:?} needs {flag}").to_lowercase())
+}
+
+fn http(concurrency: usize) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(concurrency)
+        .http1_only()
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))
+}
+
+/// Signs `n` JWTs of `claims(i)` on every core.
+fn sign_all(
+    key: &Arc<SigningKey>,
+    n: usize,
+    claims: impl Fn(usize) -> serde_json::Value + Sync,
+) -> Result<Vec<String>, String> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let chunk = n.div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .step_by(chunk)
+            .map(|start| {
+                let (key, claims) = (key.clone(), &claims);
+                scope.spawn(move || {
+                    (start..(start + chunk).min(n))
+                        .map(|i| request_jwt(&key, key.kid(), &claims(i)))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(n);
+        for h in handles {
+            out.extend(
+                h.join()
+                    .map_err(|_| "signing thread panicked".to_owned())??,
+            );
+        }
+        Ok(out)
+    })
+}
+
+/// Sends `requests` (each at most once) from `concurrency` tasks until they run out or
+/// `duration` passes.
+async fn drive(
+    client: &reqwest::Client,
+    requests: Arc<Vec<Request>>,
+    headers: reqwest::header::HeaderMap,
+    concurrency: usize,
+    duration: Duration,
+    cycle: bool,
+) -> Run {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let until = started + duration;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, requests, next, headers) = (
+                client.clone(),
+                requests.clone(),
+                next.clone(),
+                headers.clone(),
+            );
+            tokio::spawn(async move {
+                let mut run = Run::default();
+                loop {
+                    if Instant::now() >= until {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(req) = (if cycle {
+                        requests.get(i % requests.len().max(1))
+                    } else {
+                        requests.get(i)
+                    }) else {
+                        break;
+                    };
+                    let t = Instant::now();
+                    let builder = match &req.body {
+                        Some(body) => client
+                            .post(&req.url)
+                            .header("content-type", "application/jwt")
+                            .body(body.clone()),
+                        None => client.get(&req.url),
+                    };
+                    match builder.headers(headers.clone()).send().await {
+                        Ok(response) => {
+                            let status = response.status().as_u16();
+                            // Read the whole body, as a client would.
+                            let _ = response.bytes().await;
+                            run.latencies_us.push(t.elapsed().as_micros() as u64);
+                            *run.statuses.entry(status).or_default() += 1;
+                        }
+                        Err(_) => run.errors += 1,
+                    }
+                }
+                run
+            })
+        })
+        .collect();
+    let mut total = Run::default();
+    for task in tasks {
+        if let Ok(run) = task.await {
+            total.latencies_us.extend(run.latencies_us);
+            for (s, n) in run.statuses {
+                *total.statuses.entry(s).or_default() += n;
+            }
+            total.errors += run.errors;
+        }
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+fn verify_ceiling(threads: usize, duration: Duration) -> Result<Run, String> {
+    let key = SigningKey::generate().map_err(|e| e.to_string())?;
+    let jwt = request_jwt(&key, key.kid(), &issue_claims("bench", None))?;
+    let (input, signature) = jwt
+        .rsplit_once('.')
+        .ok_or_else(|| "malformed JWT".to_owned())?;
+    let signature =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, signature)
+            .map_err(|e| e.to_string())?;
+    let verifier = key.verifying_key().clone();
+    let started = Instant::now();
+    let counts: Vec<usize> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (verifier, signature) = (&verifier, &signature);
+                scope.spawn(move || {
+                    let mut n = 0;
+                    while started.elapsed() < duration {
+                        for _ in 0..64 {
+                            if verifier.verify_raw(input.as_bytes(), signature).is_ok() {
+                                n += 1;
+                            }
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).collect()
+    });
+    let total: usize = counts.iter().sum();
+    Ok(Run {
+        elapsed: started.elapsed(),
+        // One synthetic latency per verification: the mean (the table's req/s is the point).
+        latencies_us: vec![0; total],
+        statuses: BTreeMap::from([(200, total)]),
+        errors: 0,
+    })
+}
+
+pub async fn run(args: BenchArgs) -> Result<(), String> {
+    let duration = Duration::from_secs_f64(args.seconds.max(0.1));
+    if args.concurrency == 0 {
+        return Err("--concurrency must be at least 1".into());
+    }
+    let run = match args.mode {
+        Mode::Verify => {
+            let (threads, d) = (args.concurrency, duration);
+            tokio::task::spawn_blocking(move || verify_ceiling(threads, d))
+                .await
+                .map_err(|e| e.to_string())??
+        }
+        Mode::Get => {
+            let target = need(&args.target, "--target", args.mode)?.clone();
+            let client = http(args.concurrency)?;
+            let mut headers = reqwest::header::HeaderMap::new();
+            let value = |v: &str| {
+                reqwest::header::HeaderValue::from_str(v).map_err(|e| format!("{v}: {e}"))
+            };
+            headers.insert(reqwest::header::ACCEPT, value(&args.accept)?);
+            if args.gzip {
+                headers.insert(reqwest::header::ACCEPT_ENCODING, value("gzip")?);
+            }
+            if args.revalidate {
+                let first = client
+                    .get(&target)
+                    .headers(headers.clone())
+                    .send()
+                    .await
+                    .map_err(|e| format!("{target}: {e}"))?;
+                let etag = first
+                    .headers()
+                    .get(reqwest::header::ETAG)
+                    .cloned()
+                    .ok_or_else(|| format!("{target}: no ETag to revalidate with"))?;
+                headers.insert(reqwest::header::IF_NONE_MATCH, etag);
+            }
+            let requests = Arc::new(vec![Request {
+                url: target,
+                body: None,
+            }]);
+            drive(&client, requests, headers, args.concurrency, duration, true).await
+        }
+        Mode::Issue | Mode::Revoke => {
+            let url = need(&args.url, "--url", args.mode)?
+                .trim_end_matches('/')
+                .to_owned();
+            let key_path = need(&args.key, "--key", args.mode)?;
+            let client_id = need(&args.client_id, "--client-id", args.mode)?.clone();
+            let pem = std::fs::read_to_string(key_path)
+                .map_err(|e| format!("{}: {e}", key_path.display()))?;
+            let key = Arc::new(
+                SigningKey::from_pkcs8_pem(&pem)
+                    .map_err(|e| format!("{}: {e}", key_path.display()))?,
+            );
+            let client = http(args.concurrency)?;
+            let issues = sign_all(&key, args.requests, |_| issue_claims(&client_id, None))?;
+            let issue_requests = Arc::new(
+                issues
+                    .into_iter()
+                    .map(|jwt| Request {
+                        url: format!("{url}/issue"),
+                        body: Some(jwt),
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            if args.mode == Mode::Issue {
+                drive(
+                    &client,
+                    issue_requests,
+                    Default::default(),
+                    args.concurrency,
+                    duration,
+                    false,
+                )
+                .await
+            } else {
+                let entries = issue_all(&client, &issue_requests, args.concurrency).await?;
+                eprintln!("bench: {} entries issued to revoke", entries.len());
+                let revokes = sign_all(&key, entries.len(), |i| {
+                    let (uri, idx) = &entries[i];
+                    json!({
+                        "iss": client_id,
+                        "iat": crate::client::now(),
+                        "jti": uuid::Uuid::new_v4().to_string(),
+                        "uri": uri,
+                        "idx": idx,
+                    })
+                })?;
+                let requests = Arc::new(
+                    revokes
+                        .into_iter()
+                        .map(|jwt| Request {
+                            url: format!("{url}/revoke"),
+                            body: Some(jwt),
+                        })
+                        .collect::<Vec<_>>(),
+                );
+                drive(
+                    &client,
+                    requests,
+                    Default::default(),
+                    args.concurrency,
+                    duration,
+                    false,
+                )
+                .await
+            }
+        }
+    };
+    run.print(&args);
+    Ok(())
+}
+
+/// Sends every issuance (unmeasured) and returns the `(uri, idx)` answers.
+async fn issue_all(
+    client: &reqwest::Client,
+    requests: &Arc<Vec<Request>>,
+    concurrency: usize,
+) -> Result<Vec<(String, u64)>, String> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, requests, next) = (client.clone(), requests.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                while let Some(req) = requests.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let body = req.body.clone().unwrap_or_default();
+                    let response = client
+                        .post(&req.url)
+                        .header("content-type", "application/jwt")
+                        .body(body)
+                        .send()
+                        .await
+                        .map_err(|e| format!("issue: {e}"))?;
+                    let status = response.status();
+                    let text = response.text().await.map_err(|e| format!("issue: {e}"))?;
+                    if !status.is_success() {
+                        return Err(format!("issue: {status}: {text}"));
+                    }
+                    let v: serde_json::Value =
+                        serde_json::from_str(&text).map_err(|e| format!("issue: {e}"))?;
+                    match (v["uri"].as_str(), v["idx"].as_u64()) {
+                        (Some(uri), Some(idx)) => out.push((uri.to_owned(), idx)),
+                        _ => return Err(format!("issue: unexpected answer {text}")),
+                    }
+                }
+                Ok(out)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.map_err(|e| e.to_string())??);
+    }
+    Ok(all)
+}
