@@ -111,8 +111,48 @@ pub fn render(
     }
 }
 
+/// A stored artifact ready to send, prepared once per version (not per request): the
+/// body as shared bytes, its gzip encoding, and both strong ETags (a content coding is a
+/// representation of its own).
+#[derive(Debug)]
+pub struct Served {
+    pub stored: StoredArtifact,
+    pub body: axum::body::Bytes,
+    pub gzip: axum::body::Bytes,
+    pub etag: String,
+    pub gzip_etag: String,
+}
+
+impl Served {
+    pub fn new(stored: StoredArtifact) -> Self {
+        use std::io::Write;
+        let body = axum::body::Bytes::from(stored.artifact.body.clone());
+        let mut encoder = flate2::write::GzEncoder::new(
+            Vec::with_capacity(body.len()),
+            flate2::Compression::new(6),
+        );
+        // Writing into a Vec cannot fail.
+        let gzip = encoder
+            .write_all(&body)
+            .and_then(|()| encoder.finish())
+            .unwrap_or_default();
+        let etag = stored.artifact.etag.clone();
+        let gzip_etag = match etag.strip_suffix('"') {
+            Some(open) => format!("{open}-gzip\""),
+            None => format!("{etag}-gzip"),
+        };
+        Self {
+            stored,
+            body,
+            gzip: gzip.into(),
+            etag,
+            gzip_etag,
+        }
+    }
+}
+
 struct Cached {
-    artifact: Arc<StoredArtifact>,
+    artifact: Arc<Served>,
     checked: Instant,
 }
 
@@ -139,7 +179,7 @@ impl ArtifactCache {
         store: &Store,
         id: &str,
         kind: ArtifactKind,
-    ) -> Result<Option<Arc<StoredArtifact>>, StoreError> {
+    ) -> Result<Option<Arc<Served>>, StoreError> {
         let key = (id.to_owned(), kind);
         let floor = self
             .notified
@@ -156,15 +196,23 @@ impl ArtifactCache {
             .get(&key)
             .map(|c| (c.artifact.clone(), c.checked));
         if let Some((artifact, checked)) = &cached
-            && artifact.version >= floor
-            && artifact.artifact.exp > now
+            && artifact.stored.version >= floor
+            && artifact.stored.artifact.exp > now
             && checked.elapsed() < REVALIDATE
         {
             return Ok(Some(artifact.clone()));
         }
         match store.artifact(id, kind).await {
             Ok(Some(fresh)) => {
-                let fresh = Arc::new(fresh);
+                // Unchanged since the last look: keep the prepared copy.
+                let fresh = match &cached {
+                    Some((c, _))
+                        if c.stored.version == fresh.version && c.etag == fresh.artifact.etag =>
+                    {
+                        c.clone()
+                    }
+                    _ => Arc::new(Served::new(fresh)),
+                };
                 self.entries.write().await.insert(
                     key,
                     Cached {
@@ -181,8 +229,8 @@ impl ArtifactCache {
             Err(err) => match cached {
                 Some((artifact, _))
                     if err.is_unavailable()
-                        && artifact.version >= floor
-                        && artifact.artifact.exp > now =>
+                        && artifact.stored.version >= floor
+                        && artifact.stored.artifact.exp > now =>
                 {
                     Ok(Some(artifact))
                 }
@@ -201,8 +249,8 @@ impl ArtifactCache {
             .await
             .iter()
             .filter(|((id, _), c)| {
-                c.artifact.artifact.exp > now
-                    && c.artifact.version >= notified.get(id).copied().unwrap_or(i64::MIN)
+                c.artifact.stored.artifact.exp > now
+                    && c.artifact.stored.version >= notified.get(id).copied().unwrap_or(i64::MIN)
             })
             .count()
     }

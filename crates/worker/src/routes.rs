@@ -10,12 +10,12 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use statuslist_format::bitstring::VC_JWT_MEDIA_TYPE;
 use statuslist_format::token::CWT_TYP;
-use statuslist_store::{ArtifactKind, IssueRequest, RevokeOutcome, StoredArtifact};
+use statuslist_store::{ArtifactKind, IssueRequest, RevokeOutcome};
 
 use crate::AppState;
 use crate::error::{self as e, ApiError};
 use crate::jwks::Lookup;
-use crate::publisher::unix_now;
+use crate::publisher::{Served, unix_now};
 use crate::request::{Jws, MAX_BODY_BYTES, is_list_id};
 
 const JWT_MEDIA_TYPE: &str = "application/statuslist+jwt";
@@ -202,12 +202,41 @@ async fn serve(
     Ok(respond(headers, &artifact, media))
 }
 
-fn respond(headers: &HeaderMap, stored: &StoredArtifact, media: &'static str) -> Response {
-    let a = &stored.artifact;
+/// Whether `Accept-Encoding` allows gzip (`gzip` or `*` with a non-zero q).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next()?.trim().to_ascii_lowercase();
+            let q = parts
+                .find_map(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .and_then(|q| q.trim().parse::<f32>().ok())
+                })
+                .unwrap_or(1.0);
+            (coding == "gzip" || coding == "*").then_some(q > 0.0)
+        })
+        .next_back()
+        .unwrap_or(false)
+}
+
+fn respond(headers: &HeaderMap, served: &Served, media: &'static str) -> Response {
+    let a = &served.stored.artifact;
+    let gzip = accepts_gzip(headers);
+    let etag = if gzip {
+        &served.gzip_etag
+    } else {
+        &served.etag
+    };
     // Never cache past exp, nor longer than the list's ttl.
     let max_age = a.ttl.min(a.exp - unix_now()).max(0);
     let mut h = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&a.etag) {
+    if let Ok(v) = HeaderValue::from_str(etag) {
         h.insert(header::ETAG, v);
     }
     if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={max_age}")) {
@@ -222,14 +251,23 @@ fn respond(headers: &HeaderMap, stored: &StoredArtifact, media: &'static str) ->
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
             v.trim() == "*"
-                || v.split(',')
-                    .any(|t| t.trim().trim_start_matches("W/") == a.etag)
+                || v.split(',').any(|t| {
+                    let t = t.trim().trim_start_matches("W/");
+                    t == served.etag || t == served.gzip_etag
+                })
         });
     if matches {
         return (StatusCode::NOT_MODIFIED, h).into_response();
     }
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
-    (StatusCode::OK, h, Body::from(a.body.clone())).into_response()
+    // Encoded once when the copy was cached; the compression layer leaves an encoded
+    // response alone.
+    if gzip {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        (StatusCode::OK, h, Body::from(served.gzip.clone())).into_response()
+    } else {
+        (StatusCode::OK, h, Body::from(served.body.clone())).into_response()
+    }
 }
 
 pub async fn token_list(

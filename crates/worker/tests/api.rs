@@ -339,11 +339,37 @@ async fn http_caching_negotiation_and_cors() {
         .await
         .expect("get");
     assert_eq!(resp.headers()["content-encoding"], "gzip");
+    // Another representation, so another strong ETag; either revalidates.
+    let gzip_etag = resp.headers()["etag"].to_str().expect("etag").to_owned();
+    assert_ne!(gzip_etag, etag);
     let gz = resp.bytes().await.expect("body");
     assert_eq!(
         inflate(flate2::read::GzDecoder::new(&gz[..])),
         plain.to_vec()
     );
+    let resp = env
+        .http
+        .get(&url)
+        .header("accept-encoding", "gzip")
+        .header("if-none-match", &gzip_etag)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 304);
+    for refused in ["gzip;q=0", "identity", "br"] {
+        let resp = env
+            .http
+            .get(&url)
+            .header("accept-encoding", refused)
+            .send()
+            .await
+            .expect("get");
+        assert!(
+            resp.headers().get("content-encoding").is_none(),
+            "{refused}"
+        );
+        assert_eq!(resp.headers()["etag"].to_str().expect("etag"), etag);
+    }
 
     for (accept, status) in [
         ("text/html", 406),
