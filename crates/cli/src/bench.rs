@@ -430,18 +430,28 @@ async fn issue_all(
                 let mut out = Vec::new();
                 while let Some(req) = requests.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let body = req.body.clone().unwrap_or_default();
-                    let response = client
-                        .post(&req.url)
-                        .header("content-type", "application/jwt")
-                        .body(body)
-                        .send()
-                        .await
-                        .map_err(|e| format!("issue: {e}"))?;
-                    let status = response.status();
-                    let text = response.text().await.map_err(|e| format!("issue: {e}"))?;
-                    if !status.is_success() {
-                        return Err(format!("issue: {status}: {text}"));
-                    }
+                    // A 503 (capacity being provisioned) is retried with the same jti, as
+                    // the contract allows.
+                    let mut tries = 0;
+                    let text = loop {
+                        let response = client
+                            .post(&req.url)
+                            .header("content-type", "application/jwt")
+                            .body(body.clone())
+                            .send()
+                            .await
+                            .map_err(|e| format!("issue: {e}"))?;
+                        let status = response.status();
+                        let text = response.text().await.map_err(|e| format!("issue: {e}"))?;
+                        if status.is_success() {
+                            break text;
+                        }
+                        tries += 1;
+                        if status != reqwest::StatusCode::SERVICE_UNAVAILABLE || tries > 200 {
+                            return Err(format!("issue: {status}: {text}"));
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    };
                     let v: serde_json::Value =
                         serde_json::from_str(&text).map_err(|e| format!("issue: {e}"))?;
                     match (v["uri"].as_str(), v["idx"].as_u64()) {

@@ -208,8 +208,10 @@ pub struct Known {
 /// One pass over the manifests: reconciles each valid pool; keeps every pool whose
 /// document is invalid or whose file does not parse as it was (reconciled with its last
 /// valid spec); carries out the deletion policy of pools whose document is gone, only
-/// when every file of the directory parsed.
-pub async fn reconcile_manifests(store: &Store, dir: &Path, known: &mut Known) {
+/// when every file of the directory parsed. Returns whether a pool is still short of
+/// capacity (the caller comes back soon).
+pub async fn reconcile_manifests(store: &Store, dir: &Path, known: &mut Known) -> bool {
+    let mut short = false;
     let (scans, readable) = match scan_dir(dir) {
         Ok(scans) => (scans, true),
         Err(problem) => (
@@ -252,6 +254,7 @@ pub async fn reconcile_manifests(store: &Store, dir: &Path, known: &mut Known) {
     for (pool, _) in next.values() {
         match core::reconcile_pool(store, pool, now()).await {
             Ok(report) => {
+                short |= report.capacity_low() && report.conflicts.is_empty();
                 for list in &report.provisioned {
                     tracing::info!(pool = %pool.name, list = %list.id, uri = %list.uri, "list provisioned");
                 }
@@ -280,11 +283,13 @@ pub async fn reconcile_manifests(store: &Store, dir: &Path, known: &mut Known) {
         Ok(drained) => core::log_drained(&drained),
         Err(e) => tracing::warn!(error = %e, "sweep of retained pools failed"),
     }
+    short
 }
 
-/// Reconciles the manifests until `shutdown` resolves: at once, on every change, and every
-/// `resync` regardless. `shutdown` interrupts a pass (a database that does not answer
-/// must not delay the exit).
+/// Reconciles the manifests until `shutdown` resolves: at once, on every change, when a
+/// worker asks for capacity (`statuslist_capacity`), every second while a pool is short,
+/// and every `resync` regardless. `shutdown` interrupts a pass (a database that does not
+/// answer must not delay the exit).
 pub async fn watch_manifests(
     store: Store,
     dir: PathBuf,
@@ -294,23 +299,39 @@ pub async fn watch_manifests(
     let mut known = Known::default();
     let mut last = Vec::new();
     let mut last_pass = tokio::time::Instant::now();
+    let mut short = false;
+    let mut asked = false;
+    let mut closed = false;
     tokio::pin!(shutdown);
     tokio::select! {
         _ = &mut shutdown => return,
         _ = store.wait_migrated() => {}
     }
+    let (mut capacity, _listener) = store.listen(&[statuslist_store::notify::CHANNEL_CAPACITY]);
     loop {
         let print = fingerprint(&dir);
-        if print != last || last_pass.elapsed() >= resync {
+        let due = if short {
+            Duration::from_secs(1)
+        } else {
+            resync
+        };
+        if print != last || asked || last_pass.elapsed() >= due {
             tokio::select! {
                 _ = &mut shutdown => return,
-                _ = reconcile_manifests(&store, &dir, &mut known) => {}
+                s = reconcile_manifests(&store, &dir, &mut known) => short = s,
             }
             last = print;
             last_pass = tokio::time::Instant::now();
+            asked = false;
         }
         tokio::select! {
             _ = &mut shutdown => return,
+            event = capacity.recv(), if !closed => {
+                // A worker runs short (or the listener reconnected): a pass now. A
+                // lagging receiver only means several asked.
+                closed = matches!(event, Err(tokio::sync::broadcast::error::RecvError::Closed));
+                asked = !closed;
+            }
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }

@@ -126,29 +126,65 @@ impl Statement for Revoke {
         client: &crate::Conn,
         rows: &[&RevokeRow],
     ) -> Result<Vec<Option<i64>>, StoreError> {
-        let stmt = client.prepare_cached(REVOKE_BATCH).await?;
-        let uris: Vec<&str> = rows.iter().map(|r| r.uri.as_str()).collect();
-        let idxs: Vec<i64> = rows.iter().map(|r| r.idx).collect();
-        let clients: Vec<&str> = rows.iter().map(|r| r.client_id.as_str()).collect();
-        let mut answers = vec![None; rows.len()];
-        for row in client
-            .query(
-                &stmt,
-                &[&uris, &idxs, &clients, &crate::notify::CHANNEL_CHANGED],
-            )
-            .await?
-        {
-            let (n, at): (i64, i64) = (row.try_get("n")?, row.try_get("at")?);
-            let slot = usize::try_from(n - 1)
-                .ok()
-                .and_then(|i| answers.get_mut(i))
-                .ok_or_else(|| {
-                    StoreError::Internal(format!("revocation batch: row {n} of {}", rows.len()))
-                })?;
-            *slot = Some(at);
+        let mut uris: Vec<&str> = rows.iter().map(|r| r.uri.as_str()).collect();
+        uris.sort_unstable();
+        uris.dedup();
+        if uris.len() == 1 {
+            return revoke_rows(client, rows).await;
         }
-        Ok(answers)
+        // Several lists: lock their rows first, in id order, so that two batches over
+        // the same lists cannot deadlock on the version bumps; then the batch, one commit.
+        client.batch_execute("BEGIN").await?;
+        let outcome = async {
+            let lock = client
+                .prepare_cached(
+                    "SELECT id FROM lists WHERE uri = ANY($1) AND state IN ('Active', 'Full') ORDER BY id FOR UPDATE",
+                )
+                .await?;
+            client.query(&lock, &[&uris]).await?;
+            revoke_rows(client, rows).await
+        }
+        .await;
+        match outcome {
+            Ok(answers) => {
+                client.batch_execute("COMMIT").await?;
+                Ok(answers)
+            }
+            Err(e) => {
+                // The connection must not go back to the pool inside a failed transaction.
+                let _ = client.batch_execute("ROLLBACK").await;
+                Err(e)
+            }
+        }
     }
+}
+
+async fn revoke_rows(
+    client: &crate::Conn,
+    rows: &[&RevokeRow],
+) -> Result<Vec<Option<i64>>, StoreError> {
+    let stmt = client.prepare_cached(REVOKE_BATCH).await?;
+    let uris: Vec<&str> = rows.iter().map(|r| r.uri.as_str()).collect();
+    let idxs: Vec<i64> = rows.iter().map(|r| r.idx).collect();
+    let clients: Vec<&str> = rows.iter().map(|r| r.client_id.as_str()).collect();
+    let mut answers = vec![None; rows.len()];
+    for row in client
+        .query(
+            &stmt,
+            &[&uris, &idxs, &clients, &crate::notify::CHANNEL_CHANGED],
+        )
+        .await?
+    {
+        let (n, at): (i64, i64) = (row.try_get("n")?, row.try_get("at")?);
+        let slot = usize::try_from(n - 1)
+            .ok()
+            .and_then(|i| answers.get_mut(i))
+            .ok_or_else(|| {
+                StoreError::Internal(format!("revocation batch: row {n} of {}", rows.len()))
+            })?;
+        *slot = Some(at);
+    }
+    Ok(answers)
 }
 
 type Reply<S> = oneshot::Sender<Result<<S as Statement>::Answer, Failure>>;

@@ -1,5 +1,6 @@
 //! Issuance and revocation.
 
+use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
 use crate::batch::{Failure, Revoke, RevokeRow, Row, Statement};
@@ -223,17 +224,24 @@ impl Store {
             } else {
                 revoker.submit(row).await
             };
-            if let Err(Failure::RetryAlone) = outcome {
+            // Alone (no company, or its batch hit a conflict one row caused). A deadlock
+            // with another writer of the list row is retried, a few times.
+            let mut attempts = 0;
+            while let Err(Failure::RetryAlone) = outcome {
+                attempts += 1;
                 let client = self.client().await?;
                 let row = RevokeRow {
                     uri: uri.to_owned(),
                     idx,
                     client_id: client_id.to_owned(),
                 };
-                outcome = Revoke::execute(&client, &[&row])
-                    .await
-                    .map(|answers| answers.into_iter().next().flatten())
-                    .map_err(Failure::Store);
+                outcome = match Revoke::execute(&client, &[&row]).await {
+                    Ok(answers) => Ok(answers.into_iter().next().flatten()),
+                    Err(e) if attempts < 4 && e.sql_state() == Some(&SqlState::T_R_DEADLOCK_DETECTED) => {
+                        Err(Failure::RetryAlone)
+                    }
+                    Err(e) => Err(Failure::Store(e)),
+                };
             }
             match outcome {
                 Ok(Some(at)) => return Ok(RevokeOutcome::Revoked { at }),
