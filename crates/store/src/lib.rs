@@ -58,6 +58,8 @@ pub struct StoreConfig {
     /// TCP keepalive idle time, and the TCP user timeout (unacknowledged data): a
     /// connection the network silently dropped is closed after about this long.
     pub tcp_timeout: Duration,
+    /// How long a publisher may render one list (its claim on the list lasts as long).
+    pub render_bound: Duration,
 }
 
 impl StoreConfig {
@@ -69,6 +71,7 @@ impl StoreConfig {
             connect_timeout: Duration::from_millis(500),
             operation_timeout: Duration::from_secs(5),
             tcp_timeout: Duration::from_secs(10),
+            render_bound: publish::RENDER_BOUND,
         }
     }
 }
@@ -80,6 +83,7 @@ pub struct Store {
     pg_config: tokio_postgres::Config,
     tls: tls::Tls,
     operation_timeout: Duration,
+    render_bound: Duration,
     /// Whether the schema is known to be current: until then operations are refused.
     migrated: Arc<tokio::sync::watch::Sender<bool>>,
     health: Health,
@@ -158,6 +162,7 @@ impl Store {
             pg_config,
             tls,
             operation_timeout: config.operation_timeout,
+            render_bound: config.render_bound,
             migrated: Arc::new(tokio::sync::watch::channel(false).0),
             health: Health::default(),
             batcher: Arc::default(),

@@ -9,6 +9,7 @@ use crate::Result;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_resource_identity.sql")),
+    (3, include_str!("../migrations/0003_publish_claims.sql")),
 ];
 
 /// Advisory lock key: "statusls" in ASCII.

@@ -1,6 +1,7 @@
 //! Publish state: which lists need rendering, their sparse entries, the signed artifacts.
 
 use std::future::Future;
+use std::time::Duration;
 
 use crate::lists::{LIST_COLUMNS, ListInfo, list_from_row};
 use crate::notify::CHANNEL_PUBLISHED;
@@ -68,13 +69,22 @@ pub struct PublishReport {
     pub failed: Vec<(String, String)>,
 }
 
+/// How long a publisher owns a list it claimed (its render's bound) by default; past it,
+/// another publisher may take the list over. `StoreConfig::render_bound` sets it.
+pub const RENDER_BOUND: Duration = Duration::from_secs(15);
+/// A list whose render failed is left alone this long, so it cannot starve the others.
+const FAILED_BACKOFF_SECONDS: f64 = 10.0;
+
 impl Store {
-    /// Claims up to `limit` lists whose published version is behind, or whose artifacts
+    /// Publishes up to `limit` lists whose published version is behind, or whose artifacts
     /// have less than half of the pool's `validitySeconds` left at `now` (unix seconds), so
-    /// they are re-signed well before `exp`, renders each with `render` and
-    /// stores the result, all in one transaction. The claim uses `SKIP LOCKED` on the
-    /// list's publish row, so two renderers never hold the same list at once, and
-    /// revocations (which touch the list row) never wait for a renderer.
+    /// they are re-signed well before `exp`; one list at a time: claim it (a row with an
+    /// owner and a deadline, `SKIP LOCKED`, so two publishers never render the same list
+    /// and revocations never wait for one), read its statuses, render with `render` with
+    /// no transaction open and within the render bound ([`RENDER_BOUND`] unless
+    /// configured), then store the artifacts unless a
+    /// newer version was stored meanwhile. A list that fails (or takes too long) is
+    /// reported, left alone for a few seconds, and the pass goes on with the others.
     pub async fn publish_due<F, Fut, E>(
         &self,
         limit: i64,
@@ -86,107 +96,152 @@ impl Store {
         Fut: Future<Output = Result<Vec<Artifact>, E>>,
         E: std::fmt::Display,
     {
-        // Bounded like every other operation: keep `limit` small enough for the renders.
-        self.bounded(self.publish_pass(limit, now, &mut render))
-            .await
+        let mut report = PublishReport::default();
+        // Each list at most once per pass.
+        let mut done: Vec<String> = Vec::new();
+        for _ in 0..limit.max(0) {
+            let token = uuid::Uuid::new_v4();
+            let Some(job) = self.bounded(self.claim_publish(now, token, &done)).await? else {
+                break;
+            };
+            let (id, version) = (job.list.id.clone(), job.list.version);
+            done.push(id.clone());
+            let failure = match tokio::time::timeout(self.render_bound, render(job)).await {
+                Ok(Ok(artifacts)) if !artifacts.is_empty() => {
+                    self.bounded(self.store_artifacts(&id, version, token, &artifacts))
+                        .await?;
+                    report.published.push((id, version));
+                    continue;
+                }
+                Ok(Ok(_)) => "renderer produced nothing".to_owned(),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("rendering took longer than {:?}", self.render_bound),
+            };
+            self.bounded(self.release_publish(&id, token)).await?;
+            report.failed.push((id, failure));
+        }
+        Ok(report)
     }
 
-    async fn publish_pass<F, Fut, E>(
+    async fn claim_publish(
         &self,
-        limit: i64,
         now: i64,
-        render: &mut F,
-    ) -> Result<PublishReport>
-    where
-        F: FnMut(PublishJob) -> Fut,
-        Fut: Future<Output = Result<Vec<Artifact>, E>>,
-        E: std::fmt::Display,
-    {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let claim = tx
-            .query(
-                &format!(
-                    "SELECT {LIST_COLUMNS}, po.ttl_seconds, po.validity_seconds
-                     FROM list_publish p
-                     JOIN lists l ON l.id = p.list_id
-                     JOIN pools po ON po.name = l.pool
-                     WHERE l.state IN ('Active', 'Full')
-                       AND (p.published_version < l.version OR p.exp IS NULL
-                            OR p.exp <= $1 + po.validity_seconds / 2)
-                     ORDER BY p.published_version < l.version DESC, p.exp NULLS FIRST, l.id
-                     LIMIT $2
-                     FOR UPDATE OF p SKIP LOCKED"
-                ),
-                &[&now, &limit],
-            )
+        token: uuid::Uuid,
+        done: &[String],
+    ) -> Result<Option<PublishJob>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "UPDATE list_publish p SET claimed_by = $2,
+                     claimed_until = now() + make_interval(secs => $3)
+                 FROM lists l JOIN pools po ON po.name = l.pool
+                 WHERE l.id = p.list_id AND p.list_id = (
+                     SELECT c.list_id FROM list_publish c
+                     JOIN lists cl ON cl.id = c.list_id
+                     JOIN pools cp ON cp.name = cl.pool
+                     WHERE cl.state IN ('Active', 'Full')
+                       AND (c.claimed_until IS NULL OR c.claimed_until < now())
+                       AND c.list_id <> ALL($4)
+                       AND (c.published_version < cl.version OR c.exp IS NULL
+                            OR c.exp <= $1 + cp.validity_seconds / 2)
+                     ORDER BY c.published_version < cl.version DESC, c.exp NULLS FIRST, cl.id
+                     LIMIT 1
+                     FOR UPDATE OF c SKIP LOCKED)
+                 RETURNING {LIST_COLUMNS}, po.ttl_seconds, po.validity_seconds"
+            ))
             .await?;
-        let sparse = tx
-            .prepare(
+        let Some(row) = client
+            .query_opt(
+                &stmt,
+                &[&now, &token, &self.render_bound.as_secs_f64(), &done],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let list = list_from_row(&row)?;
+        let (ttl, validity): (i64, i64) = (
+            row.try_get("ttl_seconds")?,
+            row.try_get("validity_seconds")?,
+        );
+        // Read after the version: the content is at least as new as the version claimed.
+        let sparse = client
+            .prepare_cached(
                 "SELECT idx, status FROM entries WHERE list_id = $1 AND status <> 0 ORDER BY idx",
             )
             .await?;
-        let mut report = PublishReport::default();
-        for row in &claim {
-            let list = list_from_row(row)?;
-            let (ttl, validity): (i64, i64) = (
-                row.try_get("ttl_seconds")?,
-                row.try_get("validity_seconds")?,
-            );
-            // Read after the version: the content is at least as new as the version stored.
-            let entries = tx
-                .query(&sparse, &[&list.id])
-                .await?
-                .iter()
-                .map(|r| {
-                    let (idx, status): (i64, i16) = (r.try_get(0)?, r.try_get(1)?);
-                    Ok((idx as u64, status as u8))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let (id, version) = (list.id.clone(), list.version);
-            let job = PublishJob {
-                list,
-                ttl_seconds: ttl as u64,
-                validity_seconds: validity as u64,
-                entries,
-            };
-            let artifacts = match render(job).await {
-                Ok(a) if !a.is_empty() => a,
-                Ok(_) => {
-                    report.failed.push((id, "renderer produced nothing".into()));
-                    continue;
-                }
-                Err(e) => {
-                    report.failed.push((id, e.to_string()));
-                    continue;
-                }
-            };
-            for a in &artifacts {
-                tx.execute(
-                    "INSERT INTO artifacts (list_id, kind, version, body, etag, iat, exp, kid, ttl)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                     ON CONFLICT (list_id, kind) DO UPDATE SET version = EXCLUDED.version, body = EXCLUDED.body,
-                         etag = EXCLUDED.etag, iat = EXCLUDED.iat, exp = EXCLUDED.exp, kid = EXCLUDED.kid,
-                         ttl = EXCLUDED.ttl",
-                    &[&id, &a.kind.as_str(), &version, &a.body, &a.etag, &a.iat, &a.exp, &a.kid, &a.ttl],
-                )
-                .await?;
-            }
-            let exp = artifacts.iter().map(|a| a.exp).min();
+        let entries = client
+            .query(&sparse, &[&list.id])
+            .await?
+            .iter()
+            .map(|r| {
+                let (idx, status): (i64, i16) = (r.try_get(0)?, r.try_get(1)?);
+                Ok((idx as u64, status as u8))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(PublishJob {
+            list,
+            ttl_seconds: ttl as u64,
+            validity_seconds: validity as u64,
+            entries,
+        }))
+    }
+
+    /// Stores a render of `version`: each artifact unless a newer version is already
+    /// there; the publish state moves forward only; the claim is given back.
+    async fn store_artifacts(
+        &self,
+        id: &str,
+        version: i64,
+        token: uuid::Uuid,
+        artifacts: &[Artifact],
+    ) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        for a in artifacts {
             tx.execute(
-                "UPDATE list_publish SET published_version = $2, exp = $3 WHERE list_id = $1",
-                &[&id, &version, &exp],
+                "INSERT INTO artifacts (list_id, kind, version, body, etag, iat, exp, kid, ttl)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (list_id, kind) DO UPDATE SET version = EXCLUDED.version, body = EXCLUDED.body,
+                     etag = EXCLUDED.etag, iat = EXCLUDED.iat, exp = EXCLUDED.exp, kid = EXCLUDED.kid,
+                     ttl = EXCLUDED.ttl
+                 WHERE artifacts.version <= EXCLUDED.version",
+                &[&id, &a.kind.as_str(), &version, &a.body, &a.etag, &a.iat, &a.exp, &a.kid, &a.ttl],
             )
             .await?;
-            tx.execute(
-                "SELECT pg_notify($1, $2)",
-                &[&CHANNEL_PUBLISHED, &format!("{id}:{version}")],
-            )
-            .await?;
-            report.published.push((id, version));
         }
+        let exp = artifacts.iter().map(|a| a.exp).min();
+        tx.execute(
+            "UPDATE list_publish SET published_version = $2, exp = $3 WHERE list_id = $1 AND published_version <= $2",
+            &[&id, &version, &exp],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE list_publish SET claimed_by = NULL, claimed_until = NULL WHERE list_id = $1 AND claimed_by = $2",
+            &[&id, &token],
+        )
+        .await?;
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&CHANNEL_PUBLISHED, &format!("{id}:{version}")],
+        )
+        .await?;
         tx.commit().await?;
-        Ok(report)
+        Ok(())
+    }
+
+    /// Gives a claim back after a failed render, with a short backoff.
+    async fn release_publish(&self, id: &str, token: uuid::Uuid) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE list_publish SET claimed_by = NULL,
+                     claimed_until = now() + make_interval(secs => $3)
+                 WHERE list_id = $1 AND claimed_by = $2",
+                &[&id, &token, &FAILED_BACKOFF_SECONDS],
+            )
+            .await?;
+        Ok(())
     }
 
     /// The stored artifact of a live list (`None` for unknown, retired or deleted lists,
@@ -255,5 +310,68 @@ impl Store {
                 .collect()
         })
         .await
+    }
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use super::*;
+    use crate::testing::TestDb;
+
+    fn artifact(kind: ArtifactKind, body: &str) -> Artifact {
+        Artifact {
+            kind,
+            body: body.as_bytes().to_vec(),
+            etag: format!("\"{body}\""),
+            iat: 1,
+            exp: 2_000_000_000,
+            ttl: 60,
+            kid: "k".into(),
+        }
+    }
+
+    /// A render that finishes late (its claim long gone, a newer version stored since)
+    /// changes nothing.
+    #[tokio::test]
+    async fn an_older_render_never_replaces_a_newer_one() {
+        let db = TestDb::new().await;
+        let client = db.client().await;
+        client
+            .batch_execute(
+                "INSERT INTO pools (name, format, bits, base_uri, entries_per_list, min_free_entries, lease_size,
+                                    ttl_seconds, validity_seconds, max_status_lifetime_seconds, generation)
+                 VALUES ('p', 'Token', 2, 'https://x.test', 100, 10, 10, 60, 3600, 86400, 1);
+                 INSERT INTO lists (id, pool, uri, format, bits, size, secret, version)
+                 VALUES ('AAAAAAAAAAAA', 'p', 'https://x.test/t/AAAAAAAAAAAA', 'Token', 2, 100, '\\x00000000000000000000000000000000', 2);
+                 INSERT INTO list_publish (list_id) VALUES ('AAAAAAAAAAAA');",
+            )
+            .await
+            .expect("a list");
+        let id = "AAAAAAAAAAAA";
+        let (new, old) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        db.store
+            .store_artifacts(id, 2, new, &[artifact(ArtifactKind::Jwt, "v2")])
+            .await
+            .expect("store v2");
+        db.store
+            .store_artifacts(id, 1, old, &[artifact(ArtifactKind::Jwt, "v1")])
+            .await
+            .expect("store v1, late");
+        let stored = db
+            .store
+            .artifact(id, ArtifactKind::Jwt)
+            .await
+            .expect("read")
+            .expect("stored");
+        assert_eq!((stored.version, stored.artifact.body), (2, b"v2".to_vec()));
+        let published: i64 = client
+            .query_one(
+                "SELECT published_version FROM list_publish WHERE list_id = $1",
+                &[&id],
+            )
+            .await
+            .expect("row")
+            .get(0);
+        assert_eq!(published, 2);
     }
 }

@@ -144,17 +144,39 @@ async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
 }
 
 #[tokio::test]
-async fn a_failed_render_is_reported_and_retried() {
+async fn a_failed_render_is_reported_backed_off_and_does_not_starve_the_others() {
     let db = with_pool(1_000, 100).await;
+    // A second pool, with a list of its own that renders fine.
+    db.store
+        .apply_pool(&pool_spec("q", &["c"], 1_000, 100))
+        .await
+        .expect("apply");
+    db.store
+        .ensure_capacity("q")
+        .await
+        .expect("provision")
+        .expect("a list");
+    let failing = db.store.capacity("p").await.expect("capacity").lists[0]
+        .id
+        .clone();
     let report = db
         .store
-        .publish_due(10, 0, |_job| async {
-            Err::<Vec<Artifact>, _>("no signing key")
+        .publish_due(10, 0, |job| {
+            let fail = job.list.id == failing;
+            async move {
+                if fail {
+                    Err("no signing key".to_owned())
+                } else {
+                    Ok(vec![artifact(&job, 10_000)])
+                }
+            }
         })
         .await
         .expect("pass");
     assert_eq!(report.failed.len(), 1);
-    assert!(report.published.is_empty());
+    assert_eq!(report.failed[0].0, failing);
+    assert_eq!(report.published.len(), 1, "the other list is published");
+    // Left alone for a moment (not retried back to back), then retried.
     let report = db
         .store
         .publish_due(10, 0, |job| async move {
@@ -162,5 +184,65 @@ async fn a_failed_render_is_reported_and_retried() {
         })
         .await
         .expect("pass");
+    assert!(report.published.is_empty());
+    db.client()
+        .await
+        .execute(
+            "UPDATE list_publish SET claimed_until = now() - interval '1 second'",
+            &[],
+        )
+        .await
+        .expect("end the backoff");
+    let report = db
+        .store
+        .publish_due(10, 0, |job| async move {
+            Ok::<_, Infallible>(vec![artifact(&job, 10_000)])
+        })
+        .await
+        .expect("pass");
+    assert_eq!(report.published, vec![(failing, 0)]);
+}
+
+/// A render that hangs is cut off at the render bound, reported, and the pass publishes
+/// the other lists.
+#[tokio::test]
+async fn a_render_past_its_bound_does_not_hold_up_the_others() {
+    let db = with_pool(1_000, 100).await;
+    db.store
+        .apply_pool(&pool_spec("q", &["c"], 1_000, 100))
+        .await
+        .expect("apply");
+    db.store
+        .ensure_capacity("q")
+        .await
+        .expect("provision")
+        .expect("a list");
+    let hanging = db.store.capacity("p").await.expect("capacity").lists[0]
+        .id
+        .clone();
+    let mut config = statuslist_store::StoreConfig::new(&db.url);
+    config.render_bound = std::time::Duration::from_millis(300);
+    let store = statuslist_store::Store::connect(&config)
+        .await
+        .expect("store");
+    let report = store
+        .publish_due(10, 0, |job| {
+            let hang = job.list.id == hanging;
+            async move {
+                if hang {
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, Infallible>(vec![artifact(&job, 10_000)])
+            }
+        })
+        .await
+        .expect("pass");
     assert_eq!(report.published.len(), 1);
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].0, hanging);
+    assert!(
+        report.failed[0].1.contains("longer than"),
+        "{:?}",
+        report.failed
+    );
 }
