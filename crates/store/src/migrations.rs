@@ -10,6 +10,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_resource_identity.sql")),
     (3, include_str!("../migrations/0003_publish_claims.sql")),
+    (4, include_str!("../migrations/0004_key_lifetimes.sql")),
 ];
 
 /// Advisory lock key: "statusls" in ASCII.

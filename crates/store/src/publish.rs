@@ -210,6 +210,13 @@ impl Store {
             )
             .await?;
         }
+        for a in artifacts {
+            tx.execute(
+                "UPDATE signing_keys SET last_exp = GREATEST(coalesce(last_exp, 0), $2) WHERE kid = $1",
+                &[&a.kid, &a.exp],
+            )
+            .await?;
+        }
         let exp = artifacts.iter().map(|a| a.exp).min();
         tx.execute(
             "UPDATE list_publish SET published_version = $2, exp = $3 WHERE list_id = $1 AND published_version <= $2",
@@ -292,17 +299,34 @@ impl Store {
         .await
     }
 
-    /// `(kid, JWK JSON)` of every registered key that signed an artifact still within its
-    /// `exp` at `now`.
+    /// `(kid, JWK JSON)` of every registered key a verifier may need at `now`: announced
+    /// and not signing yet, or having signed something whose `exp` is still ahead.
     pub async fn signing_keys_in_use(&self, now: i64) -> Result<Vec<(String, String)>> {
         self.bounded(async {
             let client = self.client().await?;
             let rows = client
                 .query(
-                    "SELECT k.kid, k.jwk FROM signing_keys k
-                     WHERE EXISTS (SELECT 1 FROM artifacts a WHERE a.kid = k.kid AND a.exp > $1)
-                     ORDER BY k.kid",
+                    "SELECT kid, jwk FROM signing_keys
+                     WHERE last_exp IS NULL OR last_exp > $1
+                     ORDER BY kid",
                     &[&now],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect()
+        })
+        .await
+    }
+
+    /// Seconds since each of `kids` was first announced (registered), for those that are.
+    pub async fn signing_key_ages(&self, kids: &[String]) -> Result<Vec<(String, i64)>> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT kid, extract(epoch FROM now() - first_used)::bigint FROM signing_keys WHERE kid = ANY($1)",
+                    &[&kids],
                 )
                 .await?;
             rows.iter()

@@ -109,6 +109,15 @@ async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
         .expect("pass");
     assert_eq!(report.published, vec![(claimed.clone(), 1)]);
     assert_eq!(seen, vec![vec![(issued.idx, 1)]]);
+    // Keys are announced before they sign (the publisher registers them first).
+    db.store
+        .register_signing_key("kid-1", r#"{"kid":"kid-1"}"#)
+        .await
+        .expect("register");
+    db.store
+        .register_signing_key("kid-0", r#"{"kid":"kid-0"}"#)
+        .await
+        .expect("register");
     let report = db
         .store
         .publish_due(10, now + 50, |job| async move {
@@ -121,25 +130,19 @@ async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
         vec![(claimed.clone(), 1)],
         "past half its validity: re-rendered"
     );
-    db.store
-        .register_signing_key("kid-1", r#"{"kid":"kid-1"}"#)
-        .await
-        .expect("register");
-    db.store
-        .register_signing_key("kid-0", r#"{"kid":"kid-0"}"#)
-        .await
-        .expect("register");
-    // Only keys that signed an unexpired artifact are in use.
+    // In use: an announced key that has not signed yet (kid-0), and a key until the last
+    // thing it signed expires (kid-1, exp now + 7200), re-signing or not.
+    let key = |k: &str| (k.to_owned(), format!(r#"{{"kid":"{k}"}}"#));
     assert_eq!(
         db.store.signing_keys_in_use(now).await.expect("keys"),
-        vec![("kid-1".to_owned(), r#"{"kid":"kid-1"}"#.to_owned())]
+        vec![key("kid-0"), key("kid-1")]
     );
-    assert!(
+    assert_eq!(
         db.store
-            .signing_keys_in_use(now + 10_000)
+            .signing_keys_in_use(now + 7_200)
             .await
-            .expect("keys")
-            .is_empty()
+            .expect("keys"),
+        vec![key("kid-0")]
     );
 }
 

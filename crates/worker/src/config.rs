@@ -72,6 +72,13 @@ pub struct WorkerArgs {
     /// Accept http:// JWKS URIs (local use and tests only; production needs https).
     #[arg(long, env = "JWKS_ALLOW_HTTP")]
     pub jwks_allow_http: bool,
+    /// `max-age` of the service's JWKS, in seconds; a new signing key is published this
+    /// long before it signs.
+    #[arg(long, env = "JWKS_MAX_AGE_SECONDS", default_value_t = 300)]
+    pub jwks_max_age_seconds: u64,
+    /// How often the signing key directory is checked for changes, in seconds.
+    #[arg(long, env = "KEY_RELOAD_SECONDS", default_value_t = 10)]
+    pub key_reload_seconds: u64,
     /// zlib/gzip level of published lists (9: smallest; see README, Performance).
     #[arg(long, env = "ZLIB_LEVEL", default_value_t = statuslist_format::token::DEFAULT_ZLIB_LEVEL, value_parser = clap::value_parser!(u32).range(0..=9))]
     pub zlib_level: u32,
@@ -129,7 +136,7 @@ impl WorkerArgs {
     /// keys, caches. Fails only on configuration errors: a database that is not there yet
     /// makes the worker not ready, not absent.
     pub async fn state(&self) -> Result<Arc<AppState>, StartError> {
-        let keys = match &self.signing_key_dir {
+        let mut keys = match &self.signing_key_dir {
             Some(dir) => SigningKeys::from_dir(dir)?,
             None => {
                 tracing::warn!(
@@ -139,6 +146,8 @@ impl WorkerArgs {
                     .ok_or(crate::signing::KeyError::Empty("generated".into()))?
             }
         };
+        keys.jwks_max_age = Duration::from_secs(self.jwks_max_age_seconds);
+        keys.reload_every = Duration::from_secs(self.key_reload_seconds.max(1));
         let store = Store::start(&self.store_config())?;
         let metrics = Metrics::default();
         let leases = Arc::new(Leases::new(

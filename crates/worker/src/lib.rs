@@ -149,6 +149,7 @@ impl Worker {
             )),
             tokio::spawn(publisher.run()),
             tokio::spawn(state.leases.clone().renew_forever()),
+            tokio::spawn(state.keys.clone().watch()),
         ];
         Self { state, tasks }
     }

@@ -288,8 +288,7 @@ impl Publisher {
     /// One pass: renders what is due. Returns how many lists were stored.
     pub async fn pass(&self) -> Result<usize, StoreError> {
         let now = unix_now();
-        let key = self.keys.current();
-        self.register(&key).await?;
+        let key = self.signer().await?;
         let level = self.zlib_level;
         let report = self
             .store
@@ -311,8 +310,52 @@ impl Publisher {
         Ok(report.published.len())
     }
 
-    /// Records the signing key's public JWK before its first signature, so that every
-    /// worker publishes it for as long as a list it signed is live (key rotation).
+    /// The key to sign with. Every key of the directory is announced first (its public
+    /// JWK recorded, so every worker's JWKS carries it from then on); the newest signs
+    /// once it has been announced for the JWKS `max-age`, so that no verifier holding an
+    /// older JWKS meets a token signed with a key it does not know. Until then the newest
+    /// key that has been announced that long signs, or (none that old) the one announced
+    /// longest ago: a fresh installation signs with its only key at once.
+    async fn signer(&self) -> Result<Arc<SigningKey>, StoreError> {
+        let keys = self.keys.all();
+        for key in keys.iter() {
+            self.register(key).await?;
+        }
+        let kids: Vec<String> = keys.iter().map(|k| k.kid().to_owned()).collect();
+        let ages: HashMap<String, i64> = self
+            .store
+            .signing_key_ages(&kids)
+            .await?
+            .into_iter()
+            .collect();
+        let announced = |k: &SigningKey| {
+            ages.get(k.kid())
+                .is_some_and(|age| *age >= self.keys.jwks_max_age.as_secs() as i64)
+        };
+        // Else the key announced longest ago (the likeliest in a verifier's JWKS), and on
+        // a fresh installation the newest.
+        let signer = keys
+            .iter()
+            .find(|k| announced(k))
+            .or_else(|| {
+                keys.iter()
+                    .filter(|k| ages.contains_key(k.kid()))
+                    .max_by_key(|k| ages[k.kid()])
+            })
+            .cloned()
+            .unwrap_or_else(|| self.keys.current());
+        if signer.kid() != keys[0].kid() {
+            tracing::debug!(
+                signing = signer.kid(),
+                announced = keys[0].kid(),
+                "new key announced; not signing with it yet"
+            );
+        }
+        Ok(signer)
+    }
+
+    /// Records a key's public JWK (once per process): from then on every worker
+    /// publishes it, until the last token it signed has expired.
     async fn register(&self, key: &SigningKey) -> Result<(), StoreError> {
         let known = self
             .registered

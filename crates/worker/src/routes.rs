@@ -295,9 +295,9 @@ pub async fn bitstring_list(
     }
 }
 
-/// The service's keys: its own, plus every key another worker signed a still-live list
-/// with (recorded by the publishers), so a rotation never hides a key a verifier needs.
-/// With the database down, its own keys only.
+/// The service's keys: its own, plus every key any worker announced that has not signed
+/// yet or signed something still within its `exp` (recorded by the publishers), so a
+/// rotation never hides a key a verifier needs. With the database down, its own keys only.
 pub async fn jwks(State(state): State<Arc<AppState>>) -> Response {
     let mut doc = state.keys.jwks();
     match state.store.signing_keys_in_use(unix_now()).await {
@@ -313,10 +313,12 @@ pub async fn jwks(State(state): State<Arc<AppState>>) -> Response {
         Err(err) => tracing::warn!(error = %err, "JWKS without the database's keys"),
     }
     let mut h = HeaderMap::new();
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "public, max-age={}",
+        state.keys.jwks_max_age.as_secs()
+    )) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
     (h, Json(doc)).into_response()
 }
 

@@ -1,18 +1,35 @@
-//! The service's own signing keys: PKCS#8 PEM files in a directory (a mounted Secret).
-//! The file whose name sorts last signs (name keys by date: `2026-11.pem`); every key
-//! is published, so rotation never breaks a verifier. File names, unlike modification
-//! times, are the same in every pod, so all workers sign with the same key.
+//! The service's own signing keys: PKCS#8 PEM files in a directory (a mounted Secret),
+//! re-read when the directory changes (a Secret updates in place; no restart). Every key
+//! is published; which one signs is the publisher's choice (see `publisher`): the newest
+//! (the name sorting last: name keys by date, `2026-11.pem`) once verifiers have had time
+//! to see it. File names, unlike modification times, are the same in every pod.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use statuslist_format::SigningKey;
 use statuslist_format::keys::{Jwks, jwks};
 
+/// `Cache-Control: max-age` of the JWKS by default, and so how long a new key is
+/// announced in it before it signs: a verifier holding the previous JWKS has refreshed it
+/// by then.
+pub const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
+/// How often the key directory is checked for changes, by default.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(10);
+
+type Keys = Arc<Vec<Arc<SigningKey>>>;
+
 #[derive(Debug)]
 pub struct SigningKeys {
     /// Newest first.
-    keys: Vec<Arc<SigningKey>>,
+    keys: RwLock<Keys>,
+    /// Where they come from (none: generated at start).
+    dir: Option<PathBuf>,
+    seen: RwLock<Vec<(PathBuf, Option<SystemTime>, u64)>>,
+    /// The JWKS `max-age`, and the announcement period of a new key.
+    pub jwks_max_age: Duration,
+    pub reload_every: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,42 +42,130 @@ pub enum KeyError {
     Empty(String),
 }
 
+/// What identifies the directory's content: names, modification times and sizes of its
+/// entries (a Secret update swaps the `..data` link, which changes them).
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            let m = std::fs::metadata(e.path()).ok();
+            (
+                e.path(),
+                m.as_ref().and_then(|m| m.modified().ok()),
+                m.map_or(0, |m| m.len()),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<Arc<SigningKey>>, KeyError> {
+    let shown = dir.display().to_string();
+    let mut found: Vec<(String, SigningKey)> = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| KeyError::Dir(shown.clone(), e))? {
+        let entry = entry.map_err(|e| KeyError::Dir(shown.clone(), e))?;
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("pem") {
+            continue;
+        }
+        let name = path.display().to_string();
+        let pem = std::fs::read_to_string(&path)
+            .map_err(|e| KeyError::Key(name.clone(), e.to_string()))?;
+        let key = SigningKey::from_pkcs8_pem(&pem)
+            .map_err(|e| KeyError::Key(name.clone(), e.to_string()))?;
+        found.push((name, key));
+    }
+    if found.is_empty() {
+        return Err(KeyError::Empty(shown));
+    }
+    // The name sorting last first.
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    Ok(found.into_iter().map(|(_, k)| Arc::new(k)).collect())
+}
+
 impl SigningKeys {
     pub fn new(keys: Vec<SigningKey>) -> Option<Self> {
         (!keys.is_empty()).then(|| Self {
-            keys: keys.into_iter().map(Arc::new).collect(),
+            keys: RwLock::new(Arc::new(keys.into_iter().map(Arc::new).collect())),
+            dir: None,
+            seen: RwLock::default(),
+            jwks_max_age: JWKS_MAX_AGE,
+            reload_every: RELOAD_EVERY,
         })
     }
 
-    /// Loads every `*.pem` of `dir`; the one whose name sorts last signs.
+    /// Loads every `*.pem` of `dir`.
     pub fn from_dir(dir: &Path) -> Result<Self, KeyError> {
-        let shown = dir.display().to_string();
-        let mut found: Vec<(String, SigningKey)> = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(|e| KeyError::Dir(shown.clone(), e))? {
-            let entry = entry.map_err(|e| KeyError::Dir(shown.clone(), e))?;
-            let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("pem") {
-                continue;
-            }
-            let name = path.display().to_string();
-            let pem = std::fs::read_to_string(&path)
-                .map_err(|e| KeyError::Key(name.clone(), e.to_string()))?;
-            let key = SigningKey::from_pkcs8_pem(&pem)
-                .map_err(|e| KeyError::Key(name.clone(), e.to_string()))?;
-            found.push((name, key));
-        }
-        // The name sorting last first.
-        found.sort_by(|a, b| b.0.cmp(&a.0));
-        Self::new(found.into_iter().map(|(_, k)| k).collect()).ok_or(KeyError::Empty(shown))
+        let seen = fingerprint(dir);
+        Ok(Self {
+            keys: RwLock::new(Arc::new(read_dir(dir)?)),
+            dir: Some(dir.to_owned()),
+            seen: RwLock::new(seen),
+            jwks_max_age: JWKS_MAX_AGE,
+            reload_every: RELOAD_EVERY,
+        })
     }
 
-    /// The key that signs new lists.
+    /// Every key, newest first.
+    pub fn all(&self) -> Keys {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The newest key.
     pub fn current(&self) -> Arc<SigningKey> {
-        self.keys[0].clone()
+        // Never empty: construction and reloads refuse an empty set.
+        self.all()[0].clone()
     }
 
     /// The JWKS of every key.
     pub fn jwks(&self) -> Jwks {
-        jwks(self.keys.iter().map(|k| k.as_ref()))
+        let keys = self.all();
+        jwks(keys.iter().map(|k| k.as_ref()))
+    }
+
+    /// Re-reads the directory when it changed; a directory that cannot be read (or holds
+    /// no valid key) leaves the keys as they were. `Ok(true)` when the keys changed.
+    pub fn reload_if_changed(&self) -> Result<bool, KeyError> {
+        let Some(dir) = &self.dir else {
+            return Ok(false);
+        };
+        let now = fingerprint(dir);
+        if *self.seen.read().unwrap_or_else(|e| e.into_inner()) == now {
+            return Ok(false);
+        }
+        let keys = read_dir(dir)?;
+        *self.seen.write().unwrap_or_else(|e| e.into_inner()) = now;
+        let changed = {
+            let old = self.all();
+            old.iter().map(|k| k.kid()).ne(keys.iter().map(|k| k.kid()))
+        };
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+        Ok(changed)
+    }
+
+    /// Checks the directory every few seconds until the process stops.
+    pub async fn watch(self: Arc<Self>) {
+        let mut last_error = String::new();
+        loop {
+            tokio::time::sleep(self.reload_every).await;
+            match self.reload_if_changed() {
+                Ok(true) => {
+                    let kids: Vec<String> = self.all().iter().map(|k| k.kid().to_owned()).collect();
+                    tracing::info!(?kids, "signing keys reloaded");
+                    last_error.clear();
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    let text = e.to_string();
+                    if text != last_error {
+                        tracing::error!(error = %text, "signing key directory unreadable; keeping the keys loaded before");
+                        last_error = text;
+                    }
+                }
+            }
+        }
     }
 }
