@@ -27,6 +27,9 @@ pub enum Mode {
     Get,
     /// No HTTP: ES256 verifications per second on `--concurrency` threads (a ceiling).
     Verify,
+    /// Revocation visibility: revoke through `--url`, then poll the list on `--observe`
+    /// (another worker) until it says INVALID; the latency is from the 202 to that.
+    Visibility,
 }
 
 #[derive(Debug, clap::Args)]
@@ -45,6 +48,9 @@ pub struct BenchArgs {
     /// What to GET (get).
     #[arg(long)]
     target: Option<String>,
+    /// Base URL of the worker to read lists from (visibility).
+    #[arg(long)]
+    observe: Option<String>,
     /// `Accept` of the GETs.
     #[arg(long, default_value = "*/*")]
     accept: String,
@@ -75,6 +81,22 @@ struct Run {
 }
 
 impl Run {
+    /// The runs of every task, together.
+    async fn gather(tasks: Vec<tokio::task::JoinHandle<Run>>, started: Instant) -> Run {
+        let mut total = Run::default();
+        for task in tasks {
+            if let Ok(run) = task.await {
+                total.latencies_us.extend(run.latencies_us);
+                for (s, n) in run.statuses {
+                    *total.statuses.entry(s).or_default() += n;
+                }
+                total.errors += run.errors;
+            }
+        }
+        total.elapsed = started.elapsed();
+        total
+    }
+
     fn print(&self, args: &BenchArgs) {
         let mut sorted = self.latencies_us.clone();
         sorted.sort_unstable();
@@ -248,18 +270,7 @@ async fn drive(
             })
         })
         .collect();
-    let mut total = Run::default();
-    for task in tasks {
-        if let Ok(run) = task.await {
-            total.latencies_us.extend(run.latencies_us);
-            for (s, n) in run.statuses {
-                *total.statuses.entry(s).or_default() += n;
-            }
-            total.errors += run.errors;
-        }
-    }
-    total.elapsed = started.elapsed();
-    total
+    Run::gather(tasks, started).await
 }
 
 fn verify_ceiling(threads: usize, duration: Duration) -> Result<Run, String> {
@@ -345,6 +356,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             }]);
             drive(&client, requests, headers, args.concurrency, duration, true).await
         }
+        Mode::Visibility => visibility(&args, duration).await?,
         Mode::Issue | Mode::Revoke => {
             let url = need(&args.url, "--url", args.mode)?
                 .trim_end_matches('/')
@@ -468,4 +480,112 @@ async fn issue_all(
         all.extend(task.await.map_err(|e| e.to_string())??);
     }
     Ok(all)
+}
+
+/// Revocation → INVALID on another worker, one probe per task at a time.
+async fn visibility(args: &BenchArgs, duration: Duration) -> Result<Run, String> {
+    let url = need(&args.url, "--url", args.mode)?
+        .trim_end_matches('/')
+        .to_owned();
+    let observe = need(&args.observe, "--observe", args.mode)?
+        .trim_end_matches('/')
+        .to_owned();
+    let key_path = need(&args.key, "--key", args.mode)?;
+    let client_id = need(&args.client_id, "--client-id", args.mode)?.clone();
+    let pem =
+        std::fs::read_to_string(key_path).map_err(|e| format!("{}: {e}", key_path.display()))?;
+    let key = Arc::new(
+        SigningKey::from_pkcs8_pem(&pem).map_err(|e| format!("{}: {e}", key_path.display()))?,
+    );
+    let client = http(args.concurrency)?;
+    let issues = sign_all(&key, args.requests, |_| issue_claims(&client_id, None))?;
+    let issue_requests: Arc<Vec<Request>> = Arc::new(
+        issues
+            .into_iter()
+            .map(|jwt| Request {
+                url: format!("{url}/issue"),
+                body: Some(jwt),
+            })
+            .collect(),
+    );
+    let entries = Arc::new(issue_all(&client, &issue_requests, args.concurrency).await?);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let until = started + duration;
+    let jwks_url = format!("{observe}/.well-known/jwks.json");
+    let tasks: Vec<_> = (0..args.concurrency)
+        .map(|_| {
+            let (client, entries, next, key, client_id, url, observe, jwks_url) = (
+                client.clone(),
+                entries.clone(),
+                next.clone(),
+                key.clone(),
+                client_id.clone(),
+                url.clone(),
+                observe.clone(),
+                jwks_url.clone(),
+            );
+            tokio::spawn(async move {
+                let mut run = Run::default();
+                while Instant::now() < until {
+                    let Some((uri, idx)) = entries.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                        break;
+                    };
+                    let claims = json!({
+                        "iss": client_id,
+                        "iat": crate::client::now(),
+                        "jti": uuid::Uuid::new_v4().to_string(),
+                        "uri": uri,
+                        "idx": idx,
+                    });
+                    let Ok(jwt) = request_jwt(&key, key.kid(), &claims) else {
+                        run.errors += 1;
+                        continue;
+                    };
+                    let answer = client
+                        .post(format!("{url}/revoke"))
+                        .header("content-type", "application/jwt")
+                        .body(jwt)
+                        .send()
+                        .await;
+                    match answer {
+                        Ok(r) if r.status().as_u16() == 202 => {}
+                        Ok(r) => {
+                            *run.statuses.entry(r.status().as_u16()).or_default() += 1;
+                            continue;
+                        }
+                        Err(_) => {
+                            run.errors += 1;
+                            continue;
+                        }
+                    }
+                    let acked = Instant::now();
+                    let path = uri
+                        .rsplit_once("/t/")
+                        .map(|(_, id)| format!("{observe}/t/{id}"));
+                    let Some(from) = path else {
+                        run.errors += 1;
+                        continue;
+                    };
+                    loop {
+                        let status =
+                            crate::client::verified_status(&client, uri, &from, *idx, &jwks_url)
+                                .await;
+                        if matches!(status, Ok(s) if s == statuslist_format::Status::INVALID) {
+                            run.latencies_us.push(acked.elapsed().as_micros() as u64);
+                            *run.statuses.entry(200).or_default() += 1;
+                            break;
+                        }
+                        if acked.elapsed() > Duration::from_secs(30) {
+                            run.errors += 1;
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                run
+            })
+        })
+        .collect();
+    Ok(Run::gather(tasks, started).await)
 }

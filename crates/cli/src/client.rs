@@ -207,13 +207,27 @@ async fn fetch(client: &reqwest::Client, url: &str, accept: &str) -> Result<Vec<
 
 /// Verifies the list at `uri` and prints the status of `idx`; `Ok(true)` when VALID.
 pub async fn check(args: CheckArgs) -> Result<bool, String> {
-    let (base, kind) = split_uri(&args.uri)?;
-    let client = http()?;
+    let (base, _) = split_uri(&args.uri)?;
     let jwks_url = args
         .jwks
         .clone()
         .unwrap_or_else(|| format!("{base}/.well-known/jwks.json"));
-    let set: Jwks = serde_json::from_slice(&fetch(&client, &jwks_url, "application/json").await?)
+    let status = verified_status(&http()?, &args.uri, &args.uri, args.idx, &jwks_url).await?;
+    println!("{status}");
+    Ok(status == Status::VALID)
+}
+
+/// The status of `idx` in the list `uri`, fetched from `from` (the same URI, or the same
+/// path on another worker), verified against the JWKS at `jwks_url`.
+pub async fn verified_status(
+    client: &reqwest::Client,
+    uri: &str,
+    from: &str,
+    idx: u64,
+    jwks_url: &str,
+) -> Result<Status, String> {
+    let (_, kind) = split_uri(uri)?;
+    let set: Jwks = serde_json::from_slice(&fetch(client, jwks_url, "application/json").await?)
         .map_err(|e| format!("{jwks_url}: not a JWK Set: {e}"))?;
     let key_for = |kid: &str| -> Result<VerifyingKey, String> {
         let jwk = set.find(kid).ok_or_else(|| {
@@ -222,8 +236,8 @@ pub async fn check(args: CheckArgs) -> Result<bool, String> {
         VerifyingKey::from_jwk(jwk).map_err(|e| e.to_string())
     };
     let body = fetch(
-        &client,
-        &args.uri,
+        client,
+        from,
         if kind == "t" {
             "application/statuslist+jwt"
         } else {
@@ -237,18 +251,18 @@ pub async fn check(args: CheckArgs) -> Result<bool, String> {
     let (list, exp) = if kind == "t" {
         let verified =
             token::verify_jwt(&text, &key).map_err(|e| format!("the list does not verify: {e}"))?;
-        if verified.claims.sub != args.uri {
+        if verified.claims.sub != uri {
             return Err(format!(
-                "the list's sub {} is not {}",
-                verified.claims.sub, args.uri
+                "the list's sub {} is not {uri}",
+                verified.claims.sub
             ));
         }
         (verified.list, verified.claims.exp)
     } else {
         let (vc, list) = bitstring::verify_vc_jwt(&text, &key)
             .map_err(|e| format!("the list does not verify: {e}"))?;
-        if vc.id != args.uri {
-            return Err(format!("the credential's id {} is not {}", vc.id, args.uri));
+        if vc.id != uri {
+            return Err(format!("the credential's id {} is not {uri}", vc.id));
         }
         (
             list,
@@ -258,9 +272,7 @@ pub async fn check(args: CheckArgs) -> Result<bool, String> {
     if exp.is_some_and(|e| e <= now()) {
         return Err("the list has expired".into());
     }
-    let status = Status(list.get(args.idx).map_err(|e| e.to_string())?);
-    println!("{status}");
-    Ok(status == Status::VALID)
+    Ok(Status(list.get(idx).map_err(|e| e.to_string())?))
 }
 
 fn jsonwebtoken_header_kid(token: &str) -> Result<String, String> {
