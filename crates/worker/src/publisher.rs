@@ -444,3 +444,60 @@ pub async fn dispatch(
 
 /// Channels a worker listens on.
 pub const CHANNELS: [&str; 3] = [CHANNEL_CHANGED, CHANNEL_PUBLISHED, CHANNEL_CONFIG];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use statuslist_format::Bits;
+    use statuslist_store::{ListInfo, ListState};
+
+    /// The largest list the CRD allows, 2^24 entries of 8 bits (16 MiB raw), renders
+    /// correctly (its time is printed; the render bound is 15 s).
+    #[test]
+    fn the_largest_list_renders_and_decodes() {
+        let size = 1u64 << 24;
+        let entries: Vec<(u64, u8)> = (0..100_000u64)
+            .map(|i| ((i * 2_654_435_761) % size, (i % 255 + 1) as u8))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_iter()
+            .collect();
+        let job = PublishJob {
+            list: ListInfo {
+                id: "AAAAAAAAAAAA".into(),
+                pool: Some("p".into()),
+                uri: "https://status.example.test/t/AAAAAAAAAAAA".into(),
+                format: ListFormat::Token,
+                bits: Bits::Eight,
+                size,
+                state: ListState::Active,
+                version: 1,
+            },
+            ttl_seconds: 300,
+            validity_seconds: 86_400,
+            entries: entries.clone(),
+        };
+        let key = SigningKey::generate().expect("key");
+        let started = Instant::now();
+        let artifacts = render(&job, &key, token::DEFAULT_ZLIB_LEVEL, unix_now()).expect("render");
+        let took = started.elapsed();
+        let jwt = artifacts
+            .iter()
+            .find(|a| a.kind == ArtifactKind::Jwt)
+            .expect("jwt");
+        let text = std::str::from_utf8(&jwt.body).expect("text");
+        let verified = token::verify_jwt(text, key.verifying_key()).expect("verify");
+        for (idx, status) in entries.iter().step_by(997) {
+            assert_eq!(verified.list.get(*idx).expect("idx"), *status);
+        }
+        assert_eq!(
+            verified.list.get(size - 1).expect("last"),
+            entries.iter().find(|e| e.0 == size - 1).map_or(0, |e| e.1)
+        );
+        println!(
+            "2^24 x 8-bit list, {} set: rendered (JWT + CWT, zlib {}) in {took:?}, JWT {} bytes",
+            entries.len(),
+            token::DEFAULT_ZLIB_LEVEL,
+            jwt.body.len()
+        );
+    }
+}
