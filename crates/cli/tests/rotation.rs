@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use statuslist_store::testing::TestDb;
 use statuslist_tests::service::{
-    Issuer, Worker, get, issue_eventually, manifest, operator_on_manifests, revoke, run,
+    Issuer, Worker, check, get, issue_eventually, manifest, operator_on_manifests, revoke, run,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_statuslist");
@@ -115,6 +115,7 @@ async fn a_new_key_is_announced_before_it_signs_and_the_old_one_stays_while_need
     let mut announced = None;
     let mut first_b = None;
     let mut last_revocation: Option<Instant> = None;
+    let mut revoked_idx = Vec::new();
     while first_b.is_none() {
         assert!(added.elapsed() < Duration::from_secs(30), "B never signed");
         let kids = jwks_kids(&worker).await;
@@ -142,12 +143,26 @@ async fn a_new_key_is_announced_before_it_signs_and_the_old_one_stays_while_need
             // A change to publish, twice a second: each re-signs the list at once, with A
             // while B is being announced, then with B.
             let next = spare.pop().expect("an entry left to revoke");
+            revoked_idx.push(next);
             revoke(bin, &worker.url, &issuer, &uri, next)
                 .await
                 .expect("revoke");
             last_revocation = Some(Instant::now());
         }
         tokio::time::sleep(Duration::from_millis(100)).await; // polling a condition
+    }
+
+    // Every re-render applied its changes onto the publisher's copy of the list: each
+    // revoked entry reads INVALID, the others VALID.
+    let until = Instant::now() + Duration::from_secs(10);
+    for idx in &revoked_idx {
+        while check(bin, &uri, *idx).await.as_deref() != Ok("INVALID") {
+            assert!(Instant::now() < until, "entry {idx} not INVALID");
+            tokio::time::sleep(Duration::from_millis(50)).await; // polling a condition
+        }
+    }
+    for idx in spare.iter().take(5) {
+        assert_eq!(check(bin, &uri, *idx).await.as_deref(), Ok("VALID"));
     }
 
     // A's file goes; A stays in the JWKS: the tokens it signed are unexpired (24 h).

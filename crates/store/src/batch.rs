@@ -104,16 +104,20 @@ pub(crate) struct RevokeRow {
 pub(crate) struct Revoke;
 
 /// Each touched list's version goes up once per batch, in the same statement as the
-/// entries (one row lock and one commit per batch, not per revocation), and one
-/// notification per list.
+/// entries (one row lock and one commit per batch, not per revocation), each revoked
+/// entry records that version (the publisher reads changes since the version it holds),
+/// and one notification goes out per list that changed.
 const REVOKE_BATCH: &str = "
     WITH r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) WITH ORDINALITY AS r(uri, idx, client_id, n)),
     t AS (SELECT r.n, r.idx, r.client_id, l.id AS list_id
-          FROM r JOIN lists l ON l.uri = r.uri AND l.state IN ('Active', 'Full')),
-    e AS (UPDATE entries en SET status = 1, revoked_at = now()
-          FROM t WHERE en.list_id = t.list_id AND en.idx = t.idx AND en.client_id = t.client_id AND en.status = 0
+          FROM r JOIN lists l ON l.uri = r.uri AND l.state IN ('Active', 'Full')
+          WHERE EXISTS (SELECT 1 FROM entries x WHERE x.list_id = l.id AND x.idx = r.idx
+                          AND x.client_id = r.client_id AND x.status = 0)),
+    v AS (UPDATE lists SET version = version + 1 WHERE id IN (SELECT list_id FROM t) RETURNING id, version),
+    e AS (UPDATE entries en SET status = 1, revoked_at = now(), changed_version = v.version
+          FROM t JOIN v ON v.id = t.list_id
+          WHERE en.list_id = t.list_id AND en.idx = t.idx AND en.client_id = t.client_id AND en.status = 0
           RETURNING t.n, en.list_id, en.revoked_at),
-    v AS (UPDATE lists SET version = version + 1 WHERE id IN (SELECT list_id FROM e) RETURNING id),
     nt AS (SELECT pg_notify($4, id) FROM v)
     SELECT e.n, extract(epoch FROM e.revoked_at)::bigint AS at, (SELECT count(*) FROM nt) AS notified FROM e";
 

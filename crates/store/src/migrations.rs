@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("../migrations/0002_resource_identity.sql")),
     (3, include_str!("../migrations/0003_publish_claims.sql")),
     (4, include_str!("../migrations/0004_key_lifetimes.sql")),
+    (5, include_str!("../migrations/0005_entry_changes.sql")),
 ];
 
 /// Advisory lock key: "statusls" in ASCII.

@@ -50,7 +50,8 @@ pub struct StoredArtifact {
     pub artifact: Artifact,
 }
 
-/// A list to render: its settings and every entry with a non-zero status.
+/// A list to render: its settings and its non-zero entries — all of them, or (`since`)
+/// only those changed after the version of the renderer's own copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishJob {
     pub list: ListInfo,
@@ -58,6 +59,9 @@ pub struct PublishJob {
     pub validity_seconds: u64,
     /// `(idx, status)` with `status != 0`, in index order.
     pub entries: Vec<(u64, u8)>,
+    /// `Some(v)`: `entries` holds only what changed after version `v`, to apply onto a
+    /// copy of the list at `v`. `None`: every non-zero entry.
+    pub since: Option<i64>,
 }
 
 /// What one [`Store::publish_due`] pass did.
@@ -85,10 +89,14 @@ impl Store {
     /// configured), then store the artifacts unless a
     /// newer version was stored meanwhile. A list that fails (or takes too long) is
     /// reported, left alone for a few seconds, and the pass goes on with the others.
+    ///
+    /// `copy` tells the version of the renderer's own copy of a list, if it keeps one:
+    /// then only the entries changed since are read.
     pub async fn publish_due<F, Fut, E>(
         &self,
         limit: i64,
         now: i64,
+        copy: impl Fn(&str) -> Option<i64>,
         mut render: F,
     ) -> Result<PublishReport>
     where
@@ -101,7 +109,10 @@ impl Store {
         let mut done: Vec<String> = Vec::new();
         for _ in 0..limit.max(0) {
             let token = uuid::Uuid::new_v4();
-            let Some(job) = self.bounded(self.claim_publish(now, token, &done)).await? else {
+            let Some(job) = self
+                .bounded(self.claim_publish(now, token, &done, &copy))
+                .await?
+            else {
                 break;
             };
             let (id, version) = (job.list.id.clone(), job.list.version);
@@ -128,6 +139,7 @@ impl Store {
         now: i64,
         token: uuid::Uuid,
         done: &[String],
+        copy: &impl Fn(&str) -> Option<i64>,
     ) -> Result<Option<PublishJob>> {
         let client = self.client().await?;
         let stmt = client
@@ -164,15 +176,29 @@ impl Store {
             row.try_get("ttl_seconds")?,
             row.try_get("validity_seconds")?,
         );
-        // Read after the version: the content is at least as new as the version claimed.
-        let sparse = client
-            .prepare_cached(
-                "SELECT idx, status FROM entries WHERE list_id = $1 AND status <> 0 ORDER BY idx",
-            )
-            .await?;
-        let entries = client
-            .query(&sparse, &[&list.id])
-            .await?
+        // Read after the version: the content is at least as new as the version claimed
+        // (a revocation commits its entries with the version bump that covers them).
+        let since = copy(&list.id).filter(|v| *v <= list.version);
+        let rows = match since {
+            Some(v) => {
+                let changed = client
+                    .prepare_cached(
+                        "SELECT idx, status FROM entries
+                         WHERE list_id = $1 AND changed_version > $2 AND status <> 0 ORDER BY idx",
+                    )
+                    .await?;
+                client.query(&changed, &[&list.id, &v]).await?
+            }
+            None => {
+                let sparse = client
+                    .prepare_cached(
+                        "SELECT idx, status FROM entries WHERE list_id = $1 AND status <> 0 ORDER BY idx",
+                    )
+                    .await?;
+                client.query(&sparse, &[&list.id]).await?
+            }
+        };
+        let entries = rows
             .iter()
             .map(|r| {
                 let (idx, status): (i64, i16) = (r.try_get(0)?, r.try_get(1)?);
@@ -184,6 +210,7 @@ impl Store {
             ttl_seconds: ttl as u64,
             validity_seconds: validity as u64,
             entries,
+            since,
         }))
     }
 

@@ -32,18 +32,23 @@ async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
         let mut started = Some(started_tx);
         let mut finish = Some(finish_rx);
         store
-            .publish_due(10, now, |job| {
-                let (started, finish) = (started.take(), finish.take());
-                async move {
-                    if let Some(s) = started {
-                        let _ = s.send(job.list.id.clone());
+            .publish_due(
+                10,
+                now,
+                |_| None,
+                |job| {
+                    let (started, finish) = (started.take(), finish.take());
+                    async move {
+                        if let Some(s) = started {
+                            let _ = s.send(job.list.id.clone());
+                        }
+                        if let Some(f) = finish {
+                            let _ = f.await;
+                        }
+                        Ok::<_, Infallible>(vec![artifact(&job, now + 3600)])
                     }
-                    if let Some(f) = finish {
-                        let _ = f.await;
-                    }
-                    Ok::<_, Infallible>(vec![artifact(&job, now + 3600)])
-                }
-            })
+                },
+            )
             .await
     });
     let claimed = started_rx.await.expect("A started rendering");
@@ -52,10 +57,15 @@ async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
     let mut b_jobs = Vec::new();
     let report = db
         .store
-        .publish_due(10, now, |job| {
-            b_jobs.push(job.list.id.clone());
-            async move { Ok::<_, Infallible>(vec![artifact(&job, now + 3600)]) }
-        })
+        .publish_due(
+            10,
+            now,
+            |_| None,
+            |job| {
+                b_jobs.push(job.list.id.clone());
+                async move { Ok::<_, Infallible>(vec![artifact(&job, now + 3600)]) }
+            },
+        )
         .await
         .expect("B pass");
     assert!(
@@ -70,9 +80,12 @@ async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
     // Published and fresh: nobody renders it again.
     let report = db
         .store
-        .publish_due(10, now, |job| async move {
-            Ok::<_, Infallible>(vec![artifact(&job, now + 3600)])
-        })
+        .publish_due(
+            10,
+            now,
+            |_| None,
+            |job| async move { Ok::<_, Infallible>(vec![artifact(&job, now + 3600)]) },
+        )
         .await
         .expect("pass");
     assert!(report.published.is_empty());
@@ -101,10 +114,15 @@ async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
     let mut seen = Vec::new();
     let report = db
         .store
-        .publish_due(10, now, |job| {
-            seen.push(job.entries.clone());
-            async move { Ok::<_, Infallible>(vec![artifact(&job, now + 100)]) }
-        })
+        .publish_due(
+            10,
+            now,
+            |_| None,
+            |job| {
+                seen.push(job.entries.clone());
+                async move { Ok::<_, Infallible>(vec![artifact(&job, now + 100)]) }
+            },
+        )
         .await
         .expect("pass");
     assert_eq!(report.published, vec![(claimed.clone(), 1)]);
@@ -120,9 +138,12 @@ async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
         .expect("register");
     let report = db
         .store
-        .publish_due(10, now + 50, |job| async move {
-            Ok::<_, Infallible>(vec![artifact(&job, now + 7200)])
-        })
+        .publish_due(
+            10,
+            now + 50,
+            |_| None,
+            |job| async move { Ok::<_, Infallible>(vec![artifact(&job, now + 7200)]) },
+        )
         .await
         .expect("pass");
     assert_eq!(
@@ -164,16 +185,21 @@ async fn a_failed_render_is_reported_backed_off_and_does_not_starve_the_others()
         .clone();
     let report = db
         .store
-        .publish_due(10, 0, |job| {
-            let fail = job.list.id == failing;
-            async move {
-                if fail {
-                    Err("no signing key".to_owned())
-                } else {
-                    Ok(vec![artifact(&job, 10_000)])
+        .publish_due(
+            10,
+            0,
+            |_| None,
+            |job| {
+                let fail = job.list.id == failing;
+                async move {
+                    if fail {
+                        Err("no signing key".to_owned())
+                    } else {
+                        Ok(vec![artifact(&job, 10_000)])
+                    }
                 }
-            }
-        })
+            },
+        )
         .await
         .expect("pass");
     assert_eq!(report.failed.len(), 1);
@@ -182,9 +208,12 @@ async fn a_failed_render_is_reported_backed_off_and_does_not_starve_the_others()
     // Left alone for a moment (not retried back to back), then retried.
     let report = db
         .store
-        .publish_due(10, 0, |job| async move {
-            Ok::<_, Infallible>(vec![artifact(&job, 10_000)])
-        })
+        .publish_due(
+            10,
+            0,
+            |_| None,
+            |job| async move { Ok::<_, Infallible>(vec![artifact(&job, 10_000)]) },
+        )
         .await
         .expect("pass");
     assert!(report.published.is_empty());
@@ -198,9 +227,12 @@ async fn a_failed_render_is_reported_backed_off_and_does_not_starve_the_others()
         .expect("end the backoff");
     let report = db
         .store
-        .publish_due(10, 0, |job| async move {
-            Ok::<_, Infallible>(vec![artifact(&job, 10_000)])
-        })
+        .publish_due(
+            10,
+            0,
+            |_| None,
+            |job| async move { Ok::<_, Infallible>(vec![artifact(&job, 10_000)]) },
+        )
         .await
         .expect("pass");
     assert_eq!(report.published, vec![(failing, 0)]);
@@ -229,15 +261,20 @@ async fn a_render_past_its_bound_does_not_hold_up_the_others() {
         .await
         .expect("store");
     let report = store
-        .publish_due(10, 0, |job| {
-            let hang = job.list.id == hanging;
-            async move {
-                if hang {
-                    std::future::pending::<()>().await;
+        .publish_due(
+            10,
+            0,
+            |_| None,
+            |job| {
+                let hang = job.list.id == hanging;
+                async move {
+                    if hang {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<_, Infallible>(vec![artifact(&job, 10_000)])
                 }
-                Ok::<_, Infallible>(vec![artifact(&job, 10_000)])
-            }
-        })
+            },
+        )
         .await
         .expect("pass");
     assert_eq!(report.published.len(), 1);
@@ -248,4 +285,62 @@ async fn a_render_past_its_bound_does_not_hold_up_the_others() {
         "{:?}",
         report.failed
     );
+}
+
+/// A renderer that keeps a copy of the list at version v reads only what changed after v.
+#[tokio::test]
+async fn a_renderer_with_a_copy_reads_only_the_changes() {
+    let db = with_pool(1_000, 100).await;
+    let lease = claim(&db.store, "w").await;
+    let first = issue_one(&db.store, &lease).await;
+    let second = issue_one(&db.store, &lease).await;
+    db.store
+        .revoke(&first.uri, first.idx, "a")
+        .await
+        .expect("revoke");
+    let mut jobs = Vec::new();
+    db.store
+        .publish_due(
+            10,
+            0,
+            |_| None,
+            |job| {
+                jobs.push(job.clone());
+                async move { Ok::<_, Infallible>(vec![artifact(&job, 10_000)]) }
+            },
+        )
+        .await
+        .expect("pass");
+    assert_eq!(jobs.len(), 1);
+    let v1 = jobs[0].list.version;
+    assert_eq!(
+        (jobs[0].since, jobs[0].entries.clone()),
+        (None, vec![(first.idx, 1)])
+    );
+
+    db.store
+        .revoke(&second.uri, second.idx, "a")
+        .await
+        .expect("revoke");
+    let mut jobs = Vec::new();
+    db.store
+        .publish_due(
+            10,
+            0,
+            |_| Some(v1),
+            |job| {
+                jobs.push(job.clone());
+                async move { Ok::<_, Infallible>(vec![artifact(&job, 10_000)]) }
+            },
+        )
+        .await
+        .expect("pass");
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].since, Some(v1));
+    assert_eq!(
+        jobs[0].entries,
+        vec![(second.idx, 1)],
+        "only the change since v1"
+    );
+    assert!(jobs[0].list.version > v1);
 }

@@ -138,6 +138,7 @@ impl Worker {
             metrics: state.metrics.clone(),
             wake: wake.clone(),
             registered: Default::default(),
+            copies: Default::default(),
         };
         let tasks = vec![
             listener,

@@ -65,10 +65,41 @@ pub fn render(
     level: u32,
     now: i64,
 ) -> Result<Vec<Artifact>, FormatError> {
+    // A full job: every non-zero entry (see `apply` for the incremental path).
     let mut array = StatusArray::new(job.list.bits, job.list.size)?;
     for (idx, status) in &job.entries {
         array.set(*idx, *status)?;
     }
+    render_array(job, &array, key, level, now)
+}
+
+/// The list's status array: `copy` (the renderer's own, at `job.since`) with the job's
+/// changes applied, or built from every entry of a full job.
+pub fn apply(job: &PublishJob, copy: Option<StatusArray>) -> Result<StatusArray, String> {
+    let mut array = match (job.since, copy) {
+        (Some(_), Some(copy)) => copy,
+        (Some(v), None) => {
+            return Err(format!(
+                "changes since version {v} of list {} but no copy of it",
+                job.list.id
+            ));
+        }
+        (None, _) => StatusArray::new(job.list.bits, job.list.size).map_err(|e| e.to_string())?,
+    };
+    for (idx, status) in &job.entries {
+        array.set(*idx, *status).map_err(|e| e.to_string())?;
+    }
+    Ok(array)
+}
+
+/// Renders and signs `array` as the list of `job`.
+pub fn render_array(
+    job: &PublishJob,
+    array: &StatusArray,
+    key: &SigningKey,
+    level: u32,
+    now: i64,
+) -> Result<Vec<Artifact>, FormatError> {
     let exp = now + job.validity_seconds as i64;
     let ttl = job.ttl_seconds as i64;
     let artifact = |kind, body: Vec<u8>| Artifact {
@@ -82,7 +113,7 @@ pub fn render(
     };
     match job.list.format {
         ListFormat::Token => {
-            let compressed = CompressedList::new(&array, level);
+            let compressed = CompressedList::new(array, level);
             let claims = TokenClaims {
                 sub: job.list.uri.clone(),
                 iss: Some(issuer_of(&job.list.uri).to_owned()),
@@ -111,7 +142,7 @@ pub fn render(
             };
             Ok(vec![artifact(
                 ArtifactKind::Vc,
-                bitstring::sign_vc_jwt(&meta, &array, level, key)?.into_bytes(),
+                bitstring::sign_vc_jwt(&meta, array, level, key)?.into_bytes(),
             )])
         }
     }
@@ -282,6 +313,46 @@ pub struct Publisher {
     pub wake: Arc<Notify>,
     /// Key ids this process has recorded in the database (see `register`).
     pub registered: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// This publisher's copy of each list it rendered, with the version it reflects: a
+    /// re-render reads and applies only what changed since.
+    pub copies: Arc<std::sync::Mutex<Copies>>,
+}
+
+/// Status arrays kept between renders, bounded in bytes (over the bound, the copies are
+/// dropped and rebuilt from full reads as lists are rendered again).
+#[derive(Debug, Default)]
+pub struct Copies {
+    lists: HashMap<String, (i64, StatusArray)>,
+    bytes: usize,
+}
+
+/// Memory for [`Copies`] at most.
+const COPIES_MAX_BYTES: usize = 256 << 20;
+
+impl Copies {
+    fn version(&self, id: &str) -> Option<i64> {
+        self.lists.get(id).map(|(v, _)| *v)
+    }
+
+    fn take(&mut self, id: &str) -> Option<StatusArray> {
+        let (_, array) = self.lists.remove(id)?;
+        self.bytes -= array.as_bytes().len();
+        Some(array)
+    }
+
+    fn put(&mut self, id: String, version: i64, array: StatusArray) {
+        let size = array.as_bytes().len();
+        if self.bytes + size > COPIES_MAX_BYTES {
+            self.lists.clear();
+            self.bytes = 0;
+        }
+        if size <= COPIES_MAX_BYTES {
+            self.bytes += size;
+            if let Some((_, old)) = self.lists.insert(id, (version, array)) {
+                self.bytes -= old.as_bytes().len();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Publisher {
@@ -296,18 +367,43 @@ impl Publisher {
         let now = unix_now();
         let key = self.signer().await?;
         let level = self.zlib_level;
+        let copies = self.copies.clone();
+        let versions = self.copies.clone();
         let report = self
             .store
-            .publish_due(BATCH, now, |job| {
-                let key = key.clone();
-                async move {
-                    // Compression and signing are CPU work: keep them off the async threads.
-                    tokio::task::spawn_blocking(move || render(&job, &key, level, now))
+            .publish_due(
+                BATCH,
+                now,
+                move |id| {
+                    versions
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .version(id)
+                },
+                |job| {
+                    let (key, copies) = (key.clone(), copies.clone());
+                    async move {
+                        // Compression and signing are CPU work: keep them off the async threads.
+                        tokio::task::spawn_blocking(move || {
+                            let copy = copies
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .take(&job.list.id);
+                            let array = apply(&job, copy)?;
+                            let artifacts = render_array(&job, &array, &key, level, now)
+                                .map_err(|e| e.to_string())?;
+                            copies.lock().unwrap_or_else(|p| p.into_inner()).put(
+                                job.list.id.clone(),
+                                job.list.version,
+                                array,
+                            );
+                            Ok::<_, String>(artifacts)
+                        })
                         .await
                         .map_err(|e| e.to_string())?
-                        .map_err(|e| e.to_string())
-                }
-            })
+                    }
+                },
+            )
             .await?;
         for (id, err) in &report.failed {
             tracing::error!(list = %id, error = %err, "rendering failed");
@@ -475,6 +571,7 @@ mod tests {
             ttl_seconds: 300,
             validity_seconds: 86_400,
             entries: entries.clone(),
+            since: None,
         };
         let key = SigningKey::generate().expect("key");
         let started = Instant::now();
