@@ -122,39 +122,26 @@ impl Run {
             .map(|(s, n)| format!("{s}:{n}"))
             .chain((self.errors > 0).then(|| format!("error:{}", self.errors)))
             .collect();
+        let (mode, conc, secs) = (args.mode, args.concurrency, self.elapsed.as_secs_f64());
+        let (p50, p90, p99, max) = (pct(0.50), pct(0.90), pct(0.99), pct(1.0));
+        let other = |sep: &str| {
+            if other.is_empty() {
+                "-".to_owned()
+            } else {
+                other.join(sep)
+            }
+        };
         println!(
             "| mode | concurrency | requests | seconds | req/s | p50 ms | p90 ms | p99 ms | max ms | ok | other |"
         );
         println!("|---|---|---|---|---|---|---|---|---|---|---|");
         println!(
-            "| {:?} | {} | {done} | {:.1} | {rps:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {ok} | {} |",
-            args.mode,
-            args.concurrency,
-            self.elapsed.as_secs_f64(),
-            pct(0.50),
-            pct(0.90),
-            pct(0.99),
-            pct(1.0),
-            if other.is_empty() {
-                "-".into()
-            } else {
-                other.join(" ")
-            }
+            "| {mode:?} | {conc} | {done} | {secs:.1} | {rps:.0} | {p50:.2} | {p90:.2} | {p99:.2} | {max:.2} | {ok} | {} |",
+            other(" ")
         );
         println!(
-            "bench: mode={:?} concurrency={} requests={done} seconds={:.2} rps={rps:.0} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2} ok={ok} other={}",
-            args.mode,
-            args.concurrency,
-            self.elapsed.as_secs_f64(),
-            pct(0.50),
-            pct(0.90),
-            pct(0.99),
-            pct(1.0),
-            if other.is_empty() {
-                "-".into()
-            } else {
-                other.join(",")
-            }
+            "bench: mode={mode:?} concurrency={conc} requests={done} seconds={secs:.2} rps={rps:.0} p50_ms={p50:.2} p90_ms={p90:.2} p99_ms={p99:.2} max_ms={max:.2} ok={ok} other={}",
+            other(",")
         );
     }
 }

@@ -176,25 +176,6 @@ pub fn read_manifests(dir: Option<&Path>) -> Result<Vec<(PoolSpec, DeletionPolic
     Ok(pools)
 }
 
-/// Modification times and sizes of the directory's files: changes when a manifest does.
-fn fingerprint(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .map(|e| {
-            let m = e.metadata().ok();
-            (
-                e.path(),
-                m.as_ref().and_then(|m| m.modified().ok()),
-                m.map_or(0, |m| m.len()),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 /// What the manifest loop remembers between passes.
 #[derive(Debug, Default)]
 pub struct Known {
@@ -309,7 +290,7 @@ pub async fn watch_manifests(
     }
     let (mut capacity, _listener) = store.listen(&[statuslist_store::notify::CHANNEL_CAPACITY]);
     loop {
-        let print = fingerprint(&dir);
+        let print = statuslist_worker::signing::fingerprint(&dir);
         let due = if short {
             Duration::from_secs(1)
         } else {

@@ -167,10 +167,8 @@ async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
     );
 }
 
-#[tokio::test]
-async fn a_failed_render_is_reported_backed_off_and_does_not_starve_the_others() {
-    let db = with_pool(1_000, 100).await;
-    // A second pool, with a list of its own that renders fine.
+/// Pool `q` (client `c`) with one list, beside `with_pool`'s `p`.
+async fn second_pool(db: &statuslist_store::testing::TestDb) {
     db.store
         .apply_pool(&pool_spec("q", &["c"], 1_000, 100))
         .await
@@ -180,6 +178,13 @@ async fn a_failed_render_is_reported_backed_off_and_does_not_starve_the_others()
         .await
         .expect("provision")
         .expect("a list");
+}
+
+#[tokio::test]
+async fn a_failed_render_is_reported_backed_off_and_does_not_starve_the_others() {
+    let db = with_pool(1_000, 100).await;
+    // A second pool, with a list of its own that renders fine.
+    second_pool(&db).await;
     let failing = db.store.capacity("p").await.expect("capacity").lists[0]
         .id
         .clone();
@@ -243,15 +248,7 @@ async fn a_failed_render_is_reported_backed_off_and_does_not_starve_the_others()
 #[tokio::test]
 async fn a_render_past_its_bound_does_not_hold_up_the_others() {
     let db = with_pool(1_000, 100).await;
-    db.store
-        .apply_pool(&pool_spec("q", &["c"], 1_000, 100))
-        .await
-        .expect("apply");
-    db.store
-        .ensure_capacity("q")
-        .await
-        .expect("provision")
-        .expect("a list");
+    second_pool(&db).await;
     let hanging = db.store.capacity("p").await.expect("capacity").lists[0]
         .id
         .clone();

@@ -42,9 +42,10 @@ pub enum KeyError {
     Empty(String),
 }
 
-/// What identifies the directory's content: names, modification times and sizes of its
-/// entries (a Secret update swaps the `..data` link, which changes them).
-fn fingerprint(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+/// What identifies a directory's content: names, modification times and sizes of its
+/// entries, links followed (a mounted Secret or ConfigMap update swaps the `..data` link,
+/// which changes them).
+pub fn fingerprint(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
