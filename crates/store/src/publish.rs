@@ -327,14 +327,15 @@ impl Store {
     }
 
     /// `(kid, JWK JSON)` of every registered key a verifier may need at `now`: announced
-    /// and not signing yet, or having signed something whose `exp` is still ahead.
+    /// and not signing yet (for a week at most: a key removed before it ever signed goes
+    /// away), or having signed something whose `exp` is still ahead.
     pub async fn signing_keys_in_use(&self, now: i64) -> Result<Vec<(String, String)>> {
         self.bounded(async {
             let client = self.client().await?;
             let rows = client
                 .query(
                     "SELECT kid, jwk FROM signing_keys
-                     WHERE last_exp IS NULL OR last_exp > $1
+                     WHERE (last_exp IS NULL AND first_used > now() - interval '7 days') OR last_exp > $1
                      ORDER BY kid",
                     &[&now],
                 )
