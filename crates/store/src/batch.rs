@@ -32,6 +32,15 @@ pub(crate) trait Statement: Send + Sync + 'static {
     type Answer: Send + 'static;
     /// What a timeout or failure names.
     const WHAT: &'static str;
+    /// Which flusher a row goes to: `None`, any free one (one shared queue); `Some(key)`,
+    /// always the same one for the same key, so that batches of different flushers touch
+    /// disjoint rows (revocations: by list, so flushers never wait on each other's list
+    /// row locks).
+    fn shard(_row: &Self::Row) -> Option<u64> {
+        None
+    }
+    /// Whether [`Statement::shard`] routes rows (one queue per flusher).
+    const SHARDED: bool = false;
     /// Runs one batch: one answer per row, in order.
     fn execute(
         client: &crate::Conn,
@@ -125,6 +134,14 @@ impl Statement for Revoke {
     type Row = RevokeRow;
     type Answer = Option<i64>;
     const WHAT: &'static str = "revocation batch";
+    const SHARDED: bool = true;
+
+    fn shard(row: &RevokeRow) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        row.uri.hash(&mut h);
+        Some(h.finish())
+    }
 
     async fn execute(
         client: &crate::Conn,
@@ -195,7 +212,8 @@ type Reply<S> = oneshot::Sender<Result<<S as Statement>::Answer, Failure>>;
 type Queue<S> = mpsc::UnboundedReceiver<(<S as Statement>::Row, Reply<S>)>;
 
 pub(crate) struct Batcher<S: Statement> {
-    tx: mpsc::UnboundedSender<(S::Row, Reply<S>)>,
+    /// One queue shared by every flusher, or one queue per flusher (sharded statements).
+    txs: Vec<mpsc::UnboundedSender<(S::Row, Reply<S>)>>,
     /// Rows submitted and not answered yet.
     in_flight: Arc<AtomicUsize>,
 }
@@ -216,13 +234,26 @@ impl<S: Statement> Batcher<S> {
     /// `timeout` bounds one batch's statement: past it the batch fails as unavailable
     /// and its connection is closed (it may be black-holed).
     pub(crate) fn start(pool: Pool, timeout: Duration) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let rx = Arc::new(Mutex::new(rx));
+        let sharded = S::SHARDED;
+        let mut txs = Vec::new();
+        let mut shared = None;
         for _ in 0..FLUSHERS {
-            tokio::spawn(flusher::<S>(pool.clone(), rx.clone(), timeout));
+            let rx = match (&shared, sharded) {
+                (Some(rx), false) => Arc::clone(rx),
+                _ => {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    txs.push(tx);
+                    let rx = Arc::new(Mutex::new(rx));
+                    if !sharded {
+                        shared = Some(rx.clone());
+                    }
+                    rx
+                }
+            };
+            tokio::spawn(flusher::<S>(pool.clone(), rx, timeout));
         }
         Self {
-            tx,
+            txs,
             in_flight: Arc::default(),
         }
     }
@@ -241,7 +272,11 @@ impl<S: Statement> Batcher<S> {
     pub(crate) async fn submit(&self, row: S::Row) -> Result<S::Answer, Failure> {
         let stopped = || Failure::Store(StoreError::Unavailable(format!("{} stopped", S::WHAT)));
         let (reply, answer) = oneshot::channel();
-        if self.tx.send((row, reply)).is_err() {
+        let queue = S::shard(&row).map_or(0, |k| (k % self.txs.len() as u64) as usize);
+        let Some(tx) = self.txs.get(queue) else {
+            return Err(stopped());
+        };
+        if tx.send((row, reply)).is_err() {
             return Err(stopped());
         }
         answer.await.unwrap_or_else(|_| Err(stopped()))
