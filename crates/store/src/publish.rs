@@ -73,9 +73,13 @@ pub struct PublishReport {
     pub failed: Vec<(String, String)>,
 }
 
-/// How long a publisher owns a list it claimed (its render's bound) by default; past it,
-/// another publisher may take the list over. `StoreConfig::render_bound` sets it.
+/// How long a publisher may render one list, by default (`StoreConfig::render_bound`).
 pub const RENDER_BOUND: Duration = Duration::from_secs(15);
+/// A claim lasts this long unless its holder, still rendering, extends it (every
+/// [`CLAIM_HEARTBEAT`]): a publisher that dies mid-render holds its list up this long at
+/// most.
+const CLAIM_SECONDS: f64 = 3.0;
+const CLAIM_HEARTBEAT: Duration = Duration::from_secs(1);
 /// A list whose render failed is left alone this long, so it cannot starve the others.
 const FAILED_BACKOFF_SECONDS: f64 = 10.0;
 
@@ -117,7 +121,19 @@ impl Store {
             };
             let (id, version) = (job.list.id.clone(), job.list.version);
             done.push(id.clone());
-            let failure = match tokio::time::timeout(self.render_bound, render(job)).await {
+            let rendering = tokio::time::timeout(self.render_bound, render(job));
+            tokio::pin!(rendering);
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut rendering => break outcome,
+                    _ = tokio::time::sleep(CLAIM_HEARTBEAT) => {
+                        // Still rendering: keep the claim (a failure here only risks a
+                        // second renderer, whose older result can never win).
+                        let _ = self.bounded(self.extend_publish(&id, token)).await;
+                    }
+                }
+            };
+            let failure = match outcome {
                 Ok(Ok(artifacts)) if !artifacts.is_empty() => {
                     self.bounded(self.store_artifacts(&id, version, token, &artifacts))
                         .await?;
@@ -261,6 +277,19 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Extends a claim while its render goes on.
+    async fn extend_publish(&self, id: &str, token: uuid::Uuid) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE list_publish SET claimed_until = now() + make_interval(secs => $3)
+                 WHERE list_id = $1 AND claimed_by = $2",
+                &[&id, &token, &CLAIM_SECONDS],
+            )
+            .await?;
         Ok(())
     }
 
