@@ -12,10 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
-use serde_json::json;
 use statuslist_format::SigningKey;
 
-use crate::client::{issue_claims, request_jwt};
+use crate::client::{issue_claims, load_key, request_jwt, revoke_claims};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -143,6 +142,40 @@ impl Run {
             "bench: mode={mode:?} concurrency={conc} requests={done} seconds={secs:.2} rps={rps:.0} p50_ms={p50:.2} p90_ms={p90:.2} p99_ms={p99:.2} max_ms={max:.2} ok={ok} other={}",
             other(",")
         );
+    }
+}
+
+/// An issuer driving a worker (issue, revoke, visibility): its key and `--requests`
+/// issuance requests signed in advance.
+struct Client {
+    url: String,
+    key: Arc<SigningKey>,
+    client_id: String,
+    http: reqwest::Client,
+    issues: Arc<Vec<Request>>,
+}
+
+impl Client {
+    fn prepare(args: &BenchArgs) -> Result<Self, String> {
+        let url = need(&args.url, "--url", args.mode)?
+            .trim_end_matches('/')
+            .to_owned();
+        let key = Arc::new(load_key(need(&args.key, "--key", args.mode)?)?);
+        let client_id = need(&args.client_id, "--client-id", args.mode)?.clone();
+        let issues = sign_all(&key, args.requests, |_| issue_claims(&client_id, None))?
+            .into_iter()
+            .map(|jwt| Request {
+                url: format!("{url}/issue"),
+                body: Some(jwt),
+            })
+            .collect();
+        Ok(Self {
+            http: http(args.concurrency)?,
+            url,
+            key,
+            client_id,
+            issues: Arc::new(issues),
+        })
     }
 }
 
@@ -345,28 +378,13 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         }
         Mode::Visibility => visibility(&args, duration).await?,
         Mode::Issue | Mode::Revoke => {
-            let url = need(&args.url, "--url", args.mode)?
-                .trim_end_matches('/')
-                .to_owned();
-            let key_path = need(&args.key, "--key", args.mode)?;
-            let client_id = need(&args.client_id, "--client-id", args.mode)?.clone();
-            let pem = std::fs::read_to_string(key_path)
-                .map_err(|e| format!("{}: {e}", key_path.display()))?;
-            let key = Arc::new(
-                SigningKey::from_pkcs8_pem(&pem)
-                    .map_err(|e| format!("{}: {e}", key_path.display()))?,
-            );
-            let client = http(args.concurrency)?;
-            let issues = sign_all(&key, args.requests, |_| issue_claims(&client_id, None))?;
-            let issue_requests = Arc::new(
-                issues
-                    .into_iter()
-                    .map(|jwt| Request {
-                        url: format!("{url}/issue"),
-                        body: Some(jwt),
-                    })
-                    .collect::<Vec<_>>(),
-            );
+            let Client {
+                url,
+                key,
+                client_id,
+                http: client,
+                issues: issue_requests,
+            } = Client::prepare(&args)?;
             if args.mode == Mode::Issue {
                 drive(
                     &client,
@@ -382,13 +400,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                 eprintln!("bench: {} entries issued to revoke", entries.len());
                 let revokes = sign_all(&key, entries.len(), |i| {
                     let (uri, idx) = &entries[i];
-                    json!({
-                        "iss": client_id,
-                        "iat": crate::client::now(),
-                        "jti": uuid::Uuid::new_v4().to_string(),
-                        "uri": uri,
-                        "idx": idx,
-                    })
+                    revoke_claims(&client_id, uri, *idx)
                 })?;
                 let requests = Arc::new(
                     revokes
@@ -471,30 +483,16 @@ async fn issue_all(
 
 /// Revocation → INVALID on another worker, one probe per task at a time.
 async fn visibility(args: &BenchArgs, duration: Duration) -> Result<Run, String> {
-    let url = need(&args.url, "--url", args.mode)?
-        .trim_end_matches('/')
-        .to_owned();
     let observe = need(&args.observe, "--observe", args.mode)?
         .trim_end_matches('/')
         .to_owned();
-    let key_path = need(&args.key, "--key", args.mode)?;
-    let client_id = need(&args.client_id, "--client-id", args.mode)?.clone();
-    let pem =
-        std::fs::read_to_string(key_path).map_err(|e| format!("{}: {e}", key_path.display()))?;
-    let key = Arc::new(
-        SigningKey::from_pkcs8_pem(&pem).map_err(|e| format!("{}: {e}", key_path.display()))?,
-    );
-    let client = http(args.concurrency)?;
-    let issues = sign_all(&key, args.requests, |_| issue_claims(&client_id, None))?;
-    let issue_requests: Arc<Vec<Request>> = Arc::new(
-        issues
-            .into_iter()
-            .map(|jwt| Request {
-                url: format!("{url}/issue"),
-                body: Some(jwt),
-            })
-            .collect(),
-    );
+    let Client {
+        url,
+        key,
+        client_id,
+        http: client,
+        issues: issue_requests,
+    } = Client::prepare(args)?;
     let entries = Arc::new(issue_all(&client, &issue_requests, args.concurrency).await?);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -518,13 +516,7 @@ async fn visibility(args: &BenchArgs, duration: Duration) -> Result<Run, String>
                     let Some((uri, idx)) = entries.get(next.fetch_add(1, Ordering::Relaxed)) else {
                         break;
                     };
-                    let claims = json!({
-                        "iss": client_id,
-                        "iat": crate::client::now(),
-                        "jti": uuid::Uuid::new_v4().to_string(),
-                        "uri": uri,
-                        "idx": idx,
-                    });
+                    let claims = revoke_claims(&client_id, uri, *idx);
                     let Ok(jwt) = request_jwt(&key, key.kid(), &claims) else {
                         run.errors += 1;
                         continue;

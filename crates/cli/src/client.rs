@@ -25,7 +25,7 @@ fn http() -> Result<reqwest::Client, String> {
         .map_err(|e| format!("HTTP client: {e}"))
 }
 
-fn load_key(path: &Path) -> Result<SigningKey, String> {
+pub fn load_key(path: &Path) -> Result<SigningKey, String> {
     let pem = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read key {}: {e}", path.display()))?;
     SigningKey::from_pkcs8_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))
@@ -155,14 +155,19 @@ pub async fn issue(args: IssueArgs) -> Result<(), String> {
     send(&args.signer, "/issue", claims).await
 }
 
-pub async fn revoke(args: RevokeArgs) -> Result<(), String> {
-    let claims = json!({
-        "iss": args.signer.client_id,
+/// Fresh `/revoke` claims for entry `idx` of the list at `uri`.
+pub fn revoke_claims(client_id: &str, uri: &str, idx: u64) -> Value {
+    json!({
+        "iss": client_id,
         "iat": now(),
         "jti": uuid::Uuid::new_v4().to_string(),
-        "uri": args.uri,
-        "idx": args.idx,
-    });
+        "uri": uri,
+        "idx": idx,
+    })
+}
+
+pub async fn revoke(args: RevokeArgs) -> Result<(), String> {
+    let claims = revoke_claims(&args.signer.client_id, &args.uri, args.idx);
     send(&args.signer, "/revoke", claims).await
 }
 

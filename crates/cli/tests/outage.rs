@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use statuslist_store::testing::TestDb;
+use statuslist_tests::envtest::eventually;
 use statuslist_tests::process::Process;
 use statuslist_tests::proxy::Proxy;
 use statuslist_tests::service::{
@@ -20,23 +21,19 @@ fn bin() -> &'static Path {
     Path::new(BIN)
 }
 
-/// Polls `check` until it holds, up to `timeout`; returns how long it took.
+/// [`eventually`] for a yes/no condition; returns how long it took.
 async fn within<F, Fut>(timeout: Duration, what: &str, mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
     let started = Instant::now();
-    loop {
-        if check().await {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "not within {timeout:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await; // polling a condition
-    }
+    eventually(timeout, what, || {
+        let holds = check();
+        async move { holds.await.then_some(()) }
+    })
+    .await;
+    started.elapsed()
 }
 
 async fn status(url: &str) -> Option<u16> {

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use statuslist_store::testing::TestDb;
+use statuslist_tests::envtest::eventually;
 use statuslist_tests::service::{
     Issuer, Worker, issue, issue_eventually, manifest, operator_on_manifests, revoke,
 };
@@ -105,15 +106,13 @@ async fn every_acknowledged_revocation_survives_a_killed_worker() {
         N as i64
     );
     // Published by the new worker: every list's latest version rendered.
-    let until = tokio::time::Instant::now() + Duration::from_secs(10);
-    while db
-        .count("SELECT count(*) FROM lists l JOIN list_publish p ON p.list_id = l.id WHERE p.published_version < l.version")
-        .await
-        > 0
-    {
-        assert!(tokio::time::Instant::now() < until, "not published");
-        tokio::time::sleep(Duration::from_millis(50)).await; // polling a condition
-    }
+    eventually(Duration::from_secs(10), "every list published", || async {
+        (db.count("SELECT count(*) FROM lists l JOIN list_publish p ON p.list_id = l.id WHERE p.published_version < l.version")
+            .await
+            == 0)
+            .then_some(())
+    })
+    .await;
     println!(
         "{} of {N} revocations acknowledged before the kill, all durable",
         acknowledged.len()

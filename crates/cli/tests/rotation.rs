@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use statuslist_store::testing::TestDb;
+use statuslist_tests::envtest::eventually;
 use statuslist_tests::service::{
     Issuer, Worker, check, get, issue_eventually, manifest, operator_on_manifests, revoke, run,
 };
@@ -97,11 +98,12 @@ async fn a_new_key_is_announced_before_it_signs_and_the_old_one_stays_while_need
             spare.push(i);
         }
     }
-    let until = Instant::now() + Duration::from_secs(10);
-    while signed_by(&uri).await.as_deref() != Some(a.as_str()) {
-        assert!(Instant::now() < until, "first list not signed with A");
-        tokio::time::sleep(Duration::from_millis(50)).await; // polling a condition
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the first list signed with A",
+        || async { (signed_by(&uri).await.as_deref() == Some(a.as_str())).then_some(()) },
+    )
+    .await;
 
     // B is added to the directory (written elsewhere, then moved in, as a Secret update
     // swaps files); the worker picks it up and announces it.
@@ -156,10 +158,12 @@ async fn a_new_key_is_announced_before_it_signs_and_the_old_one_stays_while_need
     // revoked entry reads INVALID, the others VALID.
     let until = Instant::now() + Duration::from_secs(10);
     for idx in &revoked_idx {
-        while check(bin, &uri, *idx).await.as_deref() != Ok("INVALID") {
-            assert!(Instant::now() < until, "entry {idx} not INVALID");
-            tokio::time::sleep(Duration::from_millis(50)).await; // polling a condition
-        }
+        eventually(
+            until.saturating_duration_since(Instant::now()),
+            &format!("entry {idx} INVALID"),
+            || async { (check(bin, &uri, *idx).await.as_deref() == Ok("INVALID")).then_some(()) },
+        )
+        .await;
     }
     for idx in spare.iter().take(5) {
         assert_eq!(check(bin, &uri, *idx).await.as_deref(), Ok("VALID"));
