@@ -113,26 +113,30 @@ impl Store {
         let mut done: Vec<String> = Vec::new();
         for _ in 0..limit.max(0) {
             let token = uuid::Uuid::new_v4();
-            let Some(job) = self
-                .bounded(self.claim_publish(now, token, &done, &copy))
-                .await?
-            else {
+            let Some(mut job) = self.bounded(self.claim_publish(now, token, &done)).await? else {
                 break;
             };
+            // Read after the version: the content is at least as new as the version
+            // claimed (a revocation commits its entries with the version bump that
+            // covers them). The claim is kept while a large list is read.
+            let since = copy(&job.list.id).filter(|v| *v <= job.list.version);
+            job.entries = self
+                .holding(
+                    &job.list.id,
+                    token,
+                    self.bounded(self.entries_of(&job.list.id, since)),
+                )
+                .await?;
+            job.since = since;
             let (id, version) = (job.list.id.clone(), job.list.version);
             done.push(id.clone());
-            let rendering = tokio::time::timeout(self.render_bound, render(job));
-            tokio::pin!(rendering);
-            let outcome = loop {
-                tokio::select! {
-                    outcome = &mut rendering => break outcome,
-                    _ = tokio::time::sleep(CLAIM_HEARTBEAT) => {
-                        // Still rendering: keep the claim (a failure here only risks a
-                        // second renderer, whose older result can never win).
-                        let _ = self.bounded(self.extend_publish(&id, token)).await;
-                    }
-                }
-            };
+            let outcome = self
+                .holding(
+                    &id,
+                    token,
+                    tokio::time::timeout(self.render_bound, render(job)),
+                )
+                .await;
             let failure = match outcome {
                 Ok(Ok(artifacts)) if !artifacts.is_empty() => {
                     self.bounded(self.store_artifacts(&id, version, token, &artifacts))
@@ -150,12 +154,12 @@ impl Store {
         Ok(report)
     }
 
+    /// Claims the most urgent due list for `CLAIM_SECONDS`: its settings, no entries yet.
     async fn claim_publish(
         &self,
         now: i64,
         token: uuid::Uuid,
         done: &[String],
-        copy: &impl Fn(&str) -> Option<i64>,
     ) -> Result<Option<PublishJob>> {
         let client = self.client().await?;
         let stmt = client
@@ -179,10 +183,7 @@ impl Store {
             ))
             .await?;
         let Some(row) = client
-            .query_opt(
-                &stmt,
-                &[&now, &token, &self.render_bound.as_secs_f64(), &done],
-            )
+            .query_opt(&stmt, &[&now, &token, &CLAIM_SECONDS, &done])
             .await?
         else {
             return Ok(None);
@@ -192,9 +193,18 @@ impl Store {
             row.try_get("ttl_seconds")?,
             row.try_get("validity_seconds")?,
         );
-        // Read after the version: the content is at least as new as the version claimed
-        // (a revocation commits its entries with the version bump that covers them).
-        let since = copy(&list.id).filter(|v| *v <= list.version);
+        Ok(Some(PublishJob {
+            list,
+            ttl_seconds: ttl as u64,
+            validity_seconds: validity as u64,
+            entries: Vec::new(),
+            since: None,
+        }))
+    }
+
+    /// The non-zero entries of a list, or (`since`) those changed after that version.
+    async fn entries_of(&self, list_id: &str, since: Option<i64>) -> Result<Vec<(u64, u8)>> {
+        let client = self.client().await?;
         let rows = match since {
             Some(v) => {
                 let changed = client
@@ -203,7 +213,7 @@ impl Store {
                          WHERE list_id = $1 AND changed_version > $2 AND status <> 0 ORDER BY idx",
                     )
                     .await?;
-                client.query(&changed, &[&list.id, &v]).await?
+                client.query(&changed, &[&list_id, &v]).await?
             }
             None => {
                 let sparse = client
@@ -211,23 +221,32 @@ impl Store {
                         "SELECT idx, status FROM entries WHERE list_id = $1 AND status <> 0 ORDER BY idx",
                     )
                     .await?;
-                client.query(&sparse, &[&list.id]).await?
+                client.query(&sparse, &[&list_id]).await?
             }
         };
-        let entries = rows
-            .iter()
+        rows.iter()
             .map(|r| {
                 let (idx, status): (i64, i16) = (r.try_get(0)?, r.try_get(1)?);
                 Ok((idx as u64, status as u8))
             })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Some(PublishJob {
-            list,
-            ttl_seconds: ttl as u64,
-            validity_seconds: validity as u64,
-            entries,
-            since,
-        }))
+            .collect()
+    }
+
+    /// Runs `work` while keeping the claim on `id` alive: extended every
+    /// [`CLAIM_HEARTBEAT`], so a publisher that dies holds its list up for
+    /// `CLAIM_SECONDS` at most, however long a render may take.
+    async fn holding<T>(&self, id: &str, token: uuid::Uuid, work: impl Future<Output = T>) -> T {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                outcome = &mut work => return outcome,
+                _ = tokio::time::sleep(CLAIM_HEARTBEAT) => {
+                    // A failure here only risks a second renderer, whose older result
+                    // can never win.
+                    let _ = self.bounded(self.extend_publish(id, token)).await;
+                }
+            }
+        }
     }
 
     /// Stores a render of `version`: each artifact unless a newer version is already

@@ -17,6 +17,10 @@ pub struct ServerOptions {
     pub settings: Vec<String>,
     /// Replaces `pg_hba.conf` when set.
     pub hba: Option<String>,
+    /// Commits wait for their WAL to be written (`synchronous_commit = on`), so an
+    /// acknowledged commit survives an immediate-mode stop (a crash of the server
+    /// process). Off by default: faster, and a fast stop loses nothing either.
+    pub synchronous_commit: bool,
 }
 
 /// A running server; stopped and deleted when dropped.
@@ -28,6 +32,7 @@ pub struct PgServer {
     /// `Some(user)` when running as root: PostgreSQL refuses root, so it runs as `user`.
     run_as: Option<String>,
     running: bool,
+    synchronous_commit: bool,
 }
 
 /// Where the PostgreSQL server binaries are: `$PG_BIN`, then `PATH`, then the highest
@@ -116,6 +121,7 @@ impl PgServer {
             port: 0,
             run_as,
             running: false,
+            synchronous_commit: options.synchronous_commit,
         };
         server.run(
             "initdb",
@@ -205,10 +211,11 @@ impl PgServer {
     /// Starts the server (again, after [`PgServer::stop`]) on the same port and data.
     pub fn start_again(&mut self) -> Result<()> {
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c synchronous_commit=off \
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c synchronous_commit={} \
              -c full_page_writes=off -c max_connections=200",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            if self.synchronous_commit { "on" } else { "off" },
         );
         let log = self.dir.path().join("server.log").display().to_string();
         self.run(
@@ -235,6 +242,17 @@ impl PgServer {
         self.run(
             "pg_ctl",
             &["-D", &self.data_dir(), "-m", "fast", "-w", "stop"],
+        )?;
+        self.running = false;
+        Ok(())
+    }
+
+    /// Stops the server as a crash would (immediate mode: no checkpoint, sessions cut);
+    /// [`PgServer::start_again`] then recovers from the WAL.
+    pub fn kill(&mut self) -> Result<()> {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data_dir(), "-m", "immediate", "-w", "stop"],
         )?;
         self.running = false;
         Ok(())

@@ -167,6 +167,106 @@ async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
     );
 }
 
+/// A publisher that dies just after claiming gives its list up within seconds, long before
+/// the render bound, and another takes it over; one still rendering keeps its claim past
+/// the claim's own length (it is extended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_dies_mid_render_gives_its_list_up_long_before_the_render_bound() {
+    use std::time::{Duration, Instant};
+    let db = with_pool(1_000, 100).await;
+    let mut config = statuslist_store::StoreConfig::new(&db.url);
+    config.render_bound = Duration::from_secs(120);
+    let store = statuslist_store::Store::connect(&config)
+        .await
+        .expect("store");
+    // A renderer that claims a list and never finishes; aborted by the caller.
+    let hanging = |store: statuslist_store::Store| {
+        let (started_tx, started_rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut started = Some(started_tx);
+            store
+                .publish_due(
+                    10,
+                    0,
+                    |_| None,
+                    |job| {
+                        if let Some(s) = started.take() {
+                            let _ = s.send(job.list.id.clone());
+                        }
+                        async move {
+                            std::future::pending::<()>().await;
+                            Ok::<_, Infallible>(vec![artifact(&job, 10_000)])
+                        }
+                    },
+                )
+                .await
+        });
+        (task, started_rx)
+    };
+    let pass = |store: statuslist_store::Store| async move {
+        store
+            .publish_due(
+                10,
+                0,
+                |_| None,
+                |job| async move { Ok::<_, Infallible>(vec![artifact(&job, 10_000)]) },
+            )
+            .await
+            .expect("B pass")
+            .published
+    };
+    let taken_over = |what: &'static str| {
+        let store = db.store.clone();
+        async move {
+            let until = Instant::now() + Duration::from_secs(60);
+            loop {
+                let published = pass(store.clone()).await;
+                if !published.is_empty() {
+                    return published;
+                }
+                assert!(
+                    Instant::now() < until,
+                    "{what}: a dead renderer held its list for a minute"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await; // polling
+            }
+        }
+    };
+
+    // Dies at once, before any extension of its claim.
+    let (a, started) = hanging(store.clone());
+    let claimed = started.await.expect("A started rendering");
+    a.abort();
+    let _ = a.await;
+    assert_eq!(
+        taken_over("dead on claim").await,
+        vec![(claimed.clone(), 0)]
+    );
+
+    // A revocation makes the list due again; this renderer lives for twice the claim's
+    // length, and nobody takes the list meanwhile; then it dies too.
+    let lease = claim(&db.store, "w").await;
+    let issued = issue_one(&db.store, &lease).await;
+    db.store
+        .revoke(&issued.uri, issued.idx, "a")
+        .await
+        .expect("revoke");
+    let (a, started) = hanging(store);
+    assert_eq!(started.await.expect("A started rendering"), claimed);
+    let alive_until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < alive_until {
+        assert_eq!(
+            pass(db.store.clone()).await,
+            vec![],
+            "taken from a live renderer"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await; // polling
+    }
+    a.abort();
+    let _ = a.await;
+    assert_eq!(taken_over("dead mid-render").await, vec![(claimed, 1)]);
+}
+
 /// Pool `q` (client `c`) with one list, beside `with_pool`'s `p`.
 async fn second_pool(db: &statuslist_store::testing::TestDb) {
     db.store

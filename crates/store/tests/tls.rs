@@ -62,6 +62,7 @@ fn tls_server(pki: &Pki) -> PgServer {
              hostssl all all 127.0.0.1/32 trust\n"
                 .into(),
         ),
+        ..ServerOptions::default()
     })
     .expect("start a TLS-only PostgreSQL")
 }
