@@ -7,6 +7,7 @@ pub mod helm;
 pub mod process;
 pub mod proxy;
 pub mod service;
+pub mod soak;
 
 /// The repository's root directory.
 pub fn repo_root() -> std::path::PathBuf {

@@ -5,10 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use statuslist_format::bitstring::{self, VC_JWT_MEDIA_TYPE};
 use statuslist_format::keys::{Jwks, jwks};
-use statuslist_format::token;
-use statuslist_format::{SigningKey, Status, VerifyingKey};
+use statuslist_format::verify::{ListKind, verify_list};
+use statuslist_format::{FormatError, SigningKey, Status};
 
 pub fn now() -> i64 {
     SystemTime::now()
@@ -231,65 +230,22 @@ pub async fn verified_status(
     idx: u64,
     jwks_url: &str,
 ) -> Result<Status, String> {
-    let (_, kind) = split_uri(uri)?;
+    split_uri(uri)?;
+    let kind = ListKind::of_uri(uri).ok_or_else(|| format!("{uri} is not a status list URI"))?;
     let set: Jwks = serde_json::from_slice(&fetch(client, jwks_url, "application/json").await?)
         .map_err(|e| format!("{jwks_url}: not a JWK Set: {e}"))?;
-    let key_for = |kid: &str| -> Result<VerifyingKey, String> {
-        let jwk = set.find(kid).ok_or_else(|| {
-            format!("the list is signed by {kid}, which {jwks_url} does not publish")
-        })?;
-        VerifyingKey::from_jwk(jwk).map_err(|e| e.to_string())
-    };
-    let body = fetch(
-        client,
-        from,
-        if kind == "t" {
-            "application/statuslist+jwt"
-        } else {
-            VC_JWT_MEDIA_TYPE
-        },
-    )
-    .await?;
+    let body = fetch(client, from, kind.media_type()).await?;
     let text = String::from_utf8(body).map_err(|_| "the list is not a compact JWT".to_owned())?;
-    let header = jsonwebtoken_header_kid(&text)?;
-    let key = key_for(&header)?;
-    let (list, exp) = if kind == "t" {
-        let verified =
-            token::verify_jwt(&text, &key).map_err(|e| format!("the list does not verify: {e}"))?;
-        if verified.claims.sub != uri {
-            return Err(format!(
-                "the list's sub {} is not {uri}",
-                verified.claims.sub
-            ));
+    let verified = verify_list(uri, &text, &set).map_err(|e| match e {
+        FormatError::Token(m) if m.starts_with("signed by") => {
+            format!("the list is {m} ({jwks_url})")
         }
-        (verified.list, verified.claims.exp)
-    } else {
-        let (vc, list) = bitstring::verify_vc_jwt(&text, &key)
-            .map_err(|e| format!("the list does not verify: {e}"))?;
-        if vc.id != uri {
-            return Err(format!("the credential's id {} is not {uri}", vc.id));
-        }
-        (
-            list,
-            Some(vc.valid_until_unix().map_err(|e| e.to_string())?),
-        )
-    };
-    if exp.is_some_and(|e| e <= now()) {
+        e => format!("the list does not verify: {e}"),
+    })?;
+    if verified.exp.is_some_and(|e| e <= now()) {
         return Err("the list has expired".into());
     }
-    Ok(Status(list.get(idx).map_err(|e| e.to_string())?))
-}
-
-fn jsonwebtoken_header_kid(token: &str) -> Result<String, String> {
-    let header = token.split('.').next().unwrap_or_default();
-    let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
-        .map_err(|_| "the list is not a compact JWT".to_owned())?;
-    let header: Value = serde_json::from_slice(&bytes)
-        .map_err(|_| "the list's JWT header is not JSON".to_owned())?;
-    header["kid"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| "the list's JWT has no kid".into())
+    Ok(Status(verified.list.get(idx).map_err(|e| e.to_string())?))
 }
 
 pub fn keygen(key_path: Option<PathBuf>, jwks_path: Option<PathBuf>) -> Result<(), String> {

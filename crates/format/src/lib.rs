@@ -7,7 +7,8 @@
 //! - [`bitstring`]: W3C Bitstring Status List: index 0 in the most significant bits,
 //!   gzip, multibase `u`, wrapped in a `BitstringStatusListCredential` signed as `vc+jwt`;
 //! - [`keys`]: ES256 keys (PKCS#8 PEM), public JWKs with RFC 7638 thumbprint `kid`, JWKS;
-//! - [`permutation`]: the keyed bijection of `[0, N)` that makes indices unlinkable.
+//! - [`permutation`]: the keyed bijection of `[0, N)` that makes indices unlinkable;
+//! - [`verify`]: a fetched list checked against a JWK Set, as a verifier does.
 
 mod array;
 pub mod bitstring;
@@ -15,6 +16,7 @@ mod error;
 pub mod keys;
 pub mod permutation;
 pub mod token;
+pub mod verify;
 
 pub use array::{Bits, Status, StatusArray};
 pub use error::FormatError;
