@@ -7,6 +7,7 @@
 pub mod controller;
 pub mod core;
 pub mod leader;
+pub mod manifests;
 pub mod metrics;
 
 use std::sync::Arc;

@@ -14,6 +14,17 @@ pub struct TestDb {
     server: Option<PgServer>,
 }
 
+/// Store settings for tests: the production bounds (0.5 s to open or wait for a
+/// connection) are for failing fast in an outage; on a loaded test machine a healthy
+/// server can take longer to accept, so tests wait up to 5 s (tests of the bounds
+/// themselves build their own settings).
+pub fn config(url: &str) -> StoreConfig {
+    let mut config = StoreConfig::new(url);
+    config.connect_timeout = std::time::Duration::from_secs(5);
+    config.wait_timeout = std::time::Duration::from_secs(5);
+    config
+}
+
 /// `url` with its database replaced by `db` (URL or key=value form).
 pub fn with_database(url: &str, db: &str) -> String {
     for scheme in ["postgres://", "postgresql://"] {
@@ -61,7 +72,7 @@ impl TestDb {
             .expect("create test database");
         drop(client);
         let url = with_database(&admin_url, &name);
-        let store = Store::connect(&StoreConfig::new(&url))
+        let store = Store::connect(&config(&url))
             .await
             .expect("connect and migrate");
         Self {

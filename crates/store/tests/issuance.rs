@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::*;
 use statuslist_format::Permutation;
-use statuslist_store::{Store, StoreConfig, StoreError};
+use statuslist_store::{Store, StoreError};
 use tokio::sync::watch;
 
 const TOTAL: u64 = 50_000;
@@ -74,7 +74,7 @@ async fn concurrent_issuers_with_leases_reclaimed_mid_run() {
     let (progress, mut seen) = watch::channel(0u64);
     let mut tasks = Vec::new();
     for w in 0..WORKERS {
-        let mut config = StoreConfig::new(&db.url);
+        let mut config = statuslist_store::testing::config(&db.url);
         config.max_connections = 2;
         let store = Store::connect(&config).await.expect("worker store");
         tasks.push(tokio::spawn(worker(

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use statuslist_store::notify::{CHANNEL_CONFIG, Event};
 use statuslist_store::testing::TestDb;
-use statuslist_store::{DeletionPolicy, ListState, Store, StoreConfig, StoreError};
+use statuslist_store::{DeletionPolicy, ListState, Store, StoreError};
 
 #[tokio::test]
 async fn issuers_are_unique_across_pools_and_never_stolen() {
@@ -262,7 +262,7 @@ async fn deletion_policies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_starts_migrate_once() {
     let db = TestDb::new().await;
-    let config = StoreConfig::new(&db.url);
+    let config = statuslist_store::testing::config(&db.url);
     let results = futures_util::future::join_all((0..4).map(|_| Store::connect(&config))).await;
     assert!(results.iter().all(|r| r.is_ok()));
     let n = db.count("SELECT count(*) FROM schema_migrations").await;

@@ -174,7 +174,7 @@ async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
 async fn a_publisher_that_dies_mid_render_gives_its_list_up_long_before_the_render_bound() {
     use std::time::{Duration, Instant};
     let db = with_pool(1_000, 100).await;
-    let mut config = statuslist_store::StoreConfig::new(&db.url);
+    let mut config = statuslist_store::testing::config(&db.url);
     config.render_bound = Duration::from_secs(120);
     let store = statuslist_store::Store::connect(&config)
         .await
@@ -352,7 +352,7 @@ async fn a_render_past_its_bound_does_not_hold_up_the_others() {
     let hanging = db.store.capacity("p").await.expect("capacity").lists[0]
         .id
         .clone();
-    let mut config = statuslist_store::StoreConfig::new(&db.url);
+    let mut config = statuslist_store::testing::config(&db.url);
     config.render_bound = std::time::Duration::from_millis(300);
     let store = statuslist_store::Store::connect(&config)
         .await
