@@ -72,10 +72,21 @@ impl Issuer {
 
 /// Answers every HTTP request with `body` as JSON (a JWKS endpoint, nothing more).
 fn serve_file(listener: std::net::TcpListener, body: Vec<u8>) {
+    serve_json(listener, move || Some(body.clone()));
+}
+
+/// Answers every HTTP request, each on a thread of its own, with what `answer` returns
+/// as a JSON body; `None` closes the connection without a word (after whatever wait
+/// `answer` chose: a hanging endpoint).
+pub fn serve_json(
+    listener: std::net::TcpListener,
+    answer: impl Fn() -> Option<Vec<u8>> + Send + Sync + 'static,
+) {
     use std::io::{Read, Write};
+    let answer = std::sync::Arc::new(answer);
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
-        let body = body.clone();
+        let answer = answer.clone();
         std::thread::spawn(move || {
             let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
             let mut request = Vec::new();
@@ -86,6 +97,7 @@ fn serve_file(listener: std::net::TcpListener, body: Vec<u8>) {
                     Ok(n) => request.extend_from_slice(&buf[..n]),
                 }
             }
+            let Some(body) = answer() else { return };
             let head = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                 body.len()

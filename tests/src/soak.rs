@@ -331,40 +331,19 @@ impl Issuer {
 }
 
 fn serve_jwks(listener: std::net::TcpListener, mode: Arc<Mutex<JwksMode>>) {
-    use std::io::{Read, Write};
-    for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
-        let mode = mode.clone();
-        std::thread::spawn(move || {
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut request = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => request.extend_from_slice(&buf[..n]),
+    crate::service::serve_json(listener, move || {
+        match mode.lock().map(|m| m.clone()) {
+            Ok(JwksMode::Serve(doc)) => Some(doc),
+            Ok(JwksMode::Garbage) => Some(b"<html>this is not a JWK Set".to_vec()),
+            Ok(JwksMode::Hang) | Err(_) => {
+                // Hold the connection without a word until the fault is over.
+                while matches!(mode.lock().map(|m| m.clone()), Ok(JwksMode::Hang)) {
+                    std::thread::sleep(Duration::from_millis(50));
                 }
+                None
             }
-            let current = mode.lock().map(|m| m.clone());
-            let body = match current {
-                Ok(JwksMode::Serve(doc)) => doc,
-                Ok(JwksMode::Garbage) => b"<html>this is not a JWK Set".to_vec(),
-                Ok(JwksMode::Hang) | Err(_) => {
-                    // Hold the connection without a word until the fault is over.
-                    while matches!(mode.lock().map(|m| m.clone()), Ok(JwksMode::Hang)) {
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    return;
-                }
-            };
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(&body);
-        });
-    }
+        }
+    });
 }
 
 /// A pool's manifest.
@@ -500,6 +479,8 @@ struct Record {
     revoked: HashSet<(String, u64)>,
     http_500: u64,
     unexpected_503: u64,
+    /// `(worker, 10 s bucket of the run)` → unexpected 503s there: where to look.
+    unexpected_503_at: std::collections::BTreeMap<(usize, u64), u64>,
     retry_mismatches: u64,
     gave_up: u64,
     /// 503s during a fault, and 401/409 answers (sent again): reported, not failures.
@@ -567,6 +548,10 @@ impl Client {
                 } else {
                     let mut record = self.record.lock().expect("record");
                     record.unexpected_503 += 1;
+                    *record
+                        .unexpected_503_at
+                        .entry((w, sent / 10_000 * 10))
+                        .or_default() += 1;
                     record.problem(format!(
                         "{path} on worker-{w} at {sent} ms: 503 with no fault under way: {body}"
                     ));
@@ -908,10 +893,11 @@ pub async fn run(bin: &Path, profile: &Profile) -> Summary {
         if Instant::now() >= deadline {
             break;
         }
-        eprintln!("soak: {:>6.1} s {fault:?}", started.elapsed().as_secs_f64());
+        let elapsed = started.elapsed().as_secs_f64();
         match fault {
             Fault::WorkerKill => {
                 let w = rng.below(3) as usize;
+                eprintln!("soak: {elapsed:>6.1} s {fault:?} worker-{w}");
                 disturbances.worker(w, true);
                 let killed = cluster.workers.lock().expect("workers")[w].take();
                 if let Some(mut killed) = killed {
@@ -930,6 +916,7 @@ pub async fn run(bin: &Path, profile: &Profile) -> Summary {
             }
             Fault::WorkerPause => {
                 let w = rng.below(3) as usize;
+                eprintln!("soak: {elapsed:>6.1} s {fault:?} worker-{w}");
                 disturbances.worker(w, true);
                 signal_worker(&cluster, w, "STOP");
                 tokio::time::sleep(
@@ -941,6 +928,7 @@ pub async fn run(bin: &Path, profile: &Profile) -> Summary {
                 summary.pauses += 1;
             }
             Fault::PgRestart => {
+                eprintln!("soak: {elapsed:>6.1} s {fault:?}");
                 disturbances.database(true);
                 cluster.pg(PgServer::kill).await;
                 tokio::time::sleep(rng.millis(500, 3_000)).await; // down for a moment
@@ -949,6 +937,7 @@ pub async fn run(bin: &Path, profile: &Profile) -> Summary {
                 summary.pg_restarts += 1;
             }
             Fault::Blackhole => {
+                eprintln!("soak: {elapsed:>6.1} s {fault:?}");
                 disturbances.database(true);
                 cluster.proxy.pause();
                 tokio::time::sleep(rng.millis(2_000, 5_000)).await;
@@ -958,6 +947,7 @@ pub async fn run(bin: &Path, profile: &Profile) -> Summary {
             }
             Fault::JwksHang | Fault::JwksGarbage | Fault::JwksRotate => {
                 let issuer = &issuers[rng.below(2) as usize];
+                eprintln!("soak: {elapsed:>6.1} s {fault:?} {}", issuer.client_id);
                 match fault {
                     Fault::JwksHang => issuer.set_mode(JwksMode::Hang),
                     Fault::JwksGarbage => issuer.set_mode(JwksMode::Garbage),
@@ -968,6 +958,7 @@ pub async fn run(bin: &Path, profile: &Profile) -> Summary {
                 summary.jwks_faults += 1;
             }
             Fault::OperatorRestart => {
+                eprintln!("soak: {elapsed:>6.1} s {fault:?}");
                 let old = cluster.operator.lock().expect("operator").take();
                 if let Some(mut old) = old {
                     old.signal("KILL");
@@ -980,6 +971,7 @@ pub async fn run(bin: &Path, profile: &Profile) -> Summary {
                 summary.operator_restarts += 1;
             }
             Fault::ManifestEdit => {
+                eprintln!("soak: {elapsed:>6.1} s {fault:?}");
                 edits += 1;
                 write_manifests(
                     cluster.manifests.path(),
@@ -1088,7 +1080,11 @@ pub async fn run(bin: &Path, profile: &Profile) -> Summary {
 
     // Every acknowledged revocation INVALID, every other issued entry VALID, in the lists
     // every worker serves.
-    let lists: HashSet<&str> = record.issued.values().map(|(_, u, _)| u.as_str()).collect();
+    let mut by_list: HashMap<&str, Vec<u64>> = HashMap::new();
+    for (_, uri, idx) in record.issued.values() {
+        by_list.entry(uri.as_str()).or_default().push(*idx);
+    }
+    let lists: HashSet<&str> = by_list.keys().copied().collect();
     let mut pending: Vec<(usize, &str)> = (0..3)
         .flat_map(|w| lists.iter().map(move |u| (w, *u)))
         .collect();
@@ -1099,8 +1095,8 @@ pub async fn run(bin: &Path, profile: &Profile) -> Summary {
             match fetch_list(&http, &cluster, w, uri).await {
                 Ok(Some(verified)) => {
                     let mut errors = Vec::new();
-                    for (_, u, idx) in record.issued.values().filter(|(_, u, _)| u == uri) {
-                        let want = if record.revoked.contains(&(u.clone(), *idx)) {
+                    for idx in by_list.get(uri).into_iter().flatten() {
+                        let want = if record.revoked.contains(&(uri.to_owned(), *idx)) {
                             Status::INVALID
                         } else {
                             Status::VALID
@@ -1163,6 +1159,17 @@ pub async fn run(bin: &Path, profile: &Profile) -> Summary {
         record.retried_401,
         summary.visible_after.as_millis()
     );
+    if !record.unexpected_503_at.is_empty() {
+        let at: Vec<String> = record
+            .unexpected_503_at
+            .iter()
+            .map(|((w, t), n)| format!("worker-{w}@{t}s:{n}"))
+            .collect();
+        eprintln!(
+            "soak: unexpected 503s by worker and 10 s of the run: {}",
+            at.join(" ")
+        );
+    }
     if !summary.clean() {
         let workers = cluster.workers.lock().expect("workers");
         for worker in workers.iter().flatten() {
