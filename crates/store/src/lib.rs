@@ -58,7 +58,8 @@ pub struct StoreConfig {
     /// TCP keepalive idle time, and the TCP user timeout (unacknowledged data): a
     /// connection the network silently dropped is closed after about this long.
     pub tcp_timeout: Duration,
-    /// How long a publisher may render one list (its claim on the list lasts as long).
+    /// How long a publisher may render one list (its claim on the list is extended while
+    /// it renders, and lapses within seconds if the publisher dies).
     pub render_bound: Duration,
 }
 
