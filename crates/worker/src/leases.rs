@@ -78,6 +78,7 @@ impl Leases {
                 {
                     return Ok(found);
                 }
+                tracing::warn!(pool = %pool.name, "503: no lease could be claimed (the pool has no free capacity)");
                 return Err(ApiError::Unavailable);
             };
             match self.store.issue(&lease, req).await {
@@ -100,6 +101,7 @@ impl Leases {
                 Err(err) => return Err(map_store(err, "issuance failed")),
             }
         }
+        tracing::warn!(pool = %pool.name, attempts = ATTEMPTS, "503: every lease tried was lost or used up meanwhile");
         Err(ApiError::Unavailable)
     }
 
