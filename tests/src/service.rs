@@ -138,12 +138,15 @@ spec:
     )
 }
 
-/// A worker process on a free port: generated signing key, http JWKS allowed.
+/// A worker process on a free port (and its metrics on another): generated signing key,
+/// http JWKS on loopback allowed.
 #[derive(Debug)]
 pub struct Worker {
     pub process: Process,
     pub url: String,
     pub addr: SocketAddr,
+    /// Where its `/metrics` is served.
+    pub metrics_url: String,
 }
 
 impl Worker {
@@ -152,12 +155,15 @@ impl Worker {
             .parse()
             .expect("address");
         let listen = addr.to_string();
+        let metrics = format!("127.0.0.1:{}", free_port());
         let mut env = vec![
             ("DATABASE_URL", database_url),
             ("LISTEN_ADDR", listen.as_str()),
+            ("METRICS_ADDR", metrics.as_str()),
             ("GENERATE_SIGNING_KEY", "true"),
             ("WORKER_ID", name),
             ("JWKS_ALLOW_HTTP", "true"),
+            ("JWKS_ALLOW_CIDRS", "127.0.0.0/8,::1/128"),
             ("LOG_FORMAT", "text"),
             ("RUST_LOG", "info"),
         ];
@@ -166,6 +172,7 @@ impl Worker {
             process: Process::start(name, bin, &["worker"], &env),
             url: format!("http://{addr}"),
             addr,
+            metrics_url: format!("http://{metrics}"),
         }
     }
 }

@@ -431,9 +431,12 @@ impl Cluster {
             &[
                 ("DATABASE_URL", self.service_url.as_str()),
                 ("LISTEN_ADDR", listen.as_str()),
+                // Any free port: the soak reads no metrics.
+                ("METRICS_ADDR", "127.0.0.1:0"),
                 ("SIGNING_KEY_DIR", keys.as_str()),
                 ("WORKER_ID", name.as_str()),
                 ("JWKS_ALLOW_HTTP", "true"),
+                ("JWKS_ALLOW_CIDRS", "127.0.0.0/8,::1/128"),
                 ("JWKS_REFETCH_INTERVAL_SECONDS", "1"),
                 ("LEASE_TTL_SECONDS", ttl.as_str()),
                 ("LOG_FORMAT", "text"),

@@ -191,6 +191,9 @@ async fn serve(args: &DevArgs, url: &str) -> Result<(), String> {
         "--worker-id",
         "dev",
         "--jwks-allow-http",
+        // The demo issuer's JWKS is served on this machine.
+        "--jwks-allow-cidr",
+        "127.0.0.0/8,::1/128",
         "--jwks-refetch-interval-seconds",
         "5",
         "--log-format",

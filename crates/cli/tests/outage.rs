@@ -114,7 +114,7 @@ async fn a_stopped_database_keeps_lists_served_and_issuance_recovers() {
     let (code, body) = get(&format!("{}/healthz/database", r.worker.url)).await;
     assert_eq!(code, Some(503), "{body}");
     assert!(
-        get(&format!("{}/metrics", r.worker.url))
+        get(&format!("{}/metrics", r.worker.metrics_url))
             .await
             .1
             .contains("statuslist_database_up 0")

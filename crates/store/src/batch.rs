@@ -116,13 +116,22 @@ pub(crate) struct Revoke;
 /// entries (one row lock and one commit per batch, not per revocation), each revoked
 /// entry records that version (the publisher reads changes since the version it holds),
 /// and one notification goes out per list that changed.
+///
+/// The list rows are locked in id order (`o`: a locking subquery cannot be flattened, so
+/// its rows are locked as its sort returns them, before the update touches any), so two
+/// batches over the same lists from different workers cannot deadlock; and everything is
+/// one statement, so no lock is ever held across a round trip to the worker (a worker
+/// stopped mid-batch, SIGSTOP or a stalled VM, must not hold other workers' revocations
+/// and issuances of those lists behind its locks). `FOR NO KEY UPDATE` is what the
+/// version bump takes anyway; it does not block issuance's foreign-key `FOR KEY SHARE`.
 const REVOKE_BATCH: &str = "
     WITH r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) WITH ORDINALITY AS r(uri, idx, client_id, n)),
     t AS (SELECT r.n, r.idx, r.client_id, l.id AS list_id
           FROM r JOIN lists l ON l.uri = r.uri AND l.state IN ('Active', 'Full')
           WHERE EXISTS (SELECT 1 FROM entries x WHERE x.list_id = l.id AND x.idx = r.idx
                           AND x.client_id = r.client_id AND x.status = 0)),
-    v AS (UPDATE lists SET version = version + 1 WHERE id IN (SELECT list_id FROM t) RETURNING id, version),
+    o AS (SELECT id FROM lists WHERE id IN (SELECT list_id FROM t) ORDER BY id FOR NO KEY UPDATE),
+    v AS (UPDATE lists SET version = version + 1 WHERE id IN (SELECT id FROM o) RETURNING id, version),
     e AS (UPDATE entries en SET status = 1, revoked_at = now(), changed_version = v.version
           FROM t JOIN v ON v.id = t.list_id
           WHERE en.list_id = t.list_id AND en.idx = t.idx AND en.client_id = t.client_id AND en.status = 0
@@ -147,36 +156,7 @@ impl Statement for Revoke {
         client: &crate::Conn,
         rows: &[&RevokeRow],
     ) -> Result<Vec<Option<i64>>, StoreError> {
-        let mut uris: Vec<&str> = rows.iter().map(|r| r.uri.as_str()).collect();
-        uris.sort_unstable();
-        uris.dedup();
-        if uris.len() == 1 {
-            return revoke_rows(client, rows).await;
-        }
-        // Several lists: lock their rows first, in id order, so that two batches over
-        // the same lists cannot deadlock on the version bumps; then the batch, one commit.
-        client.batch_execute("BEGIN").await?;
-        let outcome = async {
-            let lock = client
-                .prepare_cached(
-                    "SELECT id FROM lists WHERE uri = ANY($1) AND state IN ('Active', 'Full') ORDER BY id FOR UPDATE",
-                )
-                .await?;
-            client.query(&lock, &[&uris]).await?;
-            revoke_rows(client, rows).await
-        }
-        .await;
-        match outcome {
-            Ok(answers) => {
-                client.batch_execute("COMMIT").await?;
-                Ok(answers)
-            }
-            Err(e) => {
-                // The connection must not go back to the pool inside a failed transaction.
-                let _ = client.batch_execute("ROLLBACK").await;
-                Err(e)
-            }
-        }
+        revoke_rows(client, rows).await
     }
 }
 

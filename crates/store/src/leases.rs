@@ -4,8 +4,9 @@
 //!
 //! Fencing: every issuance checks, inside its own statement, that the lease is still
 //! held by this worker with this claim's token and not expired, and takes a `FOR KEY
-//! SHARE` lock on the lease row; release and reclaim take `FOR UPDATE`, so they wait for
-//! in-flight issuances and every issuance after them fails.
+//! SHARE` lock on the lease row; release takes `FOR UPDATE`, so it waits for in-flight
+//! issuances and every issuance after it fails; reclaim skips a lease an issuance is
+//! writing to (`SKIP LOCKED`) and takes it on a later pass.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -225,13 +226,16 @@ impl Store {
     async fn reclaim_pool(&self, pool: Option<&str>) -> Result<u64> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        // Waits for in-flight issuances on these leases (they hold FOR KEY SHARE).
+        // Skips leases an issuance is still writing to (it holds FOR KEY SHARE) and
+        // leases another reclaim has locked: never waits behind another session (one
+        // stopped mid-transaction holds its locks until it resumes); what is skipped is
+        // reclaimed by a later pass.
         let rows = tx
             .query(
                 "SELECT le.id FROM leases le JOIN lists l ON l.id = le.list_id
                  WHERE le.holder IS NOT NULL AND le.expires_at <= now()
                    AND ($1::text IS NULL OR l.pool = $1)
-                 ORDER BY le.id FOR UPDATE OF le",
+                 ORDER BY le.id FOR UPDATE OF le SKIP LOCKED",
                 &[&pool],
             )
             .await?;

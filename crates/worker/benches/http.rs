@@ -103,6 +103,7 @@ async fn main() {
         store,
         jwks: JwksCache::new(JwksSettings {
             allow_http: true,
+            allow_cidrs: statuslist_worker::egress::loopback(),
             ..JwksSettings::default()
         })
         .expect("jwks"),
@@ -110,6 +111,7 @@ async fn main() {
         cache: Arc::new(ArtifactCache::default()),
         issuers: Arc::default(),
         metrics,
+        request_timeout: statuslist_worker::REQUEST_TIMEOUT,
     });
     let app = router(state.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });

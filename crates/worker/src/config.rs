@@ -32,6 +32,12 @@ pub struct WorkerArgs {
     /// Address to listen on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
     pub listen_addr: SocketAddr,
+    /// Address of `/metrics` (a port of its own: the public one never serves it).
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+    /// Longest time one request may take, in milliseconds (then 503, the contract's body).
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
     /// Directory of PKCS#8 PEM signing keys (a mounted Secret); the newest signs.
     #[arg(
         long,
@@ -72,6 +78,11 @@ pub struct WorkerArgs {
     /// Accept http:// JWKS URIs (local use and tests only; production needs https).
     #[arg(long, env = "JWKS_ALLOW_HTTP")]
     pub jwks_allow_http: bool,
+    /// A non-public address range issuer JWKS fetches may reach (repeatable; the env
+    /// variable takes a comma-separated list). Loopback, private, link-local (cloud
+    /// metadata), unique-local and other internal ranges are refused otherwise.
+    #[arg(long = "jwks-allow-cidr", env = "JWKS_ALLOW_CIDRS", value_delimiter = ',', value_parser = crate::egress::parse_cidr)]
+    pub jwks_allow_cidrs: Vec<ipnet::IpNet>,
     /// `max-age` of the service's JWKS, in seconds; a new signing key is published this
     /// long before it signs.
     #[arg(long, env = "JWKS_MAX_AGE_SECONDS", default_value_t = 300)]
@@ -129,6 +140,7 @@ impl WorkerArgs {
             max_age: Duration::from_secs(self.jwks_cache_seconds),
             min_refetch_interval: Duration::from_secs(self.jwks_refetch_interval_seconds),
             allow_http: self.jwks_allow_http,
+            allow_cidrs: self.jwks_allow_cidrs.clone(),
         }
     }
 
@@ -164,6 +176,7 @@ impl WorkerArgs {
             cache: Arc::new(ArtifactCache::default()),
             issuers: Arc::default(),
             metrics,
+            request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
         }))
     }
 }
@@ -188,12 +201,20 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(args.listen_addr)
         .await
         .map_err(|e| StartError::Listen(args.listen_addr, e))?;
-    tracing::info!(addr = %args.listen_addr, worker = %args.worker_id(), "worker listening");
+    let metrics_listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .map_err(|e| StartError::Listen(args.metrics_addr, e))?;
+    tracing::info!(addr = %args.listen_addr, metrics = %args.metrics_addr, worker = %args.worker_id(), "worker listening");
     let worker = Worker::start(state.clone(), args.zlib_level);
-    axum::serve(listener, router(state))
+    let metrics = tokio::spawn(
+        axum::serve(metrics_listener, crate::metrics_router(state.clone())).into_future(),
+    );
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(StartError::Serve)?;
+        .map_err(StartError::Serve);
+    metrics.abort();
+    served?;
     worker.shutdown().await;
     tracing::info!("worker stopped");
     Ok(())

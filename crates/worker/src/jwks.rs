@@ -10,6 +10,8 @@ use jsonwebtoken::jwk::JwkSet;
 use statuslist_format::VerifyingKey;
 use tokio::sync::Mutex;
 
+use crate::egress::Egress;
+
 #[derive(Debug, Clone)]
 pub struct JwksSettings {
     pub timeout: Duration,
@@ -20,6 +22,8 @@ pub struct JwksSettings {
     pub min_refetch_interval: Duration,
     /// Accept `http://` JWKS URIs (local use and tests only).
     pub allow_http: bool,
+    /// Non-public ranges JWKS fetches may reach anyway (see [`crate::egress`]).
+    pub allow_cidrs: Vec<ipnet::IpNet>,
 }
 
 impl Default for JwksSettings {
@@ -30,6 +34,7 @@ impl Default for JwksSettings {
             max_age: Duration::from_secs(300),
             min_refetch_interval: Duration::from_secs(30),
             allow_http: false,
+            allow_cidrs: Vec::new(),
         }
     }
 }
@@ -38,6 +43,10 @@ impl Default for JwksSettings {
 pub enum FetchError {
     #[error("JWKS URI must be https")]
     NotHttps,
+    #[error("JWKS URI is not a URL with a host")]
+    BadUri,
+    #[error(transparent)]
+    Refused(#[from] crate::egress::Refused),
     #[error("JWKS fetch failed: {0}")]
     Http(String),
     #[error("JWKS larger than {0} bytes")]
@@ -59,6 +68,7 @@ struct Entry {
 pub struct JwksCache {
     http: reqwest::Client,
     settings: JwksSettings,
+    egress: Egress,
     entries: Mutex<HashMap<String, Arc<Mutex<Entry>>>>,
 }
 
@@ -82,16 +92,26 @@ pub enum Lookup {
 
 impl JwksCache {
     pub fn new(settings: JwksSettings) -> Result<Self, FetchError> {
+        let egress = Egress::new(settings.allow_cidrs.clone());
+        Self::with_egress(settings, egress)
+    }
+
+    /// With an egress policy of the caller's (tests: one over a resolver of theirs).
+    pub fn with_egress(settings: JwksSettings, egress: Egress) -> Result<Self, FetchError> {
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
             // A JWKS endpoint that redirects is refused: the registered URI is the trust anchor.
             .redirect(reqwest::redirect::Policy::none())
+            // Every address connected to passes the egress policy; a proxy would hide them.
+            .no_proxy()
+            .dns_resolver(Arc::new(egress.clone()))
             .build()
             .map_err(|e| FetchError::Http(e.to_string()))?;
         Ok(Self {
             http,
             settings,
+            egress,
             entries: Mutex::default(),
         })
     }
@@ -141,12 +161,19 @@ impl JwksCache {
         {
             return Err(FetchError::NotHttps);
         }
+        let url = reqwest::Url::parse(uri).map_err(|_| FetchError::BadUri)?;
+        // An IP literal is never resolved: checked here, before any connection.
+        self.egress
+            .check_literal(&url.host().ok_or(FetchError::BadUri)?)?;
         let mut response = self
             .http
-            .get(uri)
+            .get(url)
             .send()
             .await
-            .map_err(|e| FetchError::Http(e.to_string()))?;
+            .map_err(|e| match refusal(&e) {
+                Some(refused) => FetchError::Http(refused),
+                None => FetchError::Http(chain(&e)),
+            })?;
         if !response.status().is_success() {
             return Err(FetchError::Http(format!("status {}", response.status())));
         }
@@ -178,4 +205,28 @@ impl JwksCache {
             })
             .collect())
     }
+}
+
+/// The egress refusal behind a request error, if that is what it is.
+fn refusal(e: &reqwest::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(refused) = err.downcast_ref::<crate::egress::Refused>() {
+            return Some(refused.to_string());
+        }
+        source = err.source();
+    }
+    None
+}
+
+/// An error with its causes, one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(err) = source {
+        out.push_str(": ");
+        out.push_str(&err.to_string());
+        source = err.source();
+    }
+    out
 }

@@ -12,11 +12,16 @@ use tokio::sync::Mutex;
 
 use crate::error::{self as e, ApiError};
 
+/// One pool's slot: the lease held for it, behind its own lock (held across a claim, so
+/// that concurrent requests of this worker claim one lease, and a pool whose claim is
+/// slow, or finds no capacity, delays no other pool).
+type Slot = Arc<Mutex<Option<Arc<Lease>>>>;
+
 pub struct Leases {
     store: Store,
     worker: String,
     ttl: Duration,
-    held: Mutex<HashMap<String, Arc<Lease>>>,
+    held: std::sync::Mutex<HashMap<String, Slot>>,
     /// Leases for which capacity was already asked.
     asked: std::sync::Mutex<std::collections::HashSet<i64>>,
     metrics: crate::metrics::Metrics,
@@ -59,7 +64,7 @@ impl Leases {
             store,
             worker,
             ttl,
-            held: Mutex::default(),
+            held: Default::default(),
             asked: Default::default(),
             metrics,
         }
@@ -105,10 +110,29 @@ impl Leases {
         Err(ApiError::Unavailable)
     }
 
+    fn slot(&self, pool: &str) -> Slot {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(pool.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Every pool's lease slot.
+    fn slots(&self) -> Vec<(String, Slot)> {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(p, s)| (p.clone(), s.clone()))
+            .collect()
+    }
+
     async fn lease(&self, pool: &Pool) -> Result<Option<Arc<Lease>>, ApiError> {
-        // Held across the claim, so concurrent requests of this worker claim one lease.
-        let mut held = self.held.lock().await;
-        if let Some(lease) = held.get(&pool.name) {
+        let slot = self.slot(&pool.name);
+        let mut held = slot.lock().await;
+        if let Some(lease) = held.as_ref() {
             return Ok(Some(lease.clone()));
         }
         if !pool.issuing {
@@ -121,8 +145,8 @@ impl Leases {
         {
             Ok(Some(lease)) => {
                 let lease = Arc::new(lease);
-                held.insert(pool.name.clone(), lease.clone());
-                self.metrics.leases_held.set(held.len() as i64);
+                *held = Some(lease.clone());
+                self.metrics.leases_held.inc();
                 Ok(Some(lease))
             }
             Ok(None) => {
@@ -135,10 +159,11 @@ impl Leases {
     }
 
     async fn drop_lease(&self, pool: &str, lease: &Arc<Lease>, release: bool) {
-        let mut held = self.held.lock().await;
-        if held.get(pool).is_some_and(|l| Arc::ptr_eq(l, lease)) {
-            held.remove(pool);
-            self.metrics.leases_held.set(held.len() as i64);
+        let slot = self.slot(pool);
+        let mut held = slot.lock().await;
+        if held.as_ref().is_some_and(|l| Arc::ptr_eq(l, lease)) {
+            *held = None;
+            self.metrics.leases_held.dec();
         }
         drop(held);
         if release && let Err(err) = self.store.release_lease(lease).await {
@@ -154,13 +179,12 @@ impl Leases {
 
     /// Renews every held lease; a lost one is forgotten.
     pub async fn renew_all(&self) {
-        let leases: Vec<(String, Arc<Lease>)> = self
-            .held
-            .lock()
-            .await
-            .iter()
-            .map(|(p, l)| (p.clone(), l.clone()))
-            .collect();
+        let mut leases: Vec<(String, Arc<Lease>)> = Vec::new();
+        for (pool, slot) in self.slots() {
+            if let Some(lease) = slot.lock().await.clone() {
+                leases.push((pool, lease));
+            }
+        }
         for (pool, lease) in leases {
             match self.store.renew_lease(&lease, self.ttl).await {
                 Ok(()) => {}
@@ -185,7 +209,10 @@ impl Leases {
 
     /// Gives every lease's unused remainder back (graceful shutdown).
     pub async fn release_all(&self) {
-        let leases: Vec<Arc<Lease>> = self.held.lock().await.drain().map(|(_, l)| l).collect();
+        let mut leases: Vec<Arc<Lease>> = Vec::new();
+        for (_, slot) in self.slots() {
+            leases.extend(slot.lock().await.take());
+        }
         self.metrics.leases_held.set(0);
         for lease in leases {
             if let Err(err) = self.store.release_lease(&lease).await {

@@ -7,6 +7,7 @@
 //! configuration.
 
 pub mod config;
+pub mod egress;
 pub mod error;
 pub mod issuers;
 pub mod jwks;
@@ -32,7 +33,6 @@ use tokio::task::JoinHandle;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::jwks::JwksCache;
@@ -50,7 +50,12 @@ pub struct AppState {
     pub cache: Arc<ArtifactCache>,
     pub issuers: Arc<issuers::IssuerCache>,
     pub metrics: Metrics,
+    /// Longest time a request may take; past it the contract's 503 (JSON) is answered.
+    pub request_timeout: Duration,
 }
+
+/// The default of [`AppState::request_timeout`].
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,7 +88,28 @@ async fn record(State(metrics): State<Metrics>, request: Request, next: Next) ->
     response
 }
 
-/// The HTTP surface.
+/// Bounds a request's time; a request past it gets the contract's 503 body.
+async fn bounded(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(limit_ms = limit.as_millis() as u64, "request timed out");
+            axum::response::IntoResponse::into_response(error::ApiError::Unavailable)
+        }
+    }
+}
+
+/// The operator-facing surface, on a port of its own that the Ingress never routes:
+/// `/metrics` (and `/healthz`, for checks of that port).
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(routes::metrics))
+        .route("/healthz", get(routes::healthz))
+        .with_state(state)
+}
+
+/// The HTTP surface of issuers, verifiers and probes (metrics are on
+/// [`metrics_router`]).
 pub fn router(state: Arc<AppState>) -> Router {
     let public = Router::new()
         .route("/t/{id}", get(routes::token_list))
@@ -104,11 +130,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/healthz/database", get(routes::database))
-        .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)
         .layer(middleware::from_fn_with_state(state.metrics.clone(), record))
         .layer(CompressionLayer::new().gzip(true))
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(10)))
+        .layer(middleware::from_fn_with_state(state.request_timeout, bounded))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");

@@ -396,7 +396,17 @@ async fn http_caching_negotiation_and_cors() {
     // Operations endpoints.
     assert_eq!(env.get_status("/healthz").await, 200);
     assert_eq!(env.get_status("/readyz").await, 200);
-    let metrics = env.get_text("/metrics").await;
+    // Metrics are on their own port only: the public one (what an Ingress routes) has none.
+    assert_eq!(env.get_status("/metrics").await, 404);
+    let metrics = env
+        .http
+        .get(format!("{}/metrics", env.worker.metrics_url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
     assert!(
         metrics.contains("statuslist_http_requests_total"),
         "{metrics}"

@@ -173,6 +173,8 @@ impl Issuers {
 /// One worker serving on a local port.
 pub struct TestWorker {
     pub url: String,
+    /// Where its `/metrics` is served (a port of its own).
+    pub metrics_url: String,
     pub state: Arc<AppState>,
     worker: Option<Worker>,
 }
@@ -194,6 +196,7 @@ impl TestWorker {
             jwks: JwksCache::new(JwksSettings {
                 timeout: Duration::from_millis(500),
                 allow_http: true,
+                allow_cidrs: statuslist_worker::egress::loopback(),
                 ..JwksSettings::default()
             })
             .expect("jwks client"),
@@ -201,6 +204,7 @@ impl TestWorker {
             cache: Arc::new(ArtifactCache::default()),
             issuers: Arc::default(),
             metrics,
+            request_timeout: statuslist_worker::REQUEST_TIMEOUT,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -208,9 +212,16 @@ impl TestWorker {
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let app = router(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
+        let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let metrics_url = format!("http://{}", metrics_listener.local_addr().expect("addr"));
+        let metrics_app = statuslist_worker::metrics_router(state.clone());
+        tokio::spawn(async move { axum::serve(metrics_listener, metrics_app).await });
         let worker = Worker::start(state.clone(), 9);
         Self {
             url,
+            metrics_url,
             state,
             worker: Some(worker),
         }
