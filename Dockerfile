@@ -12,6 +12,6 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /statuslist /usr/local/bin/statuslist
 USER 65532:65532
-EXPOSE 8080 8081
+EXPOSE 8080 8081 9090
 ENTRYPOINT ["/usr/local/bin/statuslist"]
 CMD ["worker"]

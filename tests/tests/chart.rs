@@ -63,6 +63,8 @@ async fn every_rendered_object_passes_a_server_side_dry_run() {
         "--set",
         "networkPolicy.enabled=true,networkPolicy.databaseCidr=10.0.0.0/8,worker.jwksAllowHttp=true",
         "--set",
+        "worker.jwksAllowCidrs={10.20.0.0/16,fd00:1::/64}",
+        "--set",
         "database.tls.caConfigMap=pg-ca,database.tls.clientCertSecret=pg-client",
     ];
     let discovery = Discovery::new(client.clone())
@@ -89,6 +91,137 @@ async fn every_rendered_object_passes_a_server_side_dry_run() {
     eprintln!("dry-run applied {checked} objects; skipped (no CRD on this server): {skipped:?}");
     assert!(checked >= 20, "only {checked} objects rendered");
     assert_eq!(skipped, ["ServiceMonitor"]);
+}
+
+/// The Ingress routes only the public port; `/metrics` is on another one, and the
+/// workers' JWKS egress (with the NetworkPolicy) leaves internal ranges out.
+#[test]
+fn the_ingress_never_reaches_metrics_and_jwks_egress_skips_internal_ranges() {
+    let Some(helm) = helm::helm() else { return };
+    let docs = helm::template(
+        &helm,
+        "sec",
+        "sec",
+        &[
+            "--set",
+            "worker.ingress.enabled=true,networkPolicy.enabled=true,serviceMonitor.enabled=true",
+        ],
+    );
+    let find = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+    let ingress = find("Ingress", "sec-statuslist-worker");
+    let backend = &ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"];
+    assert_eq!(backend["port"]["name"], "http");
+    let service = find("Service", "sec-statuslist-worker");
+    let ports = service["spec"]["ports"].as_array().expect("ports");
+    let http = ports
+        .iter()
+        .find(|p| p["name"] == "http")
+        .expect("http port");
+    assert_eq!(http["targetPort"], "http");
+    let worker = find("Deployment", "sec-statuslist-worker");
+    let container = &worker["spec"]["template"]["spec"]["containers"][0];
+    let port_of = |name: &str| {
+        container["ports"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+            .map(|p| p["containerPort"].clone())
+            .unwrap_or_else(|| panic!("no container port {name}"))
+    };
+    let env = |name: &str| {
+        container["env"]
+            .as_array()
+            .and_then(|es| es.iter().find(|e| e["name"] == name))
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or_else(|| panic!("no env {name}"))
+            .to_owned()
+    };
+    let metrics_port: u64 = env("METRICS_ADDR")
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("METRICS_ADDR port");
+    assert_eq!(port_of("metrics"), json!(metrics_port));
+    assert_ne!(
+        port_of("http"),
+        json!(metrics_port),
+        "metrics on the public port"
+    );
+    let monitor = find("ServiceMonitor", "sec-statuslist-worker");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+
+    let policy = find("NetworkPolicy", "sec-statuslist-worker");
+    let https = policy["spec"]["egress"]
+        .as_array()
+        .expect("egress")
+        .iter()
+        .find(|r| r["ports"][0]["port"] == 443)
+        .expect("an egress rule for 443");
+    let except = &https["to"][0]["ipBlock"]["except"];
+    for range in [
+        "169.254.0.0/16",
+        "10.0.0.0/8",
+        "127.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+    ] {
+        assert!(
+            except
+                .as_array()
+                .is_some_and(|e| e.iter().any(|x| x == range)),
+            "443 egress reaches {range}: {except}"
+        );
+    }
+    find("NetworkPolicy", "sec-statuslist-operator");
+}
+
+/// The worker PodDisruptionBudget never blocks a drain (one replica or three), and
+/// `logFormat` reaches the operator as well as the workers.
+#[test]
+fn the_disruption_budget_allows_a_drain_and_both_deployments_take_the_log_format() {
+    let Some(helm) = helm::helm() else { return };
+    for replicas in ["1", "3"] {
+        let docs = helm::template(
+            &helm,
+            "pdb",
+            "pdb",
+            &["--set", &format!("worker.replicas={replicas}")],
+        );
+        let pdb = docs
+            .iter()
+            .find(|d| d["kind"] == "PodDisruptionBudget")
+            .expect("a PodDisruptionBudget");
+        assert_eq!(
+            pdb["spec"]["maxUnavailable"], 1,
+            "{replicas} replicas: {pdb}"
+        );
+        assert!(pdb["spec"]["minAvailable"].is_null(), "{pdb}");
+    }
+    for format in ["json", "text"] {
+        let docs = helm::template(
+            &helm,
+            "log",
+            "log",
+            &["--set", &format!("logFormat={format}")],
+        );
+        for name in ["log-statuslist-operator", "log-statuslist-worker"] {
+            let deployment = docs
+                .iter()
+                .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == name)
+                .unwrap_or_else(|| panic!("no {name}"));
+            let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+                .as_array()
+                .expect("env");
+            assert!(
+                env.iter()
+                    .any(|e| e["name"] == "LOG_FORMAT" && e["value"] == format),
+                "{name}: no LOG_FORMAT={format}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

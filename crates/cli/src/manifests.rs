@@ -27,6 +27,9 @@ pub struct OperatorArgs {
     /// Address of /healthz, /readyz and /metrics (Kubernetes mode).
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8081")]
     pub listen_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: statuslist_worker::config::LogFormat,
     /// Reported in Events as the instance and used as the leader-election identity;
     /// defaults to POD_NAME (a random name when neither is set).
     #[arg(long, env = "POD_NAME")]
@@ -229,7 +232,7 @@ pub async fn watch_manifests(
 }
 
 pub async fn operator(args: OperatorArgs) -> Result<(), String> {
-    statuslist_worker::config::init_tracing(statuslist_worker::config::LogFormat::Json);
+    statuslist_worker::config::init_tracing(args.log_format);
     // Started before the database answers: migrations are retried in the background.
     let store = Store::start(&StoreConfig::new(&args.database_url)).map_err(|e| e.to_string())?;
     if let Some(dir) = args.manifests {

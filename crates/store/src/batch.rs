@@ -128,6 +128,7 @@ const REVOKE_BATCH: &str = "
     WITH r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) WITH ORDINALITY AS r(uri, idx, client_id, n)),
     t AS (SELECT r.n, r.idx, r.client_id, l.id AS list_id
           FROM r JOIN lists l ON l.uri = r.uri AND l.state IN ('Active', 'Full')
+          JOIN issuers i ON i.client_id = r.client_id AND i.pool = l.pool
           WHERE EXISTS (SELECT 1 FROM entries x WHERE x.list_id = l.id AND x.idx = r.idx
                           AND x.client_id = r.client_id AND x.status = 0)),
     o AS (SELECT id FROM lists WHERE id IN (SELECT list_id FROM t) ORDER BY id FOR NO KEY UPDATE),

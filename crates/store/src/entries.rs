@@ -178,7 +178,9 @@ impl Store {
     ) -> Result<Option<IssueOutcome>> {
         let stmt = client
             .prepare_cached(
-                "SELECT e.list_id, e.idx, e.status_expiry, l.uri FROM entries e JOIN lists l ON l.id = e.list_id
+                "SELECT e.list_id, e.idx, e.status_expiry, l.uri,
+                        EXISTS (SELECT 1 FROM issuers i WHERE i.client_id = e.client_id AND i.pool = l.pool) AS ours
+                 FROM entries e JOIN lists l ON l.id = e.list_id
                  WHERE e.client_id = $1 AND e.jti = $2",
             )
             .await?;
@@ -186,7 +188,11 @@ impl Store {
             return Ok(None);
         };
         let expiry: i64 = row.try_get("status_expiry")?;
-        if expiry != req.status_expiry {
+        // Issued under another registration of this clientId (since removed from that
+        // pool and registered elsewhere): not this issuer's to see. Answered as a changed
+        // request, which says nothing about the entry.
+        let ours: bool = row.try_get("ours")?;
+        if expiry != req.status_expiry || !ours {
             return Err(StoreError::IdempotencyConflict);
         }
         let idx: i64 = row.try_get("idx")?;
@@ -205,7 +211,10 @@ impl Store {
     }
 
     /// Revokes entry `idx` of the list at `uri` for `client_id`. Final: INVALID never goes
-    /// back. Bumps the list's version in the same statement and wakes the publishers;
+    /// back. Authority is the registration, not the bare clientId: the entry must be
+    /// `client_id`'s and its list in the pool `client_id` is registered in now, so a
+    /// clientId dropped by one pool and registered in another has no power over what it
+    /// issued under the first. Bumps the list's version in the same statement and wakes the publishers;
     /// concurrent revocations share one statement and one commit (see `batch`).
     pub async fn revoke(&self, uri: &str, idx: u64, client_id: &str) -> Result<RevokeOutcome> {
         let Ok(idx) = i64::try_from(idx) else {
@@ -256,6 +265,7 @@ impl Store {
                 .prepare_cached(
                     "SELECT e.status, extract(epoch FROM e.revoked_at)::bigint AS at
                      FROM entries e JOIN lists l ON l.id = e.list_id
+                     JOIN issuers i ON i.client_id = e.client_id AND i.pool = l.pool
                      WHERE l.uri = $1 AND l.state IN ('Active', 'Full') AND e.idx = $2 AND e.client_id = $3",
                 )
                 .await?;

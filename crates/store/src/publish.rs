@@ -326,6 +326,27 @@ impl Store {
         Ok(())
     }
 
+    /// Ids of every live list with a stored artifact: what GETs can be answered for
+    /// (workers answer other ids with 404 without asking the database each time).
+    pub async fn servable_list_ids(&self) -> Result<Vec<String>> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(
+                    "SELECT DISTINCT a.list_id FROM artifacts a JOIN lists l ON l.id = a.list_id
+                     WHERE l.state IN ('Active', 'Full')",
+                )
+                .await?;
+            client
+                .query(&stmt, &[])
+                .await?
+                .iter()
+                .map(|r| r.try_get(0).map_err(Into::into))
+                .collect()
+        })
+        .await
+    }
+
     /// The stored artifact of a live list (`None` for unknown, retired or deleted lists,
     /// and for a list not rendered yet).
     pub async fn artifact(

@@ -20,6 +20,11 @@ fn artifact(job: &PublishJob, exp: i64) -> Artifact {
     }
 }
 
+/// A render that stores one JWT expiring at `exp`.
+async fn plain(job: PublishJob, exp: i64) -> Result<Vec<Artifact>, Infallible> {
+    Ok(vec![artifact(&job, exp)])
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
     let db = with_pool(1_000, 100).await;
@@ -80,12 +85,7 @@ async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
     // Published and fresh: nobody renders it again.
     let report = db
         .store
-        .publish_due(
-            10,
-            now,
-            |_| None,
-            |job| async move { Ok::<_, Infallible>(vec![artifact(&job, now + 3600)]) },
-        )
+        .publish_due(10, now, |_| None, |job| plain(job, now + 3600))
         .await
         .expect("pass");
     assert!(report.published.is_empty());
@@ -138,12 +138,7 @@ async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
         .expect("register");
     let report = db
         .store
-        .publish_due(
-            10,
-            now + 50,
-            |_| None,
-            |job| async move { Ok::<_, Infallible>(vec![artifact(&job, now + 7200)]) },
-        )
+        .publish_due(10, now + 50, |_| None, |job| plain(job, now + 7200))
         .await
         .expect("pass");
     assert_eq!(
@@ -205,12 +200,7 @@ async fn a_publisher_that_dies_mid_render_gives_its_list_up_long_before_the_rend
     };
     let pass = |store: statuslist_store::Store| async move {
         store
-            .publish_due(
-                10,
-                0,
-                |_| None,
-                |job| async move { Ok::<_, Infallible>(vec![artifact(&job, 10_000)]) },
-            )
+            .publish_due(10, 0, |_| None, |job| plain(job, 10_000))
             .await
             .expect("B pass")
             .published
@@ -313,12 +303,7 @@ async fn a_failed_render_is_reported_backed_off_and_does_not_starve_the_others()
     // Left alone for a moment (not retried back to back), then retried.
     let report = db
         .store
-        .publish_due(
-            10,
-            0,
-            |_| None,
-            |job| async move { Ok::<_, Infallible>(vec![artifact(&job, 10_000)]) },
-        )
+        .publish_due(10, 0, |_| None, |job| plain(job, 10_000))
         .await
         .expect("pass");
     assert!(report.published.is_empty());
@@ -332,12 +317,7 @@ async fn a_failed_render_is_reported_backed_off_and_does_not_starve_the_others()
         .expect("end the backoff");
     let report = db
         .store
-        .publish_due(
-            10,
-            0,
-            |_| None,
-            |job| async move { Ok::<_, Infallible>(vec![artifact(&job, 10_000)]) },
-        )
+        .publish_due(10, 0, |_| None, |job| plain(job, 10_000))
         .await
         .expect("pass");
     assert_eq!(report.published, vec![(failing, 0)]);

@@ -169,3 +169,76 @@ async fn a_thousand_concurrent_revocations_of_one_list() {
     }
     println!("{N} revocations (+200 duplicates) of one list: version moved by {v}");
 }
+
+/// Revocation and replay follow the registration (the pool a clientId is registered in),
+/// not the bare clientId: once `a` leaves pool `p` and another pool registers it, that
+/// registration can neither revoke nor replay-read what `a` issued under `p`.
+#[tokio::test]
+async fn a_re_registered_client_id_has_no_power_over_entries_of_its_old_registration() {
+    let db = with_pool(10_000, 100).await;
+    let lease = claim(&db.store, "w").await;
+    let first = request("a", FAR_FUTURE);
+    let issued = db.store.issue(&lease, &first).await.expect("issue");
+    let kept = issue_one(&db.store, &lease).await;
+
+    // `a` leaves `p`; another tenant's pool `q` registers the same clientId.
+    db.store
+        .apply_pool(&pool_spec("p", &["b"], 10_000, 100))
+        .await
+        .expect("drop a from p");
+    let outcome = db
+        .store
+        .apply_pool(&pool_spec("q", &["a"], 10_000, 100))
+        .await
+        .expect("q");
+    assert!(outcome.conflicts.is_empty(), "{:?}", outcome.conflicts);
+
+    // The new registration cannot revoke the old entry: the answer of an absent one.
+    assert_eq!(
+        db.store
+            .revoke(&issued.uri, issued.idx, "a")
+            .await
+            .expect("revoke"),
+        RevokeOutcome::NotFound
+    );
+    // Nor learn its slot by replaying the old request: answered as a changed request.
+    assert!(matches!(
+        db.store.find_issued(&first).await,
+        Err(statuslist_store::StoreError::IdempotencyConflict)
+    ));
+    let status: i16 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT status FROM entries WHERE list_id = $1 AND idx = $2",
+            &[&issued.list_id, &(issued.idx as i64)],
+        )
+        .await
+        .expect("entry")
+        .get(0);
+    assert_eq!(status, 0, "the old entry is untouched");
+
+    // Back in its own pool, the clientId has its authority again.
+    db.store
+        .apply_pool(&pool_spec("q", &[], 10_000, 100))
+        .await
+        .expect("drop a from q");
+    db.store
+        .apply_pool(&pool_spec("p", &["a", "b"], 10_000, 100))
+        .await
+        .expect("a back in p");
+    assert!(matches!(
+        db.store
+            .revoke(&kept.uri, kept.idx, "a")
+            .await
+            .expect("revoke"),
+        RevokeOutcome::Revoked { .. }
+    ));
+    assert_eq!(
+        db.store.find_issued(&first).await.expect("replay"),
+        Some(statuslist_store::IssueOutcome {
+            created: false,
+            ..issued
+        })
+    );
+}

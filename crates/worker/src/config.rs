@@ -182,8 +182,13 @@ impl WorkerArgs {
 }
 
 pub fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Dependencies speak at warn unless RUST_LOG says otherwise (tokio_postgres logs every
+    // server notice at info).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,tokio_postgres=warn,deadpool=warn,hyper=warn,hyper_util=warn,reqwest=warn,rustls=warn,tower=warn",
+        )
+    });
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -155,6 +155,11 @@ impl JwksCache {
         }
     }
 
+    /// Fetches `uri` once, outside the cache: what the next refresh would meet.
+    pub async fn check(&self, uri: &str) -> Result<usize, FetchError> {
+        self.fetch(uri).await.map(|keys| keys.len())
+    }
+
     async fn fetch(&self, uri: &str) -> Result<Keys, FetchError> {
         if !(uri.starts_with("https://")
             || (self.settings.allow_http && uri.starts_with("http://")))

@@ -5,8 +5,9 @@
 //! stores them; the store notifies `statuslist_published`, and every worker drops its
 //! cached copy. GETs are served from memory, never older than the last notified version.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use statuslist_format::bitstring::{self, CredentialMeta};
@@ -16,7 +17,7 @@ use statuslist_store::notify::{CHANNEL_CHANGED, CHANNEL_CONFIG, CHANNEL_PUBLISHE
 use statuslist_store::{
     Artifact, ArtifactKind, ListFormat, PublishJob, Store, StoreError, StoredArtifact,
 };
-use tokio::sync::{Notify, RwLock, broadcast};
+use tokio::sync::{Mutex, Notify, RwLock, broadcast};
 
 use crate::metrics::Metrics;
 use crate::signing::SigningKeys;
@@ -193,13 +194,47 @@ struct Cached {
     checked: Instant,
 }
 
+/// How long the set of servable list ids is trusted without a full read (ids published
+/// meanwhile are added by their notification).
+const KNOWN_IDS_TTL: Duration = Duration::from_secs(5);
+
+/// Ids of the lists that can be served, so that a GET of any other id is a 404 without a
+/// query: unknown ids from the internet cost the database one read per
+/// [`KNOWN_IDS_TTL`], not one each.
+#[derive(Default)]
+struct KnownIds {
+    ids: HashSet<String>,
+    read_at: Option<Instant>,
+    /// Ids notified since the current full read started (it may not see them).
+    recent: HashSet<String>,
+}
+
+type FillKey = (String, ArtifactKind);
+/// `(kid, JWK JSON)` of the keys verifiers may need.
+pub type KeysInUse = Arc<Vec<(String, String)>>;
+
 /// The in-memory copies GETs are served from.
 #[derive(Default)]
 pub struct ArtifactCache {
-    entries: RwLock<HashMap<(String, ArtifactKind), Cached>>,
+    entries: RwLock<HashMap<FillKey, Cached>>,
     /// Highest version notified per list: a copy below it is never served.
     notified: RwLock<HashMap<String, i64>>,
+    known: RwLock<KnownIds>,
+    /// One full read of the known ids at a time.
+    known_fill: Mutex<()>,
+    /// One database read per list and kind at a time (single flight): concurrent misses
+    /// of the same list wait for the first one's answer.
+    fills: std::sync::Mutex<HashMap<FillKey, Arc<Mutex<()>>>>,
+    /// The signing keys the database says verifiers may need, and when they were read:
+    /// one read per [`KEYS_TTL`] however many JWKS requests (one reader at a time).
+    keys_in_use: Mutex<Option<(Instant, KeysInUse)>>,
+    /// Database reads made for GETs (artifact, id-set and key reads).
+    queries: AtomicU64,
 }
+
+/// How long the database's keys in use are served without a new read. A key is announced
+/// in the database the JWKS max-age before it first signs, so this delay costs nothing.
+const KEYS_TTL: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for ArtifactCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -232,14 +267,38 @@ impl ArtifactCache {
             .await
             .get(&key)
             .map(|c| (c.artifact.clone(), c.checked));
-        if let Some((artifact, checked)) = &cached
-            && artifact.stored.version >= floor
-            && artifact.stored.artifact.exp > now
-            && checked.elapsed() < REVALIDATE
-        {
-            return Ok(Some(artifact.clone()));
+        let usable = |c: &Option<(Arc<Served>, Instant)>| match c {
+            Some((artifact, checked))
+                if artifact.stored.version >= floor
+                    && artifact.stored.artifact.exp > now
+                    && checked.elapsed() < REVALIDATE =>
+            {
+                Some(artifact.clone())
+            }
+            _ => None,
+        };
+        if let Some(artifact) = usable(&cached) {
+            return Ok(Some(artifact));
         }
-        match store.artifact(id, kind).await {
+        if cached.is_none() && !self.may_serve(store, id).await {
+            return Ok(None);
+        }
+        // Single flight: the first miss reads, the others wait and take its copy.
+        let fill = self.fill_lock(&key);
+        let _filling = fill.lock().await;
+        let cached = self
+            .entries
+            .read()
+            .await
+            .get(&key)
+            .map(|c| (c.artifact.clone(), c.checked));
+        if let Some(artifact) = usable(&cached) {
+            return Ok(Some(artifact));
+        }
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        let read = store.artifact(id, kind).await;
+        self.fill_done(&key, &fill);
+        match read {
             Ok(Some(fresh)) => {
                 // Unchanged since the last look: keep the prepared copy.
                 let fresh = match &cached {
@@ -261,6 +320,7 @@ impl ArtifactCache {
             }
             Ok(None) => {
                 self.entries.write().await.remove(&key);
+                self.known.write().await.ids.remove(id);
                 Ok(None)
             }
             Err(err) => match cached {
@@ -292,16 +352,106 @@ impl ArtifactCache {
             .count()
     }
 
+    /// Whether `id` may have an artifact: in the set of servable ids, read in full at
+    /// most once per [`KNOWN_IDS_TTL`] (one reader at a time). With the database down
+    /// the answer is yes (the read that follows decides).
+    async fn may_serve(&self, store: &Store, id: &str) -> bool {
+        let fresh = |k: &KnownIds| k.read_at.is_some_and(|t| t.elapsed() < KNOWN_IDS_TTL);
+        {
+            let known = self.known.read().await;
+            if fresh(&known) {
+                return known.ids.contains(id);
+            }
+        }
+        let _filling = self.known_fill.lock().await;
+        {
+            let known = self.known.read().await;
+            if fresh(&known) {
+                return known.ids.contains(id);
+            }
+        }
+        let started = Instant::now();
+        self.known.write().await.recent.clear();
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        match store.servable_list_ids().await {
+            Ok(ids) => {
+                let mut known = self.known.write().await;
+                // Lists published while the read ran may be missing from it: keep them.
+                let mut fresh: HashSet<String> = ids.into_iter().collect();
+                fresh.extend(known.recent.drain());
+                known.ids = fresh;
+                known.read_at = Some(started);
+                known.ids.contains(id)
+            }
+            Err(_) => true,
+        }
+    }
+
+    fn fill_lock(&self, key: &FillKey) -> Arc<Mutex<()>> {
+        self.fills
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Forgets a key's fill lock once no other request waits on it.
+    fn fill_done(&self, key: &FillKey, fill: &Arc<Mutex<()>>) {
+        let mut fills = self.fills.lock().unwrap_or_else(|p| p.into_inner());
+        // Held here and in the map: nobody else has it.
+        if Arc::strong_count(fill) <= 2 {
+            fills.remove(key);
+        }
+    }
+
+    /// `(kid, JWK JSON)` of every key in use per the database (see
+    /// [`Store::signing_keys_in_use`]), from memory when read in the last [`KEYS_TTL`].
+    /// `None` when the database cannot be read and nothing was read before.
+    pub async fn keys_in_use(&self, store: &Store) -> Option<KeysInUse> {
+        let mut held = self.keys_in_use.lock().await;
+        if let Some((at, keys)) = held.as_ref()
+            && at.elapsed() < KEYS_TTL
+        {
+            return Some(keys.clone());
+        }
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        match store.signing_keys_in_use(unix_now()).await {
+            Ok(keys) => {
+                let keys = Arc::new(keys);
+                *held = Some((Instant::now(), keys.clone()));
+                Some(keys)
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "JWKS: the database's keys could not be read");
+                // The last read, if any, until the database answers again.
+                held.as_ref().map(|(_, keys)| keys.clone())
+            }
+        }
+    }
+
+    /// Database reads made on behalf of GETs so far.
+    pub fn queries(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
+    }
+
     async fn on_published(&self, id: &str, version: i64) {
         let mut notified = self.notified.write().await;
         let floor = notified.entry(id.to_owned()).or_insert(version);
         *floor = (*floor).max(version);
         drop(notified);
+        {
+            let mut known = self.known.write().await;
+            known.ids.insert(id.to_owned());
+            known.recent.insert(id.to_owned());
+        }
         self.entries.write().await.retain(|(list, _), _| list != id);
     }
 
     async fn clear(&self) {
         self.entries.write().await.clear();
+        // Notifications may have been missed: read the ids again on the next miss.
+        self.known.write().await.read_at = None;
     }
 }
 
@@ -414,7 +564,7 @@ impl Publisher {
 
     /// The key to sign with. Every key of the directory is announced first (its public
     /// JWK recorded, so every worker's JWKS carries it from then on); the newest signs
-    /// once it has been announced for the JWKS `max-age`, so that no verifier holding an
+    /// once it has been announced for the JWKS `max-age` (plus [`KEYS_TTL`]), so that no verifier holding an
     /// older JWKS meets a token signed with a key it does not know. Until then the newest
     /// key that has been announced that long signs, or (none that old) the one announced
     /// longest ago: a fresh installation signs with its only key at once.
@@ -430,10 +580,10 @@ impl Publisher {
             .await?
             .into_iter()
             .collect();
-        let announced = |k: &SigningKey| {
-            ages.get(k.kid())
-                .is_some_and(|age| *age >= self.keys.jwks_max_age.as_secs() as i64)
-        };
+        // Announced for the max-age, plus the time other workers may serve a JWKS read
+        // from the database before the announcement.
+        let wait = (self.keys.jwks_max_age + KEYS_TTL).as_secs() as i64;
+        let announced = |k: &SigningKey| ages.get(k.kid()).is_some_and(|age| *age >= wait);
         // Else the key announced longest ago (the likeliest in a verifier's JWKS), and on
         // a fresh installation the newest.
         let signer = keys

@@ -16,6 +16,10 @@ use crate::error::{self as e, ApiError};
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// Largest `kid` accepted in a request header.
 const MAX_KID_LEN: usize = 256;
+/// Longest `iss` accepted: the CRD's `clientId` bound (longer names no issuer).
+pub const MAX_ISS_LEN: usize = 256;
+/// Longest `uri` accepted: the CRD's `baseUri` bound, with room for `/t/{id}`.
+pub const MAX_URI_LEN: usize = 1024;
 /// How far in the future `iat` may be (clock skew).
 pub const IAT_LEEWAY_SECONDS: f64 = 300.0;
 
@@ -119,6 +123,9 @@ impl Jws {
     /// The `iss` claim, the client id.
     pub fn issuer(&self) -> Result<&str, ApiError> {
         match self.claims.get("iss") {
+            Some(Value::String(iss)) if iss.len() > MAX_ISS_LEN => {
+                Err(ApiError::Unauthorized(e::UNKNOWN_CLIENT))
+            }
             Some(Value::String(iss)) if !iss.is_empty() => Ok(iss),
             _ => Err(ApiError::Unauthorized(e::NO_ISS)),
         }
@@ -181,7 +188,7 @@ impl Jws {
         let Some(Value::String(uri)) = self.claims.get("uri") else {
             return Err(ApiError::BadRequest(e::NO_URI));
         };
-        if parse_list_uri(uri).is_none() {
+        if uri.len() > MAX_URI_LEN || parse_list_uri(uri).is_none() {
             return Err(ApiError::BadRequest(e::INVALID_URI));
         }
         Ok(uri)

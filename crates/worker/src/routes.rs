@@ -297,20 +297,19 @@ pub async fn bitstring_list(
 
 /// The service's keys: its own, plus every key any worker announced that has not signed
 /// yet or signed something still within its `exp` (recorded by the publishers), so a
-/// rotation never hides a key a verifier needs. With the database down, its own keys only.
+/// rotation never hides a key a verifier needs. With the database down, its own keys and
+/// the last keys read.
 pub async fn jwks(State(state): State<Arc<AppState>>) -> Response {
     let mut doc = state.keys.jwks();
-    match state.store.signing_keys_in_use(unix_now()).await {
-        Ok(keys) => {
-            for (kid, jwk) in keys {
-                if doc.find(&kid).is_none()
-                    && let Ok(jwk) = serde_json::from_str(&jwk)
-                {
-                    doc.keys.push(jwk);
-                }
+    // From memory (read from the database at most every few seconds).
+    if let Some(keys) = state.cache.keys_in_use(&state.store).await {
+        for (kid, jwk) in keys.iter() {
+            if doc.find(kid).is_none()
+                && let Ok(jwk) = serde_json::from_str(jwk)
+            {
+                doc.keys.push(jwk);
             }
         }
-        Err(err) => tracing::warn!(error = %err, "JWKS without the database's keys"),
     }
     let mut h = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&format!(

@@ -448,13 +448,25 @@ async fn every_documented_status_of_the_token_list() {
         );
     }
 
-    // 500: the database answers wrongly for a list not in memory.
+    // 500: the database answers wrongly for a list not in memory (a worker that has not
+    // served it yet; unknown ids are 404 from memory, so it is the real list's id).
+    let cold = TestWorker::start(
+        &env.db.url,
+        vec![statuslist_format::SigningKey::generate().expect("key")],
+        "cold",
+    )
+    .await;
     env.sql()
         .await
         .batch_execute("ALTER TABLE artifacts RENAME TO artifacts_gone")
         .await
         .expect("rename");
-    let resp = env.get("/t/ABCDEF012345").await;
+    let resp = env
+        .http
+        .get(format!("{}/t/{id}", cold.url))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(resp.status(), 500);
     let json: Value = serde_json::from_str(&resp.text().await.expect("body")).expect("json");
     let schema = &public["paths"]["/t/{statusListIdentifier}"]["get"]["responses"]["500"]["content"]

@@ -179,12 +179,48 @@ pub struct TestWorker {
     worker: Option<Worker>,
 }
 
+/// How a [`TestWorker`] differs from the defaults.
+pub struct WorkerOptions {
+    pub jwks: JwksSettings,
+    /// The JWKS egress policy; `None`: the one `jwks.allow_cidrs` gives.
+    pub egress: Option<statuslist_worker::egress::Egress>,
+    pub request_timeout: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            jwks: JwksSettings {
+                timeout: Duration::from_millis(500),
+                allow_http: true,
+                allow_cidrs: statuslist_worker::egress::loopback(),
+                ..JwksSettings::default()
+            },
+            egress: None,
+            request_timeout: statuslist_worker::REQUEST_TIMEOUT,
+        }
+    }
+}
+
 impl TestWorker {
     pub async fn start(db_url: &str, keys: Vec<SigningKey>, name: &str) -> Self {
+        Self::start_with(db_url, keys, name, WorkerOptions::default()).await
+    }
+
+    pub async fn start_with(
+        db_url: &str,
+        keys: Vec<SigningKey>,
+        name: &str,
+        options: WorkerOptions,
+    ) -> Self {
         let mut config = StoreConfig::new(db_url);
         config.max_connections = 8;
         let store = Store::connect(&config).await.expect("store");
         let metrics = Metrics::default();
+        let jwks = match options.egress {
+            Some(egress) => JwksCache::with_egress(options.jwks, egress),
+            None => JwksCache::new(options.jwks),
+        };
         let state = Arc::new(AppState {
             leases: Arc::new(Leases::new(
                 store.clone(),
@@ -193,18 +229,12 @@ impl TestWorker {
                 metrics.clone(),
             )),
             store,
-            jwks: JwksCache::new(JwksSettings {
-                timeout: Duration::from_millis(500),
-                allow_http: true,
-                allow_cidrs: statuslist_worker::egress::loopback(),
-                ..JwksSettings::default()
-            })
-            .expect("jwks client"),
+            jwks: jwks.expect("jwks client"),
             keys: Arc::new(SigningKeys::new(keys).expect("a key")),
             cache: Arc::new(ArtifactCache::default()),
             issuers: Arc::default(),
             metrics,
-            request_timeout: statuslist_worker::REQUEST_TIMEOUT,
+            request_timeout: options.request_timeout,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -405,6 +435,19 @@ impl Env {
             &Issuers::revoke_claims(client, uri, idx),
         );
         self.post("/revoke", Some("application/jwt"), jwt).await
+    }
+
+    /// Waits until the worker's notification connection is up (it clears the caches
+    /// when it connects).
+    pub async fn wait_listening(&self) {
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        while self.worker.state.store.health().is_up() != Some(true) {
+            assert!(
+                std::time::Instant::now() < until,
+                "the worker never listened"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await; // polling a condition
+        }
     }
 
     pub async fn sql(&self) -> tokio_postgres::Client {
