@@ -155,18 +155,37 @@ fn new_list_id() -> Result<String> {
         .collect())
 }
 
+/// A pool's live lists with their figures, in O(lists + leases + revoked) rather than
+/// O(entries): every position issued is either inside a held lease's range or outside
+/// every lease range (a released or reclaimed lease starts past its highest issued
+/// position, and spent ranges are deleted), so positions handed out are the list's size
+/// minus its lease ranges plus what was issued inside held ones (an index range scan over
+/// at most one lease per holder). "Allocated" is therefore positions used: issued, or
+/// skipped for good after a reclaim.
 const CAPACITY_QUERY: &str = "
     SELECT l.id, l.uri, l.state, l.size,
-        (SELECT count(*) FROM entries e WHERE e.list_id = l.id) AS allocated,
+        l.size - coalesce(r.ranges, 0) + coalesce(r.in_held, 0) AS allocated,
         (SELECT count(*) FROM entries e WHERE e.list_id = l.id AND e.status <> 0) AS revoked,
-        (SELECT coalesce(sum(le.end_pos - le.start_pos), 0)::bigint
-             - (SELECT count(*) FROM leases le2 JOIN entries e ON e.list_id = le2.list_id
-                    AND e.position >= le2.start_pos AND e.position < le2.end_pos
-                WHERE le2.list_id = l.id)
-         FROM leases le WHERE le.list_id = l.id) AS free
+        coalesce(r.ranges, 0) - coalesce(r.in_held, 0) AS free
     FROM lists l
+    LEFT JOIN LATERAL (
+        SELECT sum(le.end_pos - le.start_pos)::bigint AS ranges,
+               sum(CASE WHEN le.holder IS NULL THEN 0 ELSE
+                   (SELECT count(*) FROM entries e WHERE e.list_id = le.list_id
+                      AND e.position >= le.start_pos AND e.position < le.end_pos) END)::bigint AS in_held
+        FROM leases le WHERE le.list_id = l.id) r ON true
     WHERE l.pool = $1 AND l.state IN ('Active', 'Full')
     ORDER BY l.created_at, l.id";
+
+/// Whether the pool has an Active list, and its free positions (as in [`CAPACITY_QUERY`],
+/// over Active lists only, without the per-list counts): what provisioning decides on.
+const FREE_QUERY: &str = "
+    SELECT EXISTS (SELECT 1 FROM lists WHERE pool = $1 AND state = 'Active'),
+        coalesce((SELECT sum(le.end_pos - le.start_pos) - sum(CASE WHEN le.holder IS NULL THEN 0 ELSE
+                      (SELECT count(*) FROM entries e WHERE e.list_id = le.list_id
+                         AND e.position >= le.start_pos AND e.position < le.end_pos) END)
+                  FROM leases le JOIN lists l ON l.id = le.list_id
+                  WHERE l.pool = $1 AND l.state = 'Active'), 0)::bigint";
 
 fn capacity_from_rows(rows: &[Row]) -> Result<Capacity> {
     let mut cap = Capacity::default();
@@ -241,10 +260,10 @@ impl Store {
             else {
                 return Ok(None);
             };
-            let cap = capacity_from_rows(&tx.query(CAPACITY_QUERY, &[&pool]).await?)?;
+            let free = tx.query_one(FREE_QUERY, &[&pool]).await?;
+            let (has_active, free): (bool, i64) = (free.try_get(0)?, free.try_get(1)?);
             let min_free: i64 = row.try_get("min_free_entries")?;
-            let has_active = cap.lists.iter().any(|l| l.state == ListState::Active);
-            if has_active && cap.free as i64 >= min_free {
+            if has_active && free >= min_free {
                 return Ok(None);
             }
             let format: ListFormat = row.try_get::<_, String>("format")?.parse()?;

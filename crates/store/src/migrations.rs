@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, include_str!("../migrations/0003_publish_claims.sql")),
     (4, include_str!("../migrations/0004_key_lifetimes.sql")),
     (5, include_str!("../migrations/0005_entry_changes.sql")),
+    (6, include_str!("../migrations/0006_revoked_index.sql")),
 ];
 
 /// Advisory lock key: "statusls" in ASCII.
