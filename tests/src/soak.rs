@@ -376,10 +376,21 @@ spec:
 /// The pools: a Token pool and a Bitstring pool, each with its issuer; `edit` varies the
 /// capacity settings.
 fn write_manifests(dir: &Path, base: &str, issuers: &[Arc<Issuer>], edit: u64) {
+    // Capacity sized as the README says (minFreeEntries: at least the peak issuance rate
+    // times the provisioning delay, 10 s here): the token pool takes ~1,000/s, so a new
+    // 20,000-entry list every ~20 s with 12-15 s of runway; the edits vary it.
     let (min_free, lease) = [(3_000, 100), (5_000, 50), (2_000, 200)][(edit % 3) as usize];
     std::fs::write(
         dir.join("token.yaml"),
-        manifest("token", "Token", base, &issuers[0], 10_000, min_free, lease),
+        manifest(
+            "token",
+            "Token",
+            base,
+            &issuers[0],
+            20_000,
+            10_000 + min_free,
+            lease,
+        ),
     )
     .expect("write manifest");
     std::fs::write(
@@ -992,6 +1003,78 @@ pub async fn run(bin: &Path, profile: &Profile) -> Summary {
     let _ = reader.await;
     let load_ended = Instant::now();
 
+    // Visibility first, measured from the end of the load (the checks below read the
+    // whole database and would count in it).
+    let record = std::mem::take(&mut *record.lock().expect("record"));
+    // Every acknowledged revocation INVALID, every other issued entry VALID, in the lists
+    // every worker serves.
+    let mut by_list: HashMap<&str, Vec<u64>> = HashMap::new();
+    for (_, uri, idx) in record.issued.values() {
+        by_list.entry(uri.as_str()).or_default().push(*idx);
+    }
+    let lists: HashSet<&str> = by_list.keys().copied().collect();
+    let mut revoked_in: HashMap<&str, HashSet<u64>> = HashMap::new();
+    for (uri, idx) in &record.revoked {
+        revoked_in.entry(uri.as_str()).or_default().insert(*idx);
+    }
+    let mut pending: Vec<(usize, &str)> = (0..3)
+        .flat_map(|w| lists.iter().map(move |u| (w, *u)))
+        .collect();
+    let mut wrong: HashMap<(usize, &str), Vec<String>> = HashMap::new();
+    while !pending.is_empty() && load_ended.elapsed() < LOST_AFTER {
+        let mut still = Vec::new();
+        for (w, uri) in pending {
+            match fetch_list(&http, &cluster, w, uri).await {
+                Ok(Some(verified)) => {
+                    let mut errors = Vec::new();
+                    let revoked = revoked_in.get(uri);
+                    for idx in by_list.get(uri).into_iter().flatten() {
+                        let want = if revoked.is_some_and(|r| r.contains(idx)) {
+                            Status::INVALID
+                        } else {
+                            Status::VALID
+                        };
+                        match verified.list.get(*idx) {
+                            Ok(s) if Status(s) == want => {}
+                            got => errors
+                                .push(format!("{uri} {idx} on worker-{w}: {got:?}, want {want}")),
+                        }
+                    }
+                    if errors.is_empty() {
+                        wrong.remove(&(w, uri));
+                    } else {
+                        wrong.insert((w, uri), errors);
+                        still.push((w, uri));
+                    }
+                }
+                Ok(None) => still.push((w, uri)),
+                Err(e) => {
+                    summary.problems.push(e);
+                }
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await; // polling a condition
+        }
+    }
+    summary.visible_after = load_ended.elapsed();
+    for ((w, uri), errors) in &wrong {
+        let lost = errors.iter().filter(|e| e.contains("want INVALID")).count();
+        summary.lost_revocations += lost as u64;
+        summary.problems.push(format!(
+            "worker-{w} {uri}: {} wrong entries after {LOST_AFTER:?}, e.g. {}",
+            errors.len(),
+            errors[0]
+        ));
+    }
+    if !pending.is_empty() && wrong.is_empty() {
+        summary.problems.push(format!(
+            "{} (worker, list) pairs never served in {LOST_AFTER:?}",
+            pending.len()
+        ));
+    }
+
     // Every process healthy.
     for w in 0..3 {
         wait_ready(&http, &cluster.worker_url(w), Duration::from_secs(30)).await;
@@ -1026,7 +1109,6 @@ pub async fn run(bin: &Path, profile: &Profile) -> Summary {
         }
     }
 
-    let record = std::mem::take(&mut *record.lock().expect("record"));
     summary.issued = record.issued.len() as u64;
     summary.revoked = record.revoked.len() as u64;
     summary.http_500 = record.http_500;
@@ -1081,69 +1163,6 @@ pub async fn run(bin: &Path, profile: &Profile) -> Summary {
         }
     }
 
-    // Every acknowledged revocation INVALID, every other issued entry VALID, in the lists
-    // every worker serves.
-    let mut by_list: HashMap<&str, Vec<u64>> = HashMap::new();
-    for (_, uri, idx) in record.issued.values() {
-        by_list.entry(uri.as_str()).or_default().push(*idx);
-    }
-    let lists: HashSet<&str> = by_list.keys().copied().collect();
-    let mut pending: Vec<(usize, &str)> = (0..3)
-        .flat_map(|w| lists.iter().map(move |u| (w, *u)))
-        .collect();
-    let mut wrong: HashMap<(usize, &str), Vec<String>> = HashMap::new();
-    while !pending.is_empty() && load_ended.elapsed() < LOST_AFTER {
-        let mut still = Vec::new();
-        for (w, uri) in pending {
-            match fetch_list(&http, &cluster, w, uri).await {
-                Ok(Some(verified)) => {
-                    let mut errors = Vec::new();
-                    for idx in by_list.get(uri).into_iter().flatten() {
-                        let want = if record.revoked.contains(&(uri.to_owned(), *idx)) {
-                            Status::INVALID
-                        } else {
-                            Status::VALID
-                        };
-                        match verified.list.get(*idx) {
-                            Ok(s) if Status(s) == want => {}
-                            got => errors
-                                .push(format!("{uri} {idx} on worker-{w}: {got:?}, want {want}")),
-                        }
-                    }
-                    if errors.is_empty() {
-                        wrong.remove(&(w, uri));
-                    } else {
-                        wrong.insert((w, uri), errors);
-                        still.push((w, uri));
-                    }
-                }
-                Ok(None) => still.push((w, uri)),
-                Err(e) => {
-                    summary.problems.push(e);
-                }
-            }
-        }
-        pending = still;
-        if !pending.is_empty() {
-            tokio::time::sleep(Duration::from_millis(100)).await; // polling a condition
-        }
-    }
-    summary.visible_after = load_ended.elapsed();
-    for ((w, uri), errors) in &wrong {
-        let lost = errors.iter().filter(|e| e.contains("want INVALID")).count();
-        summary.lost_revocations += lost as u64;
-        summary.problems.push(format!(
-            "worker-{w} {uri}: {} wrong entries after {LOST_AFTER:?}, e.g. {}",
-            errors.len(),
-            errors[0]
-        ));
-    }
-    if !pending.is_empty() && wrong.is_empty() {
-        summary.problems.push(format!(
-            "{} (worker, list) pairs never served in {LOST_AFTER:?}",
-            pending.len()
-        ));
-    }
     if summary.visible_after > VISIBLE_WITHIN {
         eprintln!(
             "soak: revocations visible everywhere {:?} after the end (goal {VISIBLE_WITHIN:?})",
