@@ -175,10 +175,8 @@ impl JwksCache {
             .get(url)
             .send()
             .await
-            .map_err(|e| match refusal(&e) {
-                Some(refused) => FetchError::Http(refused),
-                None => FetchError::Http(chain(&e)),
-            })?;
+            // The causes name an egress refusal made at resolution.
+            .map_err(|e| FetchError::Http(chain(&e)))?;
         if !response.status().is_success() {
             return Err(FetchError::Http(format!("status {}", response.status())));
         }
@@ -210,18 +208,6 @@ impl JwksCache {
             })
             .collect())
     }
-}
-
-/// The egress refusal behind a request error, if that is what it is.
-fn refusal(e: &reqwest::Error) -> Option<String> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if let Some(refused) = err.downcast_ref::<crate::egress::Refused>() {
-            return Some(refused.to_string());
-        }
-        source = err.source();
-    }
-    None
 }
 
 /// An error with its causes, one line.

@@ -261,12 +261,7 @@ impl ArtifactCache {
             .copied()
             .unwrap_or(i64::MIN);
         let now = unix_now();
-        let cached = self
-            .entries
-            .read()
-            .await
-            .get(&key)
-            .map(|c| (c.artifact.clone(), c.checked));
+        let cached = self.cached(&key).await;
         let usable = |c: &Option<(Arc<Served>, Instant)>| match c {
             Some((artifact, checked))
                 if artifact.stored.version >= floor
@@ -286,12 +281,7 @@ impl ArtifactCache {
         // Single flight: the first miss reads, the others wait and take its copy.
         let fill = self.fill_lock(&key);
         let _filling = fill.lock().await;
-        let cached = self
-            .entries
-            .read()
-            .await
-            .get(&key)
-            .map(|c| (c.artifact.clone(), c.checked));
+        let cached = self.cached(&key).await;
         if let Some(artifact) = usable(&cached) {
             return Ok(Some(artifact));
         }
@@ -350,6 +340,15 @@ impl ArtifactCache {
                     && c.artifact.stored.version >= notified.get(id).copied().unwrap_or(i64::MIN)
             })
             .count()
+    }
+
+    /// The prepared copy of `key` and when it was last checked, if cached.
+    async fn cached(&self, key: &FillKey) -> Option<(Arc<Served>, Instant)> {
+        self.entries
+            .read()
+            .await
+            .get(key)
+            .map(|c| (c.artifact.clone(), c.checked))
     }
 
     /// Whether `id` may have an artifact: in the set of servable ids, read in full at
