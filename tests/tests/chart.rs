@@ -57,9 +57,8 @@ async fn every_rendered_object_passes_a_server_side_dry_run() {
     let client = server.admin().await;
     let ns = server.namespace("chart").await;
     let all_on = [
-        "--include-crds",
         "--set",
-        "worker.ingress.enabled=true,worker.autoscaling.enabled=true,serviceMonitor.enabled=true",
+        "worker.ingress.enabled=true,worker.autoscaling.enabled=true,serviceMonitor.enabled=true,demo.enabled=true",
         "--set",
         "networkPolicy.enabled=true,networkPolicy.databaseCidr=10.0.0.0/8,worker.jwksAllowHttp=true",
         "--set",
@@ -73,11 +72,11 @@ async fn every_rendered_object_passes_a_server_side_dry_run() {
         .expect("discovery");
     let mut checked = 0;
     let mut skipped = Vec::new();
-    for args in [&["--include-crds"][..], &all_on[..]] {
+    for args in [&["--set", "crds.install=true"][..], &all_on[..]] {
         for doc in helm::template(&helm, &ns, &ns, args) {
             let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
-            // The Prometheus Operator's CRD is not installed on a bare API server.
-            if kind == "ServiceMonitor" {
+            // The Prometheus Operator's CRDs are not installed on a bare API server.
+            if kind == "ServiceMonitor" || kind == "PodMonitor" {
                 skipped.push(kind);
                 continue;
             }
@@ -90,7 +89,7 @@ async fn every_rendered_object_passes_a_server_side_dry_run() {
     }
     eprintln!("dry-run applied {checked} objects; skipped (no CRD on this server): {skipped:?}");
     assert!(checked >= 20, "only {checked} objects rendered");
-    assert_eq!(skipped, ["ServiceMonitor"]);
+    assert_eq!(skipped, ["PodMonitor", "ServiceMonitor"]);
 }
 
 /// The Ingress routes only the public port; `/metrics` is on another one, and the
@@ -319,6 +318,15 @@ async fn the_operator_works_with_exactly_the_charts_rbac() {
             .then_some(())
     })
     .await;
+    // The chart's uninstall guard (a pre-delete Job with this ServiceAccount) sees the
+    // StatusList and refuses, naming it; once it is deleted (by the running operator,
+    // finalizer and all) the guard lets the uninstall go on.
+    let remaining = statuslist_operator::uninstall::remaining(operator.clone())
+        .await
+        .expect("the operator's RBAC lists StatusLists in every namespace");
+    assert_eq!(remaining, [format!("{ns}/pool (deletionPolicy Delete)")]);
+    let refusal = statuslist_operator::uninstall::verdict(&remaining).expect_err("refused");
+    assert!(refusal.contains("kubectl delete statuslists"), "{refusal}");
     lists
         .delete("pool", &DeleteParams::default())
         .await
@@ -327,6 +335,13 @@ async fn the_operator_works_with_exactly_the_charts_rbac() {
         lists.get_opt("pool").await.ok()?.is_none().then_some(())
     })
     .await;
+    let remaining = statuslist_operator::uninstall::remaining(operator.clone())
+        .await
+        .expect("list");
+    assert!(
+        statuslist_operator::uninstall::verdict(&remaining).is_ok(),
+        "{remaining:?}"
+    );
 
     // Nothing beyond its role is reachable.
     let forbidden = |r: Result<(), kube::Error>, what: &str| match r {
@@ -384,4 +399,209 @@ async fn the_operator_works_with_exactly_the_charts_rbac() {
     );
     let _ = tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+}
+
+/// What a platform engineer meets on Day 2: the CRD kept by `helm uninstall` and left out
+/// when kubectl manages it, the uninstall guard, the operator's update strategy (never
+/// more operators than replicas), its metrics scraped, and the demo issuer only on request.
+#[test]
+fn uninstall_guard_crd_lifecycle_operator_strategy_and_metrics() {
+    let Some(helm) = helm::helm() else { return };
+    let render = |args: &[&str]| helm::template(&helm, "day2", "day2", args);
+    let find = |docs: &[Value], kind: &str| {
+        docs.iter()
+            .filter(|d| d["kind"] == kind)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+
+    let docs = render(&[]);
+    let crds = find(&docs, "CustomResourceDefinition");
+    assert_eq!(crds.len(), 1);
+    assert_eq!(
+        crds[0]["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    assert!(
+        find(
+            &render(&["--set", "crds.install=false"]),
+            "CustomResourceDefinition"
+        )
+        .is_empty()
+    );
+
+    let jobs = find(&docs, "Job");
+    assert_eq!(jobs.len(), 1, "the uninstall guard");
+    let job = &jobs[0];
+    assert_eq!(job["metadata"]["annotations"]["helm.sh/hook"], "pre-delete");
+    assert_eq!(job["spec"]["backoffLimit"], 0);
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "day2-statuslist-operator");
+    assert_eq!(pod["containers"][0]["args"], json!(["uninstall-check"]));
+    assert_eq!(
+        pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+        true
+    );
+    assert!(find(&render(&["--set", "uninstallGuard.enabled=false"]), "Job").is_empty());
+
+    for (replicas, strategy) in [
+        ("1", json!({"type": "Recreate"})),
+        (
+            "2",
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
+        ),
+    ] {
+        let docs = render(&["--set", &format!("operator.replicas={replicas}")]);
+        let operator = docs
+            .iter()
+            .find(|d| {
+                d["kind"] == "Deployment" && d["metadata"]["name"] == "day2-statuslist-operator"
+            })
+            .expect("operator Deployment");
+        assert_eq!(
+            operator["spec"]["strategy"], strategy,
+            "{replicas} replicas"
+        );
+    }
+
+    assert!(find(&docs, "PodMonitor").is_empty());
+    let docs = render(&["--set", "serviceMonitor.enabled=true"]);
+    let monitors = find(&docs, "PodMonitor");
+    assert_eq!(monitors.len(), 1);
+    assert_eq!(
+        monitors[0]["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"],
+        "operator"
+    );
+    assert_eq!(
+        monitors[0]["spec"]["podMetricsEndpoints"][0]["port"],
+        "http"
+    );
+
+    // The demo issuer: off by default; on, its Service is what deploy/dev/examples.yaml names.
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["metadata"]["name"] == "day2-statuslist-demo-issuer")
+    );
+    let docs = helm::template(
+        &helm,
+        "statuslist",
+        "default",
+        &["--set", "demo.enabled=true"],
+    );
+    let service = docs
+        .iter()
+        .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == "statuslist-demo-issuer")
+        .expect("the demo issuer's Service");
+    let host = format!(
+        "{}.{}.svc.cluster.local",
+        service["metadata"]["name"].as_str().expect("name"),
+        service["metadata"]["namespace"]
+            .as_str()
+            .expect("namespace")
+    );
+    let examples =
+        std::fs::read_to_string(statuslist_tests::repo_root().join("deploy/dev/examples.yaml"))
+            .expect("examples");
+    assert_eq!(
+        examples
+            .matches(&format!("jwksUri: http://{host}/jwks.json"))
+            .count(),
+        2,
+        "{host}"
+    );
+    let demo = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "statuslist-demo-issuer")
+        .expect("the demo issuer");
+    let env = demo["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("env");
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "SERVICE_URL" && e["value"] == "http://statuslist-worker:80"),
+        "{env:?}"
+    );
+}
+
+/// The Tiltfile, checked where no Starlark evaluator runs: it parses (Starlark's syntax
+/// is Python's, so python3's parser reads it), never live-updates or builds on the host,
+/// applies the CRD once (through the chart), and every workload and object it names is
+/// one that its own chart values render, or one of its manifests holds.
+#[test]
+fn the_tiltfile_names_what_it_deploys() {
+    let root = statuslist_tests::repo_root();
+    let tiltfile = std::fs::read_to_string(root.join("Tiltfile")).expect("Tiltfile");
+    let code: String = tiltfile
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    if let Ok(out) = std::process::Command::new("python3")
+        .args(["-c", "import ast,sys; ast.parse(open(sys.argv[1]).read())"])
+        .arg(root.join("Tiltfile"))
+        .output()
+    {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for banned in ["live_update", "cargo build", "cargo run", "crds/"] {
+        assert!(!code.contains(banned), "the Tiltfile uses {banned}");
+    }
+    assert!(
+        code.contains("dockerfile='Dockerfile'"),
+        "one image build, from the Dockerfile"
+    );
+    let quoted = |after: &str| -> Vec<String> {
+        code.split(after)
+            .skip(1)
+            .filter_map(|rest| rest.split('\'').next().map(str::to_owned))
+            .collect()
+    };
+    let Some(helm) = helm::helm() else { return };
+    // The chart's values as the Tiltfile sets them.
+    let rest = code.split("set=[").nth(1).expect("helm(set=[...])");
+    let block = &rest[..rest.find("\n    ],").expect("end of set=[...]")];
+    let sets: Vec<&str> = block
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('\'')?.strip_suffix("',"))
+        .collect();
+    assert!(sets.contains(&"demo.enabled=true"), "{sets:?}");
+    let mut args = Vec::new();
+    for s in &sets {
+        args.extend(["--set", *s]);
+    }
+    let docs = helm::template(&helm, "statuslist", "default", &args);
+    assert_eq!(
+        docs.iter()
+            .filter(|d| d["kind"] == "CustomResourceDefinition")
+            .count(),
+        1
+    );
+    let postgres =
+        std::fs::read_to_string(root.join("deploy/dev/postgres.yaml")).expect("postgres");
+    for workload in quoted("k8s_resource(\n    '")
+        .into_iter()
+        .chain(quoted("k8s_resource('"))
+    {
+        let rendered = docs
+            .iter()
+            .any(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == workload.as_str());
+        assert!(
+            rendered || postgres.contains(&format!("name: {workload}")),
+            "the Tiltfile names {workload}, which nothing deploys"
+        );
+    }
+    let examples =
+        std::fs::read_to_string(root.join("deploy/dev/examples.yaml")).expect("examples");
+    for object in ["driving-licence:statuslist", "veteran-card:statuslist"] {
+        assert!(code.contains(object), "{object}");
+        let name = object.split(':').next().expect("name");
+        assert!(examples.contains(&format!("name: {name}")), "{name}");
+    }
+    assert!(code.contains("k8s_yaml('deploy/dev/examples.yaml')"));
+    assert!(root.join("deploy/dev/try-it.txt").is_file());
 }

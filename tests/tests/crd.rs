@@ -11,7 +11,7 @@ use kube::{Client, CustomResourceExt};
 use serde_json::{Value, json};
 use statuslist_crd::StatusList;
 use statuslist_tests::envtest::{ApiServer, install_crd};
-use statuslist_tests::{repo_root, require_apiserver};
+use statuslist_tests::{helm, repo_root, require_apiserver};
 
 fn resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
@@ -69,14 +69,26 @@ async fn admit(api: &Api<DynamicObject>, spec: Value) -> Result<(), String> {
 async fn the_generated_crd_and_the_charts_copy_install_and_the_examples_apply() {
     let server = require_apiserver!();
     let (client, ns) = setup(server).await;
-    // The chart's copy is the same CRD; applying it (as helm install would) must succeed.
-    let chart: CustomResourceDefinition = serde_json::from_value(read_yaml(
-        "charts/statuslist/crds/statuslist.dev_statuslists.yaml",
-    ))
-    .expect("the chart's CRD");
-    install_crd(&client, &chart)
-        .await
-        .expect("the chart's CRD installs");
+    // The chart's template renders the same CRD; applying it (as helm install would)
+    // must succeed. With crds.install=false it renders none.
+    if let Some(helm) = helm::helm() {
+        let crd_of = |args: &[&str]| {
+            helm::template(&helm, "crd", &ns, args)
+                .into_iter()
+                .find(|d| d["kind"] == "CustomResourceDefinition")
+        };
+        assert!(crd_of(&["--set", "crds.install=false"]).is_none());
+        let chart = crd_of(&[]).expect("the chart renders the CRD");
+        assert_eq!(
+            chart["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+            "helm uninstall must keep the CRD (deleting it deletes every StatusList)"
+        );
+        let chart: CustomResourceDefinition =
+            serde_json::from_value(chart).expect("the chart's CRD");
+        install_crd(&client, &chart)
+            .await
+            .expect("the chart's CRD installs");
+    }
     let committed: CustomResourceDefinition =
         serde_json::from_value(read_yaml("crds/statuslist.dev_statuslists.yaml")).expect("crds/");
     install_crd(&client, &committed)

@@ -4,6 +4,7 @@
 mod bench;
 mod client;
 mod dev;
+mod dev_issuer;
 mod manifests;
 
 use std::path::PathBuf;
@@ -31,7 +32,11 @@ enum Command {
     /// Run everything on this machine: database, examples, worker, a demo issuer.
     Dev(dev::DevArgs),
     /// Print the StatusList CRD as YAML.
-    Crd,
+    Crd {
+        /// As the chart's template (`charts/statuslist/templates/crd.yaml`).
+        #[arg(long)]
+        helm: bool,
+    },
     /// Ask a service for a status list entry (signs the request JWT).
     Issue(client::IssueArgs),
     /// Revoke an entry (signs the request JWT).
@@ -41,6 +46,11 @@ enum Command {
     Check(client::CheckArgs),
     /// Drive load at a service from this process and print throughput and latency.
     Bench(bench::BenchArgs),
+    /// The chart's pre-delete guard: fails, naming them, while any StatusList exists.
+    UninstallCheck,
+    /// A demo issuer for development clusters: serves its JWKS, signs and forwards
+    /// `/issue` and `/revoke` to the service.
+    DevIssuer(dev_issuer::DevIssuerArgs),
     /// Generate an ES256 key: PKCS#8 PEM and its public JWKS.
     Keygen {
         /// Where to write the private key (PEM); stdout when absent.
@@ -64,8 +74,12 @@ async fn main() -> ExitCode {
                 .map_err(|e| e.to_string())
         }
         Command::Dev(args) => dev::run(args).await,
-        Command::Crd => {
-            print!("{}", statuslist_crd::crd_yaml());
+        Command::Crd { helm } => {
+            if helm {
+                print!("{}", statuslist_crd::crd_helm_template());
+            } else {
+                print!("{}", statuslist_crd::crd_yaml());
+            }
             Ok(())
         }
         Command::Issue(args) => client::issue(args).await,
@@ -77,6 +91,8 @@ async fn main() -> ExitCode {
         },
         Command::Keygen { key, jwks } => client::keygen(key, jwks),
         Command::Bench(args) => bench::run(args).await,
+        Command::UninstallCheck => manifests::uninstall_check().await,
+        Command::DevIssuer(args) => dev_issuer::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

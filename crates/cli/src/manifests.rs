@@ -276,6 +276,19 @@ pub async fn operator(args: OperatorArgs) -> Result<(), String> {
     serve(ctx, election, stop).await
 }
 
+/// `statuslist uninstall-check`: the chart's `pre-delete` hook (see README, "Uninstall").
+pub async fn uninstall_check() -> Result<(), String> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("Kubernetes client: {e}"))?;
+    let remaining = statuslist_operator::uninstall::remaining(client)
+        .await
+        .map_err(|e| format!("listing StatusLists: {e}"))?;
+    statuslist_operator::uninstall::verdict(&remaining)?;
+    println!("no StatusList exists: the release may be removed");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

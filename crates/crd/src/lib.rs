@@ -271,3 +271,18 @@ pub fn crd_yaml() -> String {
     let body = serde_yaml_ng::to_string(&StatusList::crd()).expect("the CRD serialises");
     format!("# Generated from crates/crd by `statuslist crd`; do not edit.\n{body}")
 }
+
+/// The CRD as the chart's template (`charts/statuslist/templates/crd.yaml`): rendered
+/// unless `crds.install=false` (when `kubectl apply --server-side -f crds/` manages it),
+/// and kept by `helm uninstall` (deleting a CRD deletes every StatusList with it).
+pub fn crd_helm_template() -> String {
+    use kube::CustomResourceExt;
+    let body = serde_yaml_ng::to_string(&StatusList::crd()).expect("the CRD serialises");
+    let name = "metadata:\n  name: statuslists.statuslist.dev\n";
+    let kept = format!("{name}  annotations:\n    helm.sh/resource-policy: keep\n");
+    format!(
+        "{{{{- if .Values.crds.install }}}}\n\
+         # Generated from crates/crd by `statuslist crd --helm`; do not edit.\n{}{{{{- end }}}}\n",
+        body.replacen(name, &kept, 1)
+    )
+}

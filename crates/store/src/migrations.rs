@@ -13,6 +13,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (4, include_str!("../migrations/0004_key_lifetimes.sql")),
     (5, include_str!("../migrations/0005_entry_changes.sql")),
     (6, include_str!("../migrations/0006_revoked_index.sql")),
+    (
+        7,
+        include_str!("../migrations/0007_drop_redundant_revoked_index.sql"),
+    ),
 ];
 
 /// Advisory lock key: "statusls" in ASCII.
