@@ -112,6 +112,75 @@ fn path(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
 
+/// A StatusList manifest: one pool, one issuer.
+#[derive(Debug, Clone, Copy)]
+pub struct Pool<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub format: &'a str,
+    pub base_uri: &'a str,
+    pub entries_per_list: u64,
+    pub min_free_entries: u64,
+    pub lease_size: u64,
+    pub deletion_policy: &'a str,
+    pub client_id: &'a str,
+    pub jwks_uri: &'a str,
+}
+
+impl<'a> Pool<'a> {
+    /// The tests' usual pool: namespace `tests`, lists of 1,000, `Delete`.
+    pub fn new(
+        name: &'a str,
+        format: &'a str,
+        base_uri: &'a str,
+        client_id: &'a str,
+        jwks_uri: &'a str,
+    ) -> Self {
+        Self {
+            name,
+            namespace: "tests",
+            format,
+            base_uri,
+            entries_per_list: 1000,
+            min_free_entries: 100,
+            lease_size: 100,
+            deletion_policy: "Delete",
+            client_id,
+            jwks_uri,
+        }
+    }
+
+    /// The manifest; `extra` is appended to the spec (indented).
+    pub fn yaml(&self, extra: &str) -> String {
+        let Self {
+            name,
+            namespace,
+            format,
+            base_uri,
+            entries_per_list,
+            min_free_entries,
+            lease_size,
+            deletion_policy,
+            client_id,
+            jwks_uri,
+        } = self;
+        format!(
+            "apiVersion: statuslist.dev/v1alpha1
+kind: StatusList
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  format: {format}
+  baseUri: {base_uri}
+  entriesPerList: {entries_per_list}
+  minFreeEntries: {min_free_entries}
+  leaseSize: {lease_size}
+  deletionPolicy: {deletion_policy}
+  issuers: [{{clientId: {client_id}, jwksUri: '{jwks_uri}'}}]
+{extra}"
+        )
+    }
+}
+
 /// A StatusList manifest of one issuer; `extra` is appended to the spec (indented).
 pub fn manifest(
     name: &str,
@@ -121,21 +190,11 @@ pub fn manifest(
     issuer: &Issuer,
     extra: &str,
 ) -> String {
-    format!(
-        "apiVersion: statuslist.dev/v1alpha1
-kind: StatusList
-metadata: {{name: {name}, namespace: tests}}
-spec:
-  format: {format}
-  baseUri: {base_uri}
-  entriesPerList: 1000
-  minFreeEntries: 100
-  leaseSize: 100
-  deletionPolicy: {policy}
-  issuers: [{{clientId: {}, jwksUri: '{}'}}]
-{extra}",
-        issuer.client_id, issuer.jwks_url
-    )
+    Pool {
+        deletion_policy: policy,
+        ..Pool::new(name, format, base_uri, &issuer.client_id, &issuer.jwks_url)
+    }
+    .yaml(extra)
 }
 
 /// A worker process on a free port (and its metrics on another): generated signing key,

@@ -29,6 +29,19 @@ pub enum Mode {
     /// Revocation visibility: revoke through `--url`, then poll the list on `--observe`
     /// (another worker) until it says INVALID; the latency is from the 202 to that.
     Visibility,
+    /// A fast loader, no HTTP: `--requests` issuances into `--pool` for `--client-id`,
+    /// straight through the store as a worker issues them (leases, permutation, fencing,
+    /// group commit), from `--concurrency` tasks, each holding a lease of its own. For
+    /// filling a database before a measurement; the operator must be running to
+    /// provision lists as they fill.
+    Fill,
+    /// No HTTP: the operator's whole pass over the pool of `--manifest` (apply, reclaim,
+    /// mark full, retire, capacity, provision when needed), one after another for
+    /// `--seconds`; the latency is one pass.
+    Reconcile,
+    /// No HTTP: a lease claim of `--pool` and its release, one after another for
+    /// `--seconds`; the latency is the claim.
+    Claim,
 }
 
 #[derive(Debug, clap::Args)]
@@ -66,8 +79,18 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
     /// Requests prepared in advance (issue, revoke): the run ends early when all are sent.
+    /// For fill: how many entries to issue.
     #[arg(long, default_value_t = 50_000)]
     requests: usize,
+    /// The database to fill (fill).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// The pool, as the store names it: `namespace/name` (fill, claim).
+    #[arg(long)]
+    pool: Option<String>,
+    /// The StatusList manifest of the pool (reconcile).
+    #[arg(long)]
+    manifest: Option<PathBuf>,
 }
 
 /// What one run measured.
@@ -293,6 +316,143 @@ async fn drive(
     Run::gather(tasks, started).await
 }
 
+/// Issues `--requests` entries through the store (see [`Mode::Fill`]). The run is not
+/// bounded by `--seconds`: it ends when every entry is issued.
+async fn fill(args: &BenchArgs) -> Result<Run, String> {
+    use statuslist_store::{IssueRequest, StoreError};
+    let pool = need(&args.pool, "--pool", args.mode)?.clone();
+    let client_id = need(&args.client_id, "--client-id", args.mode)?.clone();
+    let store = bench_store(args).await?;
+    let left = Arc::new(std::sync::atomic::AtomicI64::new(args.requests as i64));
+    let expiry = crate::client::now() + 30 * 86_400;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..args.concurrency)
+        .map(|k| {
+            let (store, pool, client_id, left) =
+                (store.clone(), pool.clone(), client_id.clone(), left.clone());
+            tokio::spawn(async move {
+                let mut run = Run::default();
+                let holder = format!("fill-{}-{k}", std::process::id());
+                let mut lease = None;
+                let mut dry_since: Option<Instant> = None;
+                while left.fetch_sub(1, Ordering::Relaxed) > 0 {
+                    if lease.is_none() {
+                        match store
+                            .claim_lease(&pool, &holder, Duration::from_secs(600))
+                            .await
+                        {
+                            Ok(Some(l)) => {
+                                lease = Some(l);
+                                dry_since = None;
+                            }
+                            Ok(None) | Err(_) => {
+                                // The operator is provisioning: wait for it (a minute at most).
+                                left.fetch_add(1, Ordering::Relaxed);
+                                let since = *dry_since.get_or_insert_with(Instant::now);
+                                if since.elapsed() > Duration::from_secs(60) {
+                                    run.errors += 1;
+                                    break;
+                                }
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                continue;
+                            }
+                        }
+                    }
+                    let Some(held) = &lease else { continue };
+                    let req = IssueRequest {
+                        client_id: client_id.clone(),
+                        jti: uuid::Uuid::new_v4(),
+                        status_expiry: expiry,
+                    };
+                    let t = Instant::now();
+                    match store.issue(held, &req).await {
+                        Ok(_) => {
+                            run.latencies_us.push(t.elapsed().as_micros() as u64);
+                            *run.statuses.entry(200).or_default() += 1;
+                        }
+                        Err(StoreError::LeaseExhausted) => {
+                            left.fetch_add(1, Ordering::Relaxed);
+                            let _ = store.release_lease(held).await;
+                            lease = None;
+                        }
+                        Err(_) => run.errors += 1,
+                    }
+                }
+                if let Some(held) = &lease {
+                    let _ = store.release_lease(held).await;
+                }
+                run
+            })
+        })
+        .collect();
+    Ok(Run::gather(tasks, started).await)
+}
+
+/// A store for the no-HTTP modes.
+async fn bench_store(args: &BenchArgs) -> Result<statuslist_store::Store, String> {
+    let url = need(&args.database_url, "--database-url", args.mode)?;
+    let mut config = statuslist_store::StoreConfig::new(url);
+    config.max_connections = args.concurrency.clamp(4, 64);
+    config.wait_timeout = Duration::from_secs(30);
+    config.operation_timeout = Duration::from_secs(30);
+    statuslist_store::Store::connect(&config)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Reconcile passes or lease claims, one at a time, for `duration` (see [`Mode`]).
+async fn store_ops(args: &BenchArgs, duration: Duration) -> Result<Run, String> {
+    let store = bench_store(args).await?;
+    let mut run = Run::default();
+    let started = Instant::now();
+    if args.mode == Mode::Reconcile {
+        let path = need(&args.manifest, "--manifest", args.mode)?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let scan = statuslist_operator::manifests::scan_text(&path.display().to_string(), &text);
+        let (pool, _) = scan.pools.into_iter().next().ok_or_else(|| {
+            format!(
+                "{}: no valid StatusList: {}",
+                path.display(),
+                scan.invalid.join("; ")
+            )
+        })?;
+        while started.elapsed() < duration {
+            let t = Instant::now();
+            match statuslist_operator::core::reconcile_pool(&store, &pool, crate::client::now())
+                .await
+            {
+                Ok(_) => {
+                    run.latencies_us.push(t.elapsed().as_micros() as u64);
+                    *run.statuses.entry(200).or_default() += 1;
+                }
+                Err(_) => run.errors += 1,
+            }
+        }
+    } else {
+        let pool = need(&args.pool, "--pool", args.mode)?;
+        let holder = format!("claim-bench-{}", std::process::id());
+        while started.elapsed() < duration {
+            let t = Instant::now();
+            match store
+                .claim_lease(pool, &holder, Duration::from_secs(60))
+                .await
+            {
+                Ok(Some(lease)) => {
+                    run.latencies_us.push(t.elapsed().as_micros() as u64);
+                    *run.statuses.entry(200).or_default() += 1;
+                    if store.release_lease(&lease).await.is_err() {
+                        run.errors += 1;
+                    }
+                }
+                Ok(None) => *run.statuses.entry(503).or_default() += 1,
+                Err(_) => run.errors += 1,
+            }
+        }
+    }
+    run.elapsed = started.elapsed();
+    Ok(run)
+}
+
 fn verify_ceiling(threads: usize, duration: Duration) -> Result<Run, String> {
     let key = SigningKey::generate().map_err(|e| e.to_string())?;
     let jwt = request_jwt(&key, key.kid(), &issue_claims("bench", None))?;
@@ -377,6 +537,8 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             drive(&client, requests, headers, args.concurrency, duration, true).await
         }
         Mode::Visibility => visibility(&args, duration).await?,
+        Mode::Fill => fill(&args).await?,
+        Mode::Reconcile | Mode::Claim => store_ops(&args, duration).await?,
         Mode::Issue | Mode::Revoke => {
             let Client {
                 url,

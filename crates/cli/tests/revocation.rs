@@ -47,9 +47,7 @@ async fn every_acknowledged_revocation_survives_a_killed_worker() {
         // Once some revocations are acknowledged, kill it mid-stream.
         let until = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let done = db
-                .count("SELECT count(*) FROM entries WHERE status = 1")
-                .await;
+            let done = db.count("SELECT count(*) FROM revocations").await;
             if done >= (N / 4) as i64 || tokio::time::Instant::now() > until {
                 break;
             }
@@ -64,9 +62,7 @@ async fn every_acknowledged_revocation_survives_a_killed_worker() {
         .filter(|(_, ok)| **ok)
         .map(|(e, _)| e.clone())
         .collect();
-    let revoked_rows = db
-        .count("SELECT count(*) FROM entries WHERE status = 1")
-        .await;
+    let revoked_rows = db.count("SELECT count(*) FROM revocations").await;
     assert!(!acknowledged.is_empty());
     assert!(
         revoked_rows >= acknowledged.len() as i64,
@@ -77,7 +73,7 @@ async fn every_acknowledged_revocation_survives_a_killed_worker() {
         let list = uri.rsplit('/').next().expect("id");
         assert_eq!(
             db.count(&format!(
-                "SELECT count(*) FROM entries WHERE list_id = '{list}' AND idx = {idx} AND status = 1"
+                "SELECT count(*) FROM revocations WHERE list_id = '{list}' AND idx = {idx} AND status = 1"
             ))
             .await,
             1,
@@ -100,11 +96,7 @@ async fn every_acknowledged_revocation_survives_a_killed_worker() {
             tokio::time::sleep(Duration::from_millis(100)).await; // the worker is starting
         }
     }
-    assert_eq!(
-        db.count("SELECT count(*) FROM entries WHERE status = 1")
-            .await,
-        N as i64
-    );
+    assert_eq!(db.count("SELECT count(*) FROM revocations").await, N as i64);
     // Published by the new worker: every list's latest version rendered.
     eventually(Duration::from_secs(10), "every list published", || async {
         (db.count("SELECT count(*) FROM lists l JOIN list_publish p ON p.list_id = l.id WHERE p.published_version < l.version")

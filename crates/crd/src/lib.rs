@@ -224,8 +224,9 @@ pub struct StatusListStatus {
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
-    /// The pool's live physical lists.
+    /// The pool's newest live physical lists (at most 10; `totals` counts them all).
     #[serde(default)]
+    #[schemars(length(max = 10))]
     pub lists: Vec<ListStatus>,
     #[serde(default)]
     pub totals: Totals,
@@ -250,6 +251,12 @@ pub struct ListStatus {
 #[serde(rename_all = "camelCase")]
 pub struct Totals {
     pub lists: u64,
+    /// Lists issuing.
+    #[serde(default)]
+    pub active: u64,
+    /// Lists with every position handed out, still served.
+    #[serde(default)]
+    pub full: u64,
     pub size: u64,
     pub allocated: u64,
     pub revoked: u64,

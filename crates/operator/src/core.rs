@@ -302,15 +302,18 @@ pub fn carry_transitions(mut new: Vec<Condition>, old: &[Condition]) -> Vec<Cond
     new
 }
 
+/// Physical lists named in a StatusList's status: the newest ones (the totals count them
+/// all), so that the object stays small however many lists a pool holds.
+pub const STATUS_LISTS: usize = 10;
+
 /// The status of a pool that reconciled.
 pub fn status(
     report: &PoolReport,
     generation: Option<i64>,
     old: Option<&StatusListStatus>,
 ) -> StatusListStatus {
-    let lists: Vec<ListStatus> = report
-        .capacity
-        .lists
+    let all = &report.capacity.lists;
+    let lists: Vec<ListStatus> = all[all.len().saturating_sub(STATUS_LISTS)..]
         .iter()
         .map(|l| ListStatus {
             id: l.id.clone(),
@@ -324,7 +327,9 @@ pub fn status(
         .collect();
     let c = &report.capacity;
     let totals = Totals {
-        lists: lists.len() as u64,
+        lists: all.len() as u64,
+        active: all.iter().filter(|l| l.state == ListState::Active).count() as u64,
+        full: all.iter().filter(|l| l.state == ListState::Full).count() as u64,
         size: c.size,
         allocated: c.allocated,
         revoked: c.revoked,
@@ -427,4 +432,52 @@ pub fn invalid_status(
     status.observed_generation = generation;
     status.conditions = carry_transitions(conditions, &status.conditions);
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use statuslist_store::ListCapacity;
+
+    /// A pool of thousands of lists: the status names the newest few and counts the rest,
+    /// and stays far below etcd's object limit.
+    #[test]
+    fn the_status_of_a_pool_of_many_lists_is_bounded() {
+        let lists: Vec<ListCapacity> = (0..5_000u64)
+            .map(|i| ListCapacity {
+                id: format!("{i:012X}"),
+                uri: format!("https://status.example.test/t/{i:012X}"),
+                state: if i < 4_990 {
+                    ListState::Full
+                } else {
+                    ListState::Active
+                },
+                size: 1 << 20,
+                allocated: 1 << 20,
+                revoked: 1_000,
+                free: 0,
+            })
+            .collect();
+        let report = PoolReport {
+            capacity: Capacity {
+                lists,
+                ..Capacity::default()
+            },
+            ..PoolReport::default()
+        };
+        let status = status(&report, Some(1), None);
+        assert_eq!(status.lists.len(), STATUS_LISTS);
+        assert_eq!(status.lists[0].id, format!("{:012X}", 5_000 - STATUS_LISTS));
+        assert_eq!(status.lists[STATUS_LISTS - 1].id, format!("{:012X}", 4_999));
+        assert_eq!(
+            (
+                status.totals.lists,
+                status.totals.active,
+                status.totals.full
+            ),
+            (5_000, 10, 4_990)
+        );
+        let bytes = serde_json::to_vec(&status).expect("json").len();
+        assert!(bytes < 10 << 10, "{bytes} bytes");
+    }
 }

@@ -113,12 +113,23 @@ pub(crate) struct RevokeRow {
 pub(crate) struct Revoke;
 
 /// Each touched list's version goes up once per batch, in the same statement as the
-/// entries (one row lock and one commit per batch, not per revocation), each revoked
-/// entry records that version (the publisher reads changes since the version it holds),
-/// and one notification goes out per list that changed.
+/// revocations (one list-row lock and one commit per batch, not per revocation), each
+/// revocation records that version (the publisher reads changes since the version it
+/// holds), the list's revocation count moves by what was inserted, and one notification
+/// goes out per list that changed. The version recorded is the locked row's (`o`: a
+/// locking read returns the newest committed row) plus one, which is what `v` writes:
+/// nobody else can move it while the lock is held. A revocation is one
+/// appended row in `revocations`; the entry itself is never written again (see migration
+/// 8: updating it in place rewrote every index of `entries`).
+///
+/// `t` keeps one request per entry (the first: a second request for the same entry in the
+/// same batch finds it already revoked), and only entries that exist, are the client's,
+/// are in a list of the pool the client is registered in now, and are not revoked yet; a
+/// revocation committed by another batch after this statement's snapshot is caught by
+/// `ON CONFLICT DO NOTHING` (it waits for that batch, then inserts nothing).
 ///
 /// The list rows are locked in id order (`o`: a locking subquery cannot be flattened, so
-/// its rows are locked as its sort returns them, before the update touches any), so two
+/// its rows are locked as its sort returns them, before anything is inserted), so two
 /// batches over the same lists from different workers cannot deadlock; and everything is
 /// one statement, so no lock is ever held across a round trip to the worker (a worker
 /// stopped mid-batch, SIGSTOP or a stalled VM, must not hold other workers' revocations
@@ -126,19 +137,23 @@ pub(crate) struct Revoke;
 /// version bump takes anyway; it does not block issuance's foreign-key `FOR KEY SHARE`.
 const REVOKE_BATCH: &str = "
     WITH r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) WITH ORDINALITY AS r(uri, idx, client_id, n)),
-    t AS (SELECT r.n, r.idx, r.client_id, l.id AS list_id
+    t AS (SELECT DISTINCT ON (l.id, r.idx) r.n, r.idx, l.id AS list_id
           FROM r JOIN lists l ON l.uri = r.uri AND l.state IN ('Active', 'Full')
           JOIN issuers i ON i.client_id = r.client_id AND i.pool = l.pool
-          WHERE EXISTS (SELECT 1 FROM entries x WHERE x.list_id = l.id AND x.idx = r.idx
-                          AND x.client_id = r.client_id AND x.status = 0)),
-    o AS (SELECT id FROM lists WHERE id IN (SELECT list_id FROM t) ORDER BY id FOR NO KEY UPDATE),
-    v AS (UPDATE lists SET version = version + 1 WHERE id IN (SELECT id FROM o) RETURNING id, version),
-    e AS (UPDATE entries en SET status = 1, revoked_at = now(), changed_version = v.version
-          FROM t JOIN v ON v.id = t.list_id
-          WHERE en.list_id = t.list_id AND en.idx = t.idx AND en.client_id = t.client_id AND en.status = 0
-          RETURNING t.n, en.list_id, en.revoked_at),
+          JOIN entries x ON x.list_id = l.id AND x.idx = r.idx AND x.client_id = r.client_id
+          WHERE NOT EXISTS (SELECT 1 FROM revocations rv WHERE rv.list_id = l.id AND rv.idx = r.idx)
+          ORDER BY l.id, r.idx, r.n),
+    o AS (SELECT id, version FROM lists WHERE id IN (SELECT list_id FROM t) ORDER BY id FOR NO KEY UPDATE),
+    e AS (INSERT INTO revocations (list_id, idx, version)
+          SELECT t.list_id, t.idx, o.version + 1 FROM t JOIN o ON o.id = t.list_id
+          ON CONFLICT (list_id, idx) DO NOTHING
+          RETURNING list_id, idx, revoked_at),
+    v AS (UPDATE lists SET version = version + 1,
+                 revoked = revoked + (SELECT count(*) FROM e WHERE e.list_id = lists.id)
+          WHERE id IN (SELECT id FROM o) RETURNING id),
     nt AS (SELECT pg_notify($4, id) FROM v)
-    SELECT e.n, extract(epoch FROM e.revoked_at)::bigint AS at, (SELECT count(*) FROM nt) AS notified FROM e";
+    SELECT t.n, extract(epoch FROM e.revoked_at)::bigint AS at, (SELECT count(*) FROM nt) AS notified
+    FROM e JOIN t ON t.list_id = e.list_id AND t.idx = e.idx";
 
 impl Statement for Revoke {
     type Row = RevokeRow;

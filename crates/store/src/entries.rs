@@ -263,9 +263,10 @@ impl Store {
             let client = self.client().await?;
             let stmt = client
                 .prepare_cached(
-                    "SELECT e.status, extract(epoch FROM e.revoked_at)::bigint AS at
+                    "SELECT extract(epoch FROM rv.revoked_at)::bigint AS at
                      FROM entries e JOIN lists l ON l.id = e.list_id
                      JOIN issuers i ON i.client_id = e.client_id AND i.pool = l.pool
+                     LEFT JOIN revocations rv ON rv.list_id = e.list_id AND rv.idx = e.idx
                      WHERE l.uri = $1 AND l.state IN ('Active', 'Full') AND e.idx = $2 AND e.client_id = $3",
                 )
                 .await?;

@@ -141,7 +141,7 @@ pub struct Capacity {
     pub free: u64,
 }
 
-fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     let mut b = [0u8; N];
     aws_lc_rs::rand::fill(&mut b).map_err(|_| StoreError::Config("no system randomness".into()))?;
     Ok(b)
@@ -155,17 +155,18 @@ fn new_list_id() -> Result<String> {
         .collect())
 }
 
-/// A pool's live lists with their figures, in O(lists + leases + revoked) rather than
+/// A pool's live lists with their figures, in O(lists + leases) rather than
 /// O(entries): every position issued is either inside a held lease's range or outside
 /// every lease range (a released or reclaimed lease starts past its highest issued
 /// position, and spent ranges are deleted), so positions handed out are the list's size
 /// minus its lease ranges plus what was issued inside held ones (an index range scan over
 /// at most one lease per holder). "Allocated" is therefore positions used: issued, or
-/// skipped for good after a reclaim.
+/// skipped for good after a reclaim. "Revoked" is the list's counter, moved by each
+/// revocation batch.
 const CAPACITY_QUERY: &str = "
     SELECT l.id, l.uri, l.state, l.size,
         l.size - coalesce(r.ranges, 0) + coalesce(r.in_held, 0) AS allocated,
-        (SELECT count(*) FROM entries e WHERE e.list_id = l.id AND e.status <> 0) AS revoked,
+        l.revoked,
         coalesce(r.ranges, 0) - coalesce(r.in_held, 0) AS free
     FROM lists l
     LEFT JOIN LATERAL (
@@ -313,13 +314,16 @@ impl Store {
         .await
     }
 
-    /// Marks Full the pool's Active lists whose every position has been handed out.
+    /// Marks Full the pool's Active lists whose every position has been handed out (no
+    /// lease left, so nothing more is issued into them), and records each one's latest
+    /// `statusExpiry`, final from then on: once per list, not once per reconcile.
     pub async fn mark_full(&self, pool: &str) -> Result<Vec<String>> {
         self.bounded(async {
             let client = self.client().await?;
             let rows = client
                 .query(
-                    "UPDATE lists l SET state = 'Full'
+                    "UPDATE lists l SET state = 'Full', max_status_expiry = coalesce(
+                         (SELECT max(e.status_expiry) FROM entries e WHERE e.list_id = l.id), 0)
                      WHERE l.pool = $1 AND l.state = 'Active'
                        AND NOT EXISTS (SELECT 1 FROM leases le WHERE le.list_id = l.id)
                      RETURNING l.id",
@@ -335,17 +339,19 @@ impl Store {
     /// seconds): entries, leases and artifacts removed, state Retired, id kept so it is
     /// never reused. That covers Full lists; Active lists with no lease held, when they
     /// have entries (an empty Active list of an issuing pool is its capacity) or their
-    /// pool no longer issues (deleted with `Retain`).
+    /// pool no longer issues (deleted with `Retain`). A Full list is judged by the latest
+    /// `statusExpiry` recorded when it became Full (one comparison, no entry read).
     pub async fn retire_expired(&self, pool: &str, now: i64) -> Result<Vec<String>> {
         self.bounded(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
             let candidates = "
                 SELECT l.id FROM lists l JOIN pools p ON p.name = l.pool
-                WHERE l.pool = $1 AND l.state IN ('Active', 'Full')
-                  AND (l.state = 'Full' OR NOT p.issuing
-                       OR EXISTS (SELECT 1 FROM entries e WHERE e.list_id = l.id))
-                  AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.list_id = l.id AND e.status_expiry >= $2)
+                WHERE l.pool = $1
+                  AND ((l.state = 'Full' AND l.max_status_expiry < $2)
+                       OR (l.state = 'Active'
+                           AND (NOT p.issuing OR EXISTS (SELECT 1 FROM entries e WHERE e.list_id = l.id))
+                           AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.list_id = l.id AND e.status_expiry >= $2)))
                 ORDER BY l.id
                 FOR UPDATE OF l";
             let rows = tx.query(candidates, &[&pool, &now]).await?;
@@ -382,6 +388,7 @@ impl Store {
             if !ids.is_empty() {
                 tx.execute("DELETE FROM leases WHERE list_id = ANY($1)", &[&ids]).await?;
                 tx.execute("DELETE FROM entries WHERE list_id = ANY($1)", &[&ids]).await?;
+                tx.execute("DELETE FROM revocations WHERE list_id = ANY($1)", &[&ids]).await?;
                 tx.execute("DELETE FROM artifacts WHERE list_id = ANY($1)", &[&ids]).await?;
                 tx.execute("DELETE FROM list_publish WHERE list_id = ANY($1)", &[&ids]).await?;
                 tx.execute("UPDATE lists SET state = 'Retired', retired_at = now() WHERE id = ANY($1)", &[&ids])

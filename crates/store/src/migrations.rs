@@ -17,7 +17,15 @@ const MIGRATIONS: &[(i32, &str)] = &[
         7,
         include_str!("../migrations/0007_drop_redundant_revoked_index.sql"),
     ),
+    (8, include_str!("../migrations/0008_revocations.sql")),
+    (9, include_str!("../migrations/0009_work_not_data.sql")),
 ];
+
+/// The SQL of migration `version`.
+#[cfg(feature = "testing")]
+pub(crate) fn sql(version: i32) -> Option<&'static str> {
+    MIGRATIONS.iter().find(|m| m.0 == version).map(|m| m.1)
+}
 
 /// Advisory lock key: "statusls" in ASCII.
 const LOCK_KEY: i64 = 0x7374_6174_7573_6c73;

@@ -294,6 +294,7 @@ impl Store {
                     let lists = "SELECT id FROM lists WHERE pool = $1";
                     tx.execute(&format!("DELETE FROM leases WHERE list_id IN ({lists})"), &[&name]).await?;
                     tx.execute(&format!("DELETE FROM entries WHERE list_id IN ({lists})"), &[&name]).await?;
+                    tx.execute(&format!("DELETE FROM revocations WHERE list_id IN ({lists})"), &[&name]).await?;
                     tx.execute(&format!("DELETE FROM artifacts WHERE list_id IN ({lists})"), &[&name]).await?;
                     tx.execute(&format!("DELETE FROM list_publish WHERE list_id IN ({lists})"), &[&name]).await?;
                     tx.execute(

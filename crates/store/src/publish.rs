@@ -209,8 +209,7 @@ impl Store {
             Some(v) => {
                 let changed = client
                     .prepare_cached(
-                        "SELECT idx, status FROM entries
-                         WHERE list_id = $1 AND changed_version > $2 AND status <> 0 ORDER BY idx",
+                        "SELECT idx, status FROM revocations WHERE list_id = $1 AND version > $2 ORDER BY idx",
                     )
                     .await?;
                 client.query(&changed, &[&list_id, &v]).await?
@@ -218,7 +217,7 @@ impl Store {
             None => {
                 let sparse = client
                     .prepare_cached(
-                        "SELECT idx, status FROM entries WHERE list_id = $1 AND status <> 0 ORDER BY idx",
+                        "SELECT idx, status FROM revocations WHERE list_id = $1 ORDER BY idx",
                     )
                     .await?;
                 client.query(&sparse, &[&list_id]).await?

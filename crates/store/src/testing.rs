@@ -141,6 +141,12 @@ pub fn raw_pool(url: &str, size: usize) -> deadpool_postgres::Pool {
         .expect("pool")
 }
 
+/// The SQL of shipped migration `version`, for tests of a migration's effect on data
+/// written under the schema before it.
+pub fn migration_sql(version: i32) -> &'static str {
+    crate::migrations::sql(version).expect("a shipped migration")
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_database;

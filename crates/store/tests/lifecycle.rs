@@ -362,3 +362,66 @@ async fn stale_generations_and_deleted_resources_are_refused() {
         .expect("late cleanup");
     assert!(db.store.pool("p").await.expect("read").is_some());
 }
+
+/// Migration 8 moves every revocation out of `entries` (status, revokedAt, the version it
+/// produced; a revocation from before migration 5 has no version: 0, "before any
+/// publisher's copy") and leaves the unrevoked entries as they were.
+#[tokio::test]
+async fn migration_8_moves_revocations_out_of_entries() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+        .await
+        .expect("empty schema");
+    for version in 1..=7 {
+        client
+            .batch_execute(statuslist_store::testing::migration_sql(version))
+            .await
+            .unwrap_or_else(|e| panic!("migration {version}: {e}"));
+    }
+    client
+        .batch_execute(
+            "INSERT INTO lists (id, uri, format, bits, size, secret, version)
+                 VALUES ('0123456789AB', 'https://s.example/t/0123456789AB', 'Token', 2, 100,
+                         '\\x00112233445566778899aabbccddeeff', 3);
+             INSERT INTO entries (list_id, idx, position, client_id, jti, status_expiry, status, revoked_at, changed_version)
+             VALUES ('0123456789AB', 7, 0, 'c', gen_random_uuid(), 1, 0, NULL, NULL),
+                    ('0123456789AB', 8, 1, 'c', gen_random_uuid(), 1, 1, '2026-01-02T03:04:05Z', 3),
+                    ('0123456789AB', 9, 2, 'c', gen_random_uuid(), 1, 1, '2026-01-01T00:00:00Z', NULL);",
+        )
+        .await
+        .expect("rows at schema 7");
+    client
+        .batch_execute(statuslist_store::testing::migration_sql(8))
+        .await
+        .expect("migration 8");
+    let rows: Vec<(i64, i16, i64, i64)> = client
+        .query(
+            "SELECT idx, status, extract(epoch FROM revoked_at)::bigint, version
+             FROM revocations ORDER BY idx",
+            &[],
+        )
+        .await
+        .expect("revocations")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![(8, 1, 1_767_323_045, 3), (9, 1, 1_767_225_600, 0)]
+    );
+    assert_eq!(db.count("SELECT count(*) FROM entries").await, 3);
+    assert_eq!(
+        db.count("SELECT revoked FROM lists").await,
+        2,
+        "counted per list"
+    );
+    let columns = db
+        .count(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'entries'
+             AND column_name IN ('status', 'revoked_at', 'changed_version')",
+        )
+        .await;
+    assert_eq!(columns, 0, "the old revocation columns are gone");
+}

@@ -97,7 +97,7 @@ async fn revoke_not_found_other_owner_first_time_and_again() {
     // and the stored status stays 1.
     let client = db.client().await;
     let status: i16 = client
-        .query_one("SELECT status FROM entries", &[])
+        .query_one("SELECT status FROM revocations", &[])
         .await
         .expect("q")
         .get(0);
@@ -153,10 +153,15 @@ async fn a_thousand_concurrent_revocations_of_one_list() {
     assert_eq!(revoked, N, "each entry revoked exactly once");
     assert_eq!(
         db.count(&format!(
-            "SELECT count(*) FROM entries WHERE list_id = '{list}' AND status = 1"
+            "SELECT count(*) FROM revocations WHERE list_id = '{list}' AND status = 1"
         ))
         .await,
         N as i64
+    );
+    let cap = db.store.capacity("p").await.expect("capacity");
+    assert_eq!(
+        cap.revoked, N as u64,
+        "the list's counter: duplicates not counted"
     );
     let v = version(&db, &list).await;
     assert!((1..=N as i64 + 200).contains(&v), "{v}");
@@ -210,7 +215,7 @@ async fn a_re_registered_client_id_has_no_power_over_entries_of_its_old_registra
         .client()
         .await
         .query_one(
-            "SELECT status FROM entries WHERE list_id = $1 AND idx = $2",
+            "SELECT coalesce((SELECT status FROM revocations WHERE list_id = $1 AND idx = $2), 0::smallint)",
             &[&issued.list_id, &(issued.idx as i64)],
         )
         .await

@@ -459,7 +459,9 @@ impl Env {
         self.sql()
             .await
             .query(
-                "SELECT list_id, idx, status FROM entries ORDER BY list_id, idx",
+                "SELECT e.list_id, e.idx, coalesce(rv.status, 0::smallint) FROM entries e
+                 LEFT JOIN revocations rv ON rv.list_id = e.list_id AND rv.idx = e.idx
+                 ORDER BY e.list_id, e.idx",
                 &[],
             )
             .await
