@@ -605,3 +605,81 @@ fn the_tiltfile_names_what_it_deploys() {
     assert!(code.contains("k8s_yaml('deploy/dev/examples.yaml')"));
     assert!(root.join("deploy/dev/try-it.txt").is_file());
 }
+
+/// The CloudNativePG example (docs/scaling.md): the cluster keeps a synchronous standby,
+/// and the chart with the example's values reads the URL from the Secret the comments
+/// create, mounts the CA ConfigMap where that URL names it, and autoscales the workers.
+#[test]
+fn the_cloudnativepg_example_renders_as_documented() {
+    let Some(helm) = helm::helm() else { return };
+    let root = statuslist_tests::repo_root();
+    let cluster: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(root.join("deploy/cnpg/cluster.yaml")).expect("cluster.yaml"),
+    )
+    .expect("YAML");
+    assert_eq!(cluster["kind"], "Cluster");
+    let (name, ns) = (
+        cluster["metadata"]["name"].as_str().expect("name"),
+        cluster["metadata"]["namespace"]
+            .as_str()
+            .expect("namespace"),
+    );
+    let sync = &cluster["spec"]["postgresql"]["synchronous"];
+    assert!(sync["number"].as_u64() >= Some(1), "{sync}");
+    assert_eq!(sync["dataDurability"], "required");
+
+    let values_path = root.join("deploy/cnpg/values.yaml");
+    let values = std::fs::read_to_string(&values_path).expect("values.yaml");
+    // The documented URL points at the cluster's -rw Service and the mounted CA.
+    let url_line = values
+        .lines()
+        .find(|l| l.contains("--from-literal=url="))
+        .expect("the documented URL");
+    assert!(
+        url_line.contains(&format!("@{name}-rw.{ns}.svc:5432/"))
+            && url_line.contains("sslmode=verify-full")
+            && url_line.contains("sslrootcert=/etc/statuslist/database-ca/ca.crt"),
+        "{url_line}"
+    );
+    assert!(
+        values.contains(&format!("get secret {name}-ca ")),
+        "the CA comes from {name}-ca"
+    );
+    let docs = helm::template(
+        &helm,
+        "statuslist",
+        ns,
+        &["-f", values_path.to_str().expect("path")],
+    );
+    let worker = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "statuslist-worker")
+        .expect("worker Deployment");
+    let pod = &worker["spec"]["template"]["spec"];
+    let env = pod["containers"][0]["env"].as_array().expect("env");
+    assert!(
+        env.iter().any(|e| e["name"] == "DATABASE_URL"
+            && e["valueFrom"]["secretKeyRef"]["name"] == "statuslist-database"
+            && e["valueFrom"]["secretKeyRef"]["key"] == "url"),
+        "{env:?}"
+    );
+    let volumes = pod["volumes"].as_array().expect("volumes");
+    let ca = volumes
+        .iter()
+        .find(|v| v["configMap"]["name"] == "statuslist-db-ca")
+        .expect("the CA ConfigMap mounted");
+    let mounts = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("mounts");
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m["name"] == ca["name"] && m["mountPath"] == "/etc/statuslist/database-ca"),
+        "{mounts:?}"
+    );
+    let hpa = docs
+        .iter()
+        .find(|d| d["kind"] == "HorizontalPodAutoscaler")
+        .expect("an HPA");
+    assert_eq!(hpa["spec"]["minReplicas"], 3);
+}

@@ -479,5 +479,6 @@ mod tests {
         );
         let bytes = serde_json::to_vec(&status).expect("json").len();
         assert!(bytes < 10 << 10, "{bytes} bytes");
+        println!("status of a pool of 5,000 lists: {bytes} bytes of JSON");
     }
 }

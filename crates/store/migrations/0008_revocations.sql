@@ -38,3 +38,44 @@ WHERE r.list_id = l.id;
 DROP INDEX IF EXISTS entries_nonzero;
 DROP INDEX IF EXISTS entries_changes;
 ALTER TABLE entries DROP COLUMN status, DROP COLUMN revoked_at, DROP COLUMN changed_version;
+
+-- A batch of revocations, in one call (one round trip, no lock held while the worker is
+-- away: a worker stopped mid-batch cannot hold anyone behind its locks). First the lists
+-- named are locked in id order, so batches over the same lists from different workers
+-- queue instead of deadlocking; then, in a statement of its own (a fresh snapshot, taken
+-- after the locks: it sees the lists as they are, where one statement locking and then
+-- updating a row another batch had just changed could deadlock on the row's lock
+-- queue), each entry that exists, is the client's, is in a list of the pool the client
+-- is registered in now and is not revoked yet gets its row (the first request for it in
+-- the batch; ON CONFLICT catches a revocation committed meanwhile), each list that got
+-- one moves its version and its count once, and is notified.
+CREATE FUNCTION statuslist_revoke(p_uri text[], p_idx bigint[], p_client text[], p_channel text)
+RETURNS TABLE (out_n bigint, out_at bigint)
+LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+BEGIN
+    PERFORM 1 FROM lists l
+    WHERE l.uri = ANY (p_uri) AND l.state IN ('Active', 'Full')
+    ORDER BY l.id
+    FOR NO KEY UPDATE;
+    RETURN QUERY
+    WITH r AS (SELECT * FROM unnest(p_uri, p_idx, p_client) WITH ORDINALITY AS r(uri, idx, client_id, n)),
+    t AS (SELECT DISTINCT ON (l.id, r.idx) r.n, r.idx, l.id AS list_id, l.version
+          FROM r JOIN lists l ON l.uri = r.uri AND l.state IN ('Active', 'Full')
+          JOIN issuers i ON i.client_id = r.client_id AND i.pool = l.pool
+          JOIN entries x ON x.list_id = l.id AND x.idx = r.idx AND x.client_id = r.client_id
+          WHERE NOT EXISTS (SELECT 1 FROM revocations rv WHERE rv.list_id = l.id AND rv.idx = r.idx)
+          ORDER BY l.id, r.idx, r.n),
+    e AS (INSERT INTO revocations (list_id, idx, version)
+          SELECT t.list_id, t.idx, t.version + 1 FROM t
+          ON CONFLICT (list_id, idx) DO NOTHING
+          RETURNING list_id, idx, revoked_at),
+    v AS (UPDATE lists l SET version = l.version + 1,
+                 revoked = l.revoked + (SELECT count(*) FROM e WHERE e.list_id = l.id)
+          WHERE l.id IN (SELECT e.list_id FROM e) RETURNING l.id),
+    nt AS (SELECT pg_notify(p_channel, v.id) FROM v)
+    SELECT t.n, extract(epoch FROM e.revoked_at)::bigint
+    FROM e JOIN t ON t.list_id = e.list_id AND t.idx = e.idx
+    CROSS JOIN (SELECT count(*) FROM nt) AS notified;
+END
+$fn$;

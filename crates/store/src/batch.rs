@@ -112,48 +112,15 @@ pub(crate) struct RevokeRow {
 /// changed nothing (already revoked, absent, another client's: the caller looks).
 pub(crate) struct Revoke;
 
-/// Each touched list's version goes up once per batch, in the same statement as the
-/// revocations (one list-row lock and one commit per batch, not per revocation), each
-/// revocation records that version (the publisher reads changes since the version it
-/// holds), the list's revocation count moves by what was inserted, and one notification
-/// goes out per list that changed. The version recorded is the locked row's (`o`: a
-/// locking read returns the newest committed row) plus one, which is what `v` writes:
-/// nobody else can move it while the lock is held. A revocation is one
-/// appended row in `revocations`; the entry itself is never written again (see migration
-/// 8: updating it in place rewrote every index of `entries`).
-///
-/// `t` keeps one request per entry (the first: a second request for the same entry in the
-/// same batch finds it already revoked), and only entries that exist, are the client's,
-/// are in a list of the pool the client is registered in now, and are not revoked yet; a
-/// revocation committed by another batch after this statement's snapshot is caught by
-/// `ON CONFLICT DO NOTHING` (it waits for that batch, then inserts nothing).
-///
-/// The list rows are locked in id order (`o`: a locking subquery cannot be flattened, so
-/// its rows are locked as its sort returns them, before anything is inserted), so two
-/// batches over the same lists from different workers cannot deadlock; and everything is
-/// one statement, so no lock is ever held across a round trip to the worker (a worker
-/// stopped mid-batch, SIGSTOP or a stalled VM, must not hold other workers' revocations
-/// and issuances of those lists behind its locks). `FOR NO KEY UPDATE` is what the
-/// version bump takes anyway; it does not block issuance's foreign-key `FOR KEY SHARE`.
-const REVOKE_BATCH: &str = "
-    WITH r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) WITH ORDINALITY AS r(uri, idx, client_id, n)),
-    t AS (SELECT DISTINCT ON (l.id, r.idx) r.n, r.idx, l.id AS list_id
-          FROM r JOIN lists l ON l.uri = r.uri AND l.state IN ('Active', 'Full')
-          JOIN issuers i ON i.client_id = r.client_id AND i.pool = l.pool
-          JOIN entries x ON x.list_id = l.id AND x.idx = r.idx AND x.client_id = r.client_id
-          WHERE NOT EXISTS (SELECT 1 FROM revocations rv WHERE rv.list_id = l.id AND rv.idx = r.idx)
-          ORDER BY l.id, r.idx, r.n),
-    o AS (SELECT id, version FROM lists WHERE id IN (SELECT list_id FROM t) ORDER BY id FOR NO KEY UPDATE),
-    e AS (INSERT INTO revocations (list_id, idx, version)
-          SELECT t.list_id, t.idx, o.version + 1 FROM t JOIN o ON o.id = t.list_id
-          ON CONFLICT (list_id, idx) DO NOTHING
-          RETURNING list_id, idx, revoked_at),
-    v AS (UPDATE lists SET version = version + 1,
-                 revoked = revoked + (SELECT count(*) FROM e WHERE e.list_id = lists.id)
-          WHERE id IN (SELECT id FROM o) RETURNING id),
-    nt AS (SELECT pg_notify($4, id) FROM v)
-    SELECT t.n, extract(epoch FROM e.revoked_at)::bigint AS at, (SELECT count(*) FROM nt) AS notified
-    FROM e JOIN t ON t.list_id = e.list_id AND t.idx = e.idx";
+/// One call of `statuslist_revoke` (migration 8): the lists locked in id order, then the
+/// revocations appended, each touched list's version and count moved once per batch (one
+/// list-row lock and one commit per batch, not per revocation), one notification per
+/// list that changed. Each revocation records the version its batch produced (the
+/// publisher reads changes since the version it holds). One round trip: no lock is held
+/// while the worker is away (a worker stopped mid-batch, SIGSTOP or a stalled VM, must
+/// not hold other workers' revocations of those lists behind its locks). `FOR NO KEY
+/// UPDATE` is what the version bump takes anyway; it does not block issuance.
+const REVOKE_BATCH: &str = "SELECT out_n AS n, out_at AS at FROM statuslist_revoke($1::text[], $2::bigint[], $3::text[], $4)";
 
 impl Statement for Revoke {
     type Row = RevokeRow;
@@ -336,10 +303,13 @@ async fn flusher<S: Statement>(pool: Pool, rx: Arc<Mutex<Queue<S>>>, timeout: Du
                 }
             }
             Err(e) => {
-                let retry_alone = matches!(
-                    e.sql_state(),
-                    Some(s) if *s == SqlState::UNIQUE_VIOLATION || *s == SqlState::T_R_DEADLOCK_DETECTED
-                ) && batch.len() > 1;
+                // A deadlock is retried even for a batch of one: it says nothing about the
+                // row, only about the moment (the caller retries alone, a few times).
+                let retry_alone = match e.sql_state() {
+                    Some(s) if *s == SqlState::T_R_DEADLOCK_DETECTED => true,
+                    Some(s) if *s == SqlState::UNIQUE_VIOLATION => batch.len() > 1,
+                    _ => false,
+                };
                 let message = e.to_string();
                 let unavailable = e.is_unavailable();
                 let mut first = Some(e);

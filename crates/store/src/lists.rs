@@ -316,16 +316,24 @@ impl Store {
 
     /// Marks Full the pool's Active lists whose every position has been handed out (no
     /// lease left, so nothing more is issued into them), and records each one's latest
-    /// `statusExpiry`, final from then on: once per list, not once per reconcile.
+    /// `statusExpiry`, final from then on: once per list, not once per reconcile. The
+    /// latest expiry is read before any lock (a list without leases never gets another
+    /// entry), and the rows are locked in id order, as revocation batches lock them: a
+    /// batch over two lists being marked must not deadlock with this.
     pub async fn mark_full(&self, pool: &str) -> Result<Vec<String>> {
         self.bounded(async {
             let client = self.client().await?;
             let rows = client
                 .query(
-                    "UPDATE lists l SET state = 'Full', max_status_expiry = coalesce(
-                         (SELECT max(e.status_expiry) FROM entries e WHERE e.list_id = l.id), 0)
-                     WHERE l.pool = $1 AND l.state = 'Active'
-                       AND NOT EXISTS (SELECT 1 FROM leases le WHERE le.list_id = l.id)
+                    "WITH c AS (SELECT l.id, coalesce((SELECT max(e.status_expiry) FROM entries e
+                                                      WHERE e.list_id = l.id), 0) AS m
+                                FROM lists l
+                                WHERE l.pool = $1 AND l.state = 'Active'
+                                  AND NOT EXISTS (SELECT 1 FROM leases le WHERE le.list_id = l.id)),
+                          k AS (SELECT id FROM lists WHERE id IN (SELECT id FROM c) AND state = 'Active'
+                                ORDER BY id FOR NO KEY UPDATE)
+                     UPDATE lists l SET state = 'Full', max_status_expiry = c.m
+                     FROM c JOIN k ON k.id = c.id WHERE l.id = c.id
                      RETURNING l.id",
                     &[&pool],
                 )

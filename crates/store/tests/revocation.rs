@@ -247,3 +247,73 @@ async fn a_re_registered_client_id_has_no_power_over_entries_of_its_old_registra
         })
     );
 }
+
+/// Revocations over many lists at once, in random order, from many tasks of three stores
+/// (so batches of three workers' flushers, and lone statements, span the same lists):
+/// every one is
+/// acknowledged, none fails (no deadlock between batches, with each other or with the
+/// operator marking lists Full meanwhile), and each list's counter is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_revocations_across_many_lists_never_fail() {
+    const LISTS: usize = 10;
+    let db = with_pool(100, 100).await;
+    let mut issued = Vec::new();
+    for _ in 0..LISTS {
+        let lease = claim(&db.store, "w").await;
+        while let Ok(outcome) = db.store.issue(&lease, &request("a", FAR_FUTURE)).await {
+            issued.push(outcome);
+        }
+        db.store.release_lease(&lease).await.expect("release");
+        db.store.mark_full("p").await.expect("mark full");
+        db.store.ensure_capacity("p").await.expect("provision");
+    }
+    let lists: std::collections::HashSet<_> = issued.iter().map(|i| i.list_id.clone()).collect();
+    assert_eq!(lists.len(), LISTS, "{} entries", issued.len());
+    // A deterministic shuffle: neighbours in the request stream belong to different lists.
+    let n = issued.len();
+    let order: Vec<usize> = (0..n).map(|i| (i * 7919) % n).collect();
+    let store = db.store.clone();
+    let marker = tokio::spawn(async move {
+        for _ in 0..50 {
+            store.mark_full("p").await.expect("mark full");
+            store.capacity("p").await.expect("capacity");
+        }
+    });
+    // Three stores, as three workers: batches of different processes over the same lists.
+    let config = statuslist_store::testing::config(&db.url);
+    let stores = [
+        db.store.clone(),
+        statuslist_store::Store::connect(&config)
+            .await
+            .expect("second store"),
+        statuslist_store::Store::connect(&config)
+            .await
+            .expect("third store"),
+    ];
+    let answers = futures_util::future::join_all(order.iter().enumerate().map(|(k, &i)| {
+        let (store, uri, idx) = (stores[k % 3].clone(), issued[i].uri.clone(), issued[i].idx);
+        tokio::spawn(async move { store.revoke(&uri, idx, "a").await })
+    }))
+    .await;
+    marker.await.expect("marker");
+    let failed: Vec<String> = answers
+        .into_iter()
+        .filter_map(|a| match a.expect("task") {
+            Ok(RevokeOutcome::Revoked { .. }) => None,
+            other => Some(format!("{other:?}")),
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {n} not revoked: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let cap = db.store.capacity("p").await.expect("capacity");
+    assert_eq!(cap.revoked, n as u64);
+    for list in &cap.lists {
+        if lists.contains(&list.id) {
+            assert_eq!(list.revoked, 100, "{}", list.id);
+        }
+    }
+}
