@@ -97,6 +97,9 @@ pub struct BenchArgs {
 #[derive(Debug, Default)]
 struct Run {
     elapsed: Duration,
+    /// Share of the machine's CPU time busy during the run (Linux `/proc/stat`), in %:
+    /// near 100 says the cores, not a lock or the database's commit rate, set the pace.
+    cpu_busy: Option<f64>,
     latencies_us: Vec<u64>,
     statuses: BTreeMap<u16, usize>,
     errors: usize,
@@ -162,8 +165,9 @@ impl Run {
             other(" ")
         );
         println!(
-            "bench: mode={mode:?} concurrency={conc} requests={done} seconds={secs:.2} rps={rps:.0} p50_ms={p50:.2} p90_ms={p90:.2} p99_ms={p99:.2} max_ms={max:.2} ok={ok} other={}",
-            other(",")
+            "bench: mode={mode:?} concurrency={conc} requests={done} seconds={secs:.2} rps={rps:.0} p50_ms={p50:.2} p90_ms={p90:.2} p99_ms={p99:.2} max_ms={max:.2} ok={ok} other={} cpu_busy_pct={}",
+            other(","),
+            self.cpu_busy.map_or("-".to_owned(), |b| format!("{b:.0}"))
         );
     }
 }
@@ -266,6 +270,7 @@ async fn drive(
     cycle: bool,
 ) -> Run {
     let next = Arc::new(AtomicUsize::new(0));
+    let cpu_before = cpu_times();
     let started = Instant::now();
     let until = started + duration;
     let tasks: Vec<_> = (0..concurrency)
@@ -313,7 +318,27 @@ async fn drive(
             })
         })
         .collect();
-    Run::gather(tasks, started).await
+    let mut run = Run::gather(tasks, started).await;
+    run.cpu_busy = cpu_before.zip(cpu_times()).and_then(|((busy0, all0), (busy1, all1))| {
+        (all1 > all0).then(|| 100.0 * busy1.saturating_sub(busy0) as f64 / (all1 - all0) as f64)
+    });
+    run
+}
+
+/// `(busy, total)` CPU ticks of the whole machine so far, from `/proc/stat` (Linux);
+/// idle and iowait are not busy.
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    Some((total.saturating_sub(idle), total))
 }
 
 /// Issues `--requests` entries through the store (see [`Mode::Fill`]). The run is not
@@ -490,6 +515,7 @@ fn verify_ceiling(threads: usize, duration: Duration) -> Result<Run, String> {
         latencies_us: vec![0; total],
         statuses: BTreeMap::from([(200, total)]),
         errors: 0,
+        cpu_busy: None,
     })
 }
 
