@@ -319,9 +319,11 @@ async fn drive(
         })
         .collect();
     let mut run = Run::gather(tasks, started).await;
-    run.cpu_busy = cpu_before.zip(cpu_times()).and_then(|((busy0, all0), (busy1, all1))| {
-        (all1 > all0).then(|| 100.0 * busy1.saturating_sub(busy0) as f64 / (all1 - all0) as f64)
-    });
+    run.cpu_busy = cpu_before
+        .zip(cpu_times())
+        .and_then(|((busy0, all0), (busy1, all1))| {
+            (all1 > all0).then(|| 100.0 * busy1.saturating_sub(busy0) as f64 / (all1 - all0) as f64)
+        });
     run
 }
 
