@@ -104,6 +104,51 @@ pub(crate) async fn return_remainder(tx: &Transaction<'_>, ids: &[i64]) -> Resul
     Ok(())
 }
 
+/// The lease claim statements, built once: `$1` pool, `$2` holder, `$3` TTL seconds, and
+/// for the first `$4` a random point in [0, 1).
+///
+/// One Active list of the pool with a free lease, at random (a pool has a few), and in it
+/// the first free lease at or after the random rank, wrapping around: one index descent
+/// on `leases_free_rank`, however many leases the list has. Only when that finds nothing
+/// (every free lease of that list being claimed by others at this instant) are all the
+/// pool's free leases considered.
+fn claim_statements() -> &'static [String; 3] {
+    static STATEMENTS: std::sync::OnceLock<[String; 3]> = std::sync::OnceLock::new();
+    STATEMENTS.get_or_init(|| {
+        let claim = |pick: &str| {
+            format!(
+                "WITH cl AS (SELECT l.id FROM lists l JOIN pools p ON p.name = l.pool
+                             WHERE l.pool = $1 AND l.state = 'Active' AND p.issuing
+                               AND EXISTS (SELECT 1 FROM leases f WHERE f.list_id = l.id AND f.holder IS NULL)
+                             ORDER BY random() LIMIT 1)
+                 UPDATE leases le SET holder = $2, token = le.token + 1,
+                     expires_at = now() + make_interval(secs => $3)
+                 FROM lists l
+                 WHERE l.id = le.list_id AND le.id = ({pick})
+                 RETURNING le.id AS lease_id, le.start_pos, le.end_pos, le.token, l.secret, {LIST_COLUMNS}"
+            )
+        };
+        [
+            claim(
+                "SELECT c.id FROM leases c WHERE c.list_id = (SELECT id FROM cl) AND c.holder IS NULL
+                   AND c.rank >= $4 ORDER BY c.rank LIMIT 1 FOR UPDATE OF c SKIP LOCKED",
+            ),
+            claim(
+                "SELECT c.id FROM leases c WHERE c.list_id = (SELECT id FROM cl) AND c.holder IS NULL
+                 ORDER BY c.rank LIMIT 1 FOR UPDATE OF c SKIP LOCKED",
+            ),
+            claim(
+                "SELECT c.id FROM leases c
+                 JOIN lists cl ON cl.id = c.list_id
+                 JOIN pools p ON p.name = cl.pool
+                 WHERE cl.pool = $1 AND cl.state = 'Active' AND p.issuing AND c.holder IS NULL
+                 ORDER BY random() LIMIT 1
+                 FOR UPDATE OF c SKIP LOCKED",
+            ),
+        ]
+    })
+}
+
 impl Store {
     /// Claims a free lease of one of `pool`'s active lists, chosen at random, for `ttl`.
     /// When none is free, expired leases of the pool are reclaimed first. `None`: the pool
@@ -128,50 +173,14 @@ impl Store {
 
     async fn try_claim(&self, pool: &str, worker: &str, ttl: Duration) -> Result<Option<Lease>> {
         let client = self.client().await?;
-        // One Active list of the pool with a free lease, at random (a pool has a few), and
-        // in it the first free lease at or after a random rank, wrapping around: one
-        // index descent on `leases_free_rank`, however many leases the list has. Only when
-        // that finds nothing (every free lease of that list being claimed by others at
-        // this instant) are all the pool's free leases considered.
-        let claim = |pick: &str| {
-            format!(
-                "WITH cl AS (SELECT l.id FROM lists l JOIN pools p ON p.name = l.pool
-                             WHERE l.pool = $1 AND l.state = 'Active' AND p.issuing
-                               AND EXISTS (SELECT 1 FROM leases f WHERE f.list_id = l.id AND f.holder IS NULL)
-                             ORDER BY random() LIMIT 1)
-                 UPDATE leases le SET holder = $2, token = le.token + 1,
-                     expires_at = now() + make_interval(secs => $3)
-                 FROM lists l
-                 WHERE l.id = le.list_id AND le.id = ({pick})
-                 RETURNING le.id AS lease_id, le.start_pos, le.end_pos, le.token, l.secret, {LIST_COLUMNS}"
-            )
-        };
-        let after = claim(
-            "SELECT c.id FROM leases c WHERE c.list_id = (SELECT id FROM cl) AND c.holder IS NULL
-               AND c.rank >= $4 ORDER BY c.rank LIMIT 1 FOR UPDATE OF c SKIP LOCKED",
-        );
-        let from_start = claim(
-            "SELECT c.id FROM leases c WHERE c.list_id = (SELECT id FROM cl) AND c.holder IS NULL
-             ORDER BY c.rank LIMIT 1 FOR UPDATE OF c SKIP LOCKED",
-        );
-        let any = claim(
-            "SELECT c.id FROM leases c
-             JOIN lists cl ON cl.id = c.list_id
-             JOIN pools p ON p.name = cl.pool
-             WHERE cl.pool = $1 AND cl.state = 'Active' AND p.issuing AND c.holder IS NULL
-             ORDER BY random() LIMIT 1
-             FOR UPDATE OF c SKIP LOCKED",
-        );
-        let point: f64 = {
-            let [a, b, c, d, e, f, g, h] = random_bytes::<8>()?;
-            (u64::from_le_bytes([a, b, c, d, e, f, g, h]) >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let [after, from_start, any] = claim_statements();
+        let point = (u64::from_le_bytes(random_bytes::<8>()?) >> 11) as f64 / (1u64 << 53) as f64;
         let ttl = seconds(ttl);
-        let stmt = client.prepare_cached(&after).await?;
+        let stmt = client.prepare_cached(after).await?;
         let mut row = client
             .query_opt(&stmt, &[&pool, &worker, &ttl, &point])
             .await?;
-        for sql in [&from_start, &any] {
+        for sql in [from_start, any] {
             if row.is_some() {
                 break;
             }

@@ -147,6 +147,29 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     Ok(b)
 }
 
+/// Removes everything stored for the lists `ids` but their `lists` rows (kept, so that an
+/// id is never reused): leases, entries, revocations, artifacts, publishing state. The
+/// one place that knows which tables hold a list's rows (retirement, pool deletion).
+pub(crate) async fn remove_list_rows(
+    tx: &deadpool_postgres::Transaction<'_>,
+    ids: &[String],
+) -> Result<()> {
+    for table in [
+        "leases",
+        "entries",
+        "revocations",
+        "artifacts",
+        "list_publish",
+    ] {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE list_id = ANY($1)"),
+            &[&ids],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// A random list id: 12 uppercase hex characters.
 fn new_list_id() -> Result<String> {
     Ok(random_bytes::<6>()?
@@ -394,11 +417,7 @@ impl Store {
                 ids.retain(|id| *id != list);
             }
             if !ids.is_empty() {
-                tx.execute("DELETE FROM leases WHERE list_id = ANY($1)", &[&ids]).await?;
-                tx.execute("DELETE FROM entries WHERE list_id = ANY($1)", &[&ids]).await?;
-                tx.execute("DELETE FROM revocations WHERE list_id = ANY($1)", &[&ids]).await?;
-                tx.execute("DELETE FROM artifacts WHERE list_id = ANY($1)", &[&ids]).await?;
-                tx.execute("DELETE FROM list_publish WHERE list_id = ANY($1)", &[&ids]).await?;
+                remove_list_rows(&tx, &ids).await?;
                 tx.execute("UPDATE lists SET state = 'Retired', retired_at = now() WHERE id = ANY($1)", &[&ids])
                     .await?;
                 tx.execute("SELECT pg_notify($1, $2)", &[&crate::notify::CHANNEL_CONFIG, &pool])

@@ -291,12 +291,13 @@ impl Store {
                         .await?;
                 }
                 DeletionPolicy::Delete => {
-                    let lists = "SELECT id FROM lists WHERE pool = $1";
-                    tx.execute(&format!("DELETE FROM leases WHERE list_id IN ({lists})"), &[&name]).await?;
-                    tx.execute(&format!("DELETE FROM entries WHERE list_id IN ({lists})"), &[&name]).await?;
-                    tx.execute(&format!("DELETE FROM revocations WHERE list_id IN ({lists})"), &[&name]).await?;
-                    tx.execute(&format!("DELETE FROM artifacts WHERE list_id IN ({lists})"), &[&name]).await?;
-                    tx.execute(&format!("DELETE FROM list_publish WHERE list_id IN ({lists})"), &[&name]).await?;
+                    let ids: Vec<String> = tx
+                        .query("SELECT id FROM lists WHERE pool = $1", &[&name])
+                        .await?
+                        .iter()
+                        .map(|r| r.try_get(0))
+                        .collect::<Result<_, _>>()?;
+                    crate::lists::remove_list_rows(&tx, &ids).await?;
                     tx.execute(
                         "UPDATE lists SET state = 'Deleted', retired_at = now(), pool = NULL WHERE pool = $1",
                         &[&name],
