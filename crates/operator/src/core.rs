@@ -171,15 +171,21 @@ impl PoolReport {
     }
 }
 
+/// Time a pass spends at most removing the entries of dead lists (a retired list of
+/// 1,000,000 entries takes a few passes).
+const PURGE_BUDGET: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Brings the database in line with the pool except for provisioning: pool and issuers
-/// written, expired leases reclaimed, spent lists marked Full, expired lists retired, and
-/// the capacity measured. Every step is idempotent and locked, so two reconcilers running
-/// at once leave what one would.
+/// written, expired leases reclaimed, spent lists marked Full, expired lists retired (and
+/// the entries of dead lists removed, a bounded share per pass), and the capacity
+/// measured. Every step is idempotent and locked, so two reconcilers running at once
+/// leave what one would.
 pub async fn prepare(store: &Store, pool: &PoolSpec, now: i64) -> Result<PoolReport, StoreError> {
     let outcome = store.apply_pool(pool).await?;
     let reclaimed = store.reclaim_expired_leases().await?;
     let full = store.mark_full(&pool.name).await?;
     let retired = store.retire_expired(&pool.name, now).await?;
+    store.drop_dead_partitions(PURGE_BUDGET).await?;
     let capacity = store.capacity(&pool.name).await?;
     Ok(PoolReport {
         conflicts: outcome.conflicts,
@@ -232,6 +238,8 @@ pub struct Drained {
 /// retired here as their entries expire (workers keep re-signing them meanwhile), and
 /// the pool itself disappears with its last live list.
 pub async fn sweep_retained(store: &Store, now: i64) -> Result<Vec<Drained>, StoreError> {
+    // Also where the entries of deleted pools' lists go, whatever pools are left.
+    store.drop_dead_partitions(PURGE_BUDGET).await?;
     let mut out = Vec::new();
     for pool in store.retained_pools().await? {
         let retired = store.retire_expired(&pool, now).await?;
@@ -260,6 +268,8 @@ pub fn log_drained(drained: &[Drained]) {
 }
 
 /// Carries out the deletion policy of a deleted resource (fenced by its UID, when known).
+/// With `Delete`, the lists' entries go at once, up to [`PURGE_BUDGET`] (what is left, on
+/// the next sweep).
 pub async fn cleanup(
     store: &Store,
     pool: &str,
@@ -270,7 +280,11 @@ pub async fn cleanup(
         DeletionPolicy::Retain => statuslist_store::DeletionPolicy::Retain,
         DeletionPolicy::Delete => statuslist_store::DeletionPolicy::Delete,
     };
-    store.delete_pool(pool, uid, policy).await
+    store.delete_pool(pool, uid, policy).await?;
+    if policy == statuslist_store::DeletionPolicy::Delete {
+        store.drop_dead_partitions(PURGE_BUDGET).await?;
+    }
+    Ok(())
 }
 
 fn condition(

@@ -181,16 +181,24 @@ pub(crate) struct Batcher<S: Statement> {
     in_flight: Arc<AtomicUsize>,
 }
 
+/// Each row's idempotency key first (a repeat of its `(client_id, jti)` inserts nothing),
+/// then its entry, routed to its list's partition: one statement, so both or neither.
 const INSERT_BATCH: &str = "
+    WITH v AS (
+        SELECT le.list_id, r.idx, r.position, r.client_id, r.jti, r.status_expiry
+        FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $7::uuid[], $8::bigint[])
+             AS r(lease_id, holder, token, idx, position, client_id, jti, status_expiry)
+        JOIN leases le ON le.id = r.lease_id AND le.holder = r.holder AND le.token = r.token
+            AND le.expires_at > now() AND r.position >= le.start_pos AND r.position < le.end_pos
+        ORDER BY le.id
+        FOR KEY SHARE OF le),
+    k AS (INSERT INTO issuance_keys (client_id, jti, list_id, idx)
+          SELECT client_id, jti, list_id, idx FROM v
+          ON CONFLICT (client_id, jti) DO NOTHING
+          RETURNING client_id, jti, list_id, idx)
     INSERT INTO entries (list_id, idx, position, client_id, jti, status_expiry)
-    SELECT le.list_id, r.idx, r.position, r.client_id, r.jti, r.status_expiry
-    FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $7::uuid[], $8::bigint[])
-         AS r(lease_id, holder, token, idx, position, client_id, jti, status_expiry)
-    JOIN leases le ON le.id = r.lease_id AND le.holder = r.holder AND le.token = r.token
-        AND le.expires_at > now() AND r.position >= le.start_pos AND r.position < le.end_pos
-    ORDER BY le.id
-    FOR KEY SHARE OF le
-    ON CONFLICT (client_id, jti) DO NOTHING
+    SELECT v.list_id, v.idx, v.position, v.client_id, v.jti, v.status_expiry
+    FROM k JOIN v ON v.client_id = k.client_id AND v.jti = k.jti AND v.list_id = k.list_id AND v.idx = k.idx
     RETURNING list_id, position";
 
 impl<S: Statement> Batcher<S> {

@@ -35,6 +35,14 @@ pub enum RevokeOutcome {
     NotFound,
 }
 
+/// What `(client_id, jti)` names.
+enum Lookup {
+    Found(IssueOutcome),
+    Absent,
+    /// It named an entry of a list no longer live; the key is removed.
+    Cleared,
+}
+
 /// Upper bound on positions skipped in one issuance because an earlier holder of the
 /// range used them (only after a reclaim raced an issuance, see `leases`).
 const MAX_POSITION_RETRIES: usize = 64;
@@ -112,9 +120,11 @@ impl Store {
                 // Nothing inserted: a repeat, or the lease is no longer ours. The position
                 // was not used either way.
                 lease.give_back(position);
-                return match self.find_existing(req).await? {
-                    Some(found) => Ok(found),
-                    None => Err(StoreError::LeaseLost),
+                return match self.lookup(req).await? {
+                    Lookup::Found(found) => Ok(found),
+                    // The key named a retired list's entry and is gone now: issue anew.
+                    Lookup::Cleared => continue,
+                    Lookup::Absent => Err(StoreError::LeaseLost),
                 };
             }
             Err(StoreError::Corrupt(format!(
@@ -136,12 +146,17 @@ impl Store {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "INSERT INTO entries (list_id, idx, position, client_id, jti, status_expiry)
-                 SELECT le.list_id, $4, $5, $6, $7, $8 FROM leases le
-                 WHERE le.id = $1 AND le.holder = $2 AND le.token = $3 AND le.expires_at > now()
-                   AND $5 >= le.start_pos AND $5 < le.end_pos
-                 FOR KEY SHARE OF le
-                 ON CONFLICT (client_id, jti) DO NOTHING
+                "WITH v AS (
+                     SELECT le.list_id FROM leases le
+                     WHERE le.id = $1 AND le.holder = $2 AND le.token = $3 AND le.expires_at > now()
+                       AND $5 >= le.start_pos AND $5 < le.end_pos
+                     FOR KEY SHARE OF le),
+                 k AS (INSERT INTO issuance_keys (client_id, jti, list_id, idx)
+                       SELECT $6, $7, v.list_id, $4 FROM v
+                       ON CONFLICT (client_id, jti) DO NOTHING
+                       RETURNING list_id)
+                 INSERT INTO entries (list_id, idx, position, client_id, jti, status_expiry)
+                 SELECT k.list_id, $4, $5, $6, $7, $8 FROM k
                  RETURNING idx",
             )
             .await?;
@@ -165,29 +180,57 @@ impl Store {
     }
 
     async fn find_existing(&self, req: &IssueRequest) -> Result<Option<IssueOutcome>> {
-        let client = self.client().await?;
-        self.existing(&client, req).await
+        match self.lookup(req).await? {
+            Lookup::Found(found) => Ok(Some(found)),
+            Lookup::Absent | Lookup::Cleared => Ok(None),
+        }
     }
 
     /// The entry already issued for `(client_id, jti)`, if any, checked against the
-    /// request's `statusExpiry`.
-    async fn existing(
-        &self,
-        client: &deadpool_postgres::Object,
-        req: &IssueRequest,
-    ) -> Result<Option<IssueOutcome>> {
+    /// request's `statusExpiry`. A key whose list is no longer live (retired or deleted,
+    /// its partition not dropped yet) is removed: past its list's life a `jti` is new
+    /// again, as it was when retirement removed entries row by row.
+    async fn lookup(&self, req: &IssueRequest) -> Result<Lookup> {
+        let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT e.list_id, e.idx, e.status_expiry, l.uri,
-                        EXISTS (SELECT 1 FROM issuers i WHERE i.client_id = e.client_id AND i.pool = l.pool) AS ours
-                 FROM entries e JOIN lists l ON l.id = e.list_id
-                 WHERE e.client_id = $1 AND e.jti = $2",
+                "SELECT list_id, idx FROM issuance_keys WHERE client_id = $1 AND jti = $2",
             )
             .await?;
-        let Some(row) = client.query_opt(&stmt, &[&req.client_id, &req.jti]).await? else {
-            return Ok(None);
+        let Some(key) = client.query_opt(&stmt, &[&req.client_id, &req.jti]).await? else {
+            return Ok(Lookup::Absent);
         };
-        let expiry: i64 = row.try_get("status_expiry")?;
+        let (list_id, idx): (String, i64) = (key.try_get("list_id")?, key.try_get("idx")?);
+        // Not a cached statement: planned with the list id known, so that it reads that
+        // list's partition alone (a generic plan would hold every partition).
+        let row = client
+            .query_opt(
+                "SELECT e.status_expiry, l.uri, l.state IN ('Active', 'Full') AS live,
+                        EXISTS (SELECT 1 FROM issuers i WHERE i.client_id = e.client_id AND i.pool = l.pool) AS ours
+                 FROM lists l LEFT JOIN entries e ON e.list_id = l.id AND e.list_id = $1 AND e.idx = $2
+                 WHERE l.id = $1",
+                &[&list_id, &idx],
+            )
+            .await?;
+        let live = match &row {
+            Some(row) => row.try_get::<_, bool>("live")?,
+            None => false,
+        };
+        let Some(row) = row.filter(|_| live) else {
+            client
+                .execute(
+                    "DELETE FROM issuance_keys WHERE client_id = $1 AND jti = $2 AND list_id = $3",
+                    &[&req.client_id, &req.jti, &list_id],
+                )
+                .await?;
+            return Ok(Lookup::Cleared);
+        };
+        let Some(expiry) = row.try_get::<_, Option<i64>>("status_expiry")? else {
+            return Err(StoreError::Corrupt(format!(
+                "issuance key of {}/{} names entry {idx} of list {list_id}, which is not stored",
+                req.client_id, req.jti
+            )));
+        };
         // Issued under another registration of this clientId (since removed from that
         // pool and registered elsewhere): not this issuer's to see. Answered as a changed
         // request, which says nothing about the entry.
@@ -195,9 +238,8 @@ impl Store {
         if expiry != req.status_expiry || !ours {
             return Err(StoreError::IdempotencyConflict);
         }
-        let idx: i64 = row.try_get("idx")?;
-        Ok(Some(IssueOutcome {
-            list_id: row.try_get("list_id")?,
+        Ok(Lookup::Found(IssueOutcome {
+            list_id,
             uri: row.try_get("uri")?,
             idx: idx as u64,
             created: false,
@@ -260,17 +302,23 @@ impl Store {
                     return Err(StoreError::Internal("single revocation asked to retry".into()));
                 }
             }
+            // A list's URI ends in its id (see `ensure_capacity`); the URI is matched too.
+            // Not a cached statement: planned with the list id known, so that it reads that
+            // list's partition alone.
+            let list_id = uri.rsplit('/').next().unwrap_or_default();
             let client = self.client().await?;
-            let stmt = client
-                .prepare_cached(
+            let found = client
+                .query_opt(
                     "SELECT extract(epoch FROM rv.revoked_at)::bigint AS at
                      FROM entries e JOIN lists l ON l.id = e.list_id
                      JOIN issuers i ON i.client_id = e.client_id AND i.pool = l.pool
                      LEFT JOIN revocations rv ON rv.list_id = e.list_id AND rv.idx = e.idx
-                     WHERE l.uri = $1 AND l.state IN ('Active', 'Full') AND e.idx = $2 AND e.client_id = $3",
+                     WHERE e.list_id = $4 AND l.id = $4 AND l.uri = $1 AND l.state IN ('Active', 'Full')
+                       AND e.idx = $2 AND e.client_id = $3",
+                    &[&uri, &idx, &client_id, &list_id],
                 )
                 .await?;
-            match client.query_opt(&stmt, &[&uri, &idx, &client_id]).await? {
+            match found {
                 Some(row) => {
                     let at: Option<i64> = row.try_get("at")?;
                     let at = at.ok_or_else(|| StoreError::Corrupt("revoked entry without revoked_at".into()))?;

@@ -92,6 +92,9 @@ pub struct Store {
     batcher: Arc<OnceLock<batch::Batcher<batch::Insert>>>,
     /// Group commit for revocation, likewise.
     revoker: Arc<OnceLock<batch::Batcher<batch::Revoke>>>,
+    /// Per dead list, the position up to which its idempotency keys are removed (see
+    /// `drop_dead_partitions`).
+    purged: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -168,6 +171,7 @@ impl Store {
             health: Health::default(),
             batcher: Arc::default(),
             revoker: Arc::default(),
+            purged: Arc::default(),
         })
     }
 
@@ -274,6 +278,21 @@ impl Store {
 
     /// Runs `f` within the operation timeout; refused at once while the listener finds
     /// the database unreachable.
+    fn purged_to(&self, list: &str) -> i64 {
+        let purged = self.purged.lock().unwrap_or_else(|p| p.into_inner());
+        purged.get(list).copied().unwrap_or(0)
+    }
+
+    fn set_purged_to(&self, list: &str, position: i64) {
+        let mut purged = self.purged.lock().unwrap_or_else(|p| p.into_inner());
+        purged.insert(list.to_owned(), position);
+    }
+
+    fn forget_purged(&self, list: &str) {
+        let mut purged = self.purged.lock().unwrap_or_else(|p| p.into_inner());
+        purged.remove(list);
+    }
+
     async fn bounded<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
         if let Some(down) = self.health.down_reason() {
             return Err(StoreError::Unavailable(down));

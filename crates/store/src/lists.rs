@@ -148,19 +148,15 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N]> {
 }
 
 /// Removes everything stored for the lists `ids` but their `lists` rows (kept, so that an
-/// id is never reused): leases, entries, revocations, artifacts, publishing state. The
-/// one place that knows which tables hold a list's rows (retirement, pool deletion).
+/// id is never reused) and their entries: leases, revocations, artifacts, publishing
+/// state. The one place that knows which tables hold a list's rows (retirement, pool
+/// deletion). The entries, a partition per list, and their idempotency keys go after
+/// the list has left the live states (see [`Store::drop_dead_partitions`]).
 pub(crate) async fn remove_list_rows(
     tx: &deadpool_postgres::Transaction<'_>,
     ids: &[String],
 ) -> Result<()> {
-    for table in [
-        "leases",
-        "entries",
-        "revocations",
-        "artifacts",
-        "list_publish",
-    ] {
+    for table in ["leases", "revocations", "artifacts", "list_publish"] {
         tx.execute(
             &format!("DELETE FROM {table} WHERE list_id = ANY($1)"),
             &[&ids],
@@ -168,6 +164,20 @@ pub(crate) async fn remove_list_rows(
         .await?;
     }
     Ok(())
+}
+
+/// Positions of a dead list whose idempotency keys one statement removes.
+const PURGE_CHUNK: i64 = 20_000;
+/// How long dropping a partition waits for its lock on `entries` (issuances queue behind
+/// it meanwhile) before giving up until the next sweep.
+const DROP_LOCK_TIMEOUT: &str = "500ms";
+
+/// The partition of `entries` holding list `id`'s entries (migration 10).
+fn partition_of(id: &str) -> Result<String> {
+    if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(StoreError::Corrupt(format!("not a list id: {id:?}")));
+    }
+    Ok(format!("entries_{}", id.to_ascii_lowercase()))
 }
 
 /// A random list id: 12 uppercase hex characters.
@@ -320,6 +330,7 @@ impl Store {
             )
             .await?;
             tx.execute("INSERT INTO list_publish (list_id) VALUES ($1)", &[&id]).await?;
+            tx.execute("SELECT statuslist_add_entries_partition($1)", &[&id]).await?;
             tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL_CONFIG, &pool]).await?;
             tx.commit().await?;
             tracing::info!(pool, list = %id, %uri, "provisioned list");
@@ -427,6 +438,91 @@ impl Store {
             Ok(ids)
         })
         .await
+    }
+
+    /// Removes the entries of lists no longer live (retired, or their pool deleted), and
+    /// their idempotency keys: the keys in chunks of [`PURGE_CHUNK`] positions, each a
+    /// statement of its own (bounded work, nothing held between them), then the list's
+    /// partition in one drop. Works for at most about `budget` and goes on where it
+    /// stopped on the next call (a restart begins the list's keys again, harmlessly).
+    /// Returns the lists whose partition is gone.
+    pub async fn drop_dead_partitions(&self, budget: std::time::Duration) -> Result<Vec<String>> {
+        let started = std::time::Instant::now();
+        let dead = self
+            .bounded(async {
+                let client = self.client().await?;
+                let rows = client
+                    .query(
+                        "SELECT l.id, l.size FROM pg_inherits i
+                         JOIN pg_class c ON c.oid = i.inhrelid
+                         JOIN lists l ON l.id = upper(substr(c.relname, 9))
+                         WHERE i.inhparent = 'entries'::regclass AND c.relname LIKE 'entries\\_%'
+                           AND l.state IN ('Retired', 'Deleted')
+                         ORDER BY l.id",
+                        &[],
+                    )
+                    .await?;
+                rows.iter()
+                    .map(|r| Ok((r.try_get::<_, String>(0)?, r.try_get::<_, i64>(1)?)))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .await?;
+        let mut dropped = Vec::new();
+        for (id, size) in dead {
+            let part = partition_of(&id)?;
+            let mut from = self.purged_to(&id);
+            while from < size {
+                if started.elapsed() >= budget {
+                    return Ok(dropped);
+                }
+                let to = from.saturating_add(PURGE_CHUNK);
+                self.bounded(async {
+                    let client = self.client().await?;
+                    client
+                        .execute(
+                            &format!(
+                                "DELETE FROM issuance_keys k USING {part} e
+                                 WHERE e.position >= $1 AND e.position < $2
+                                   AND k.client_id = e.client_id AND k.jti = e.jti AND k.list_id = e.list_id"
+                            ),
+                            &[&from, &to],
+                        )
+                        .await?;
+                    Ok(())
+                })
+                .await?;
+                from = to;
+                self.set_purged_to(&id, from);
+            }
+            let drop = self
+                .bounded(async {
+                    let mut client = self.client().await?;
+                    let tx = client.transaction().await?;
+                    tx.execute(
+                        "SELECT statuslist_drop_entries_partition($1, $2)",
+                        &[&id, &DROP_LOCK_TIMEOUT],
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    Ok(())
+                })
+                .await;
+            match drop {
+                Ok(()) => {
+                    self.forget_purged(&id);
+                    tracing::info!(list = %id, "entries of a dead list dropped");
+                    dropped.push(id);
+                }
+                Err(e)
+                    if e.sql_state()
+                        == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) =>
+                {
+                    tracing::info!(list = %id, "entries not dropped yet: entries is busy; next sweep");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(dropped)
     }
 
     /// Pools whose resource was deleted with `Retain`: they no longer issue, and are kept

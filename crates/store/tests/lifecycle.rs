@@ -114,13 +114,13 @@ async fn a_pool_below_min_free_gets_the_next_list_and_full_lists_retire() {
     let now = 1_700_000_000;
     let mut leases = Vec::new();
     let mut expiries = Vec::new();
+    let mut replayed = None;
     for (w, expiry) in [("w1", now + 10), ("w2", now + 20)] {
         let lease = claim(&db.store, w).await;
         for _ in 0..100 {
-            db.store
-                .issue(&lease, &request("a", expiry))
-                .await
-                .expect("issue");
+            let req = request("a", expiry);
+            db.store.issue(&lease, &req).await.expect("issue");
+            replayed = Some(req);
         }
         db.store.release_lease(&lease).await.expect("release");
         leases.push(lease);
@@ -170,10 +170,32 @@ async fn a_pool_below_min_free_gets_the_next_list_and_full_lists_retire() {
     assert_eq!(gone.state, ListState::Retired);
     let cap = db.store.capacity("p").await.expect("capacity");
     assert_eq!((cap.lists.len(), cap.allocated), (1, 0));
+    // Past its list's life a jti is new again, even before the sweep removed the entries.
+    let replayed = replayed.expect("a request");
+    assert_eq!(db.count("SELECT count(*) FROM entries").await, 200);
+    let lease = claim(&db.store, "w3").await;
+    let again = db.store.issue(&lease, &replayed).await.expect("issue");
+    assert!(again.created, "{again:?}");
+    assert_eq!(again.list_id, next.id);
+    // The sweep drops its partition, and the keys that still name it.
+    let dropped = db
+        .store
+        .drop_dead_partitions(std::time::Duration::from_secs(60))
+        .await
+        .expect("sweep");
+    assert_eq!(dropped, retired);
+    assert_eq!(db.count("SELECT count(*) FROM entries").await, 1);
+    assert_eq!(db.count("SELECT count(*) FROM issuance_keys").await, 1);
+    let partition = format!("entries_{}", retired[0].to_ascii_lowercase());
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM pg_class WHERE relname = '{partition}'"
+        ))
+        .await,
+        0
+    );
     // Its id is never reused: the row stays, and the primary key guards it.
     let client = db.client().await;
-    let n = db.count("SELECT count(*) FROM entries").await;
-    assert_eq!(n, 0);
     let dup = client
         .execute(
             "INSERT INTO lists (id, pool, uri, format, bits, size, secret) VALUES ($1, 'p', 'x', 'Token', 2, 10, '\\x00000000000000000000000000000000')",
@@ -257,6 +279,140 @@ async fn deletion_policies() {
             .expect("revoke"),
         statuslist_store::RevokeOutcome::NotFound
     );
+    db.store
+        .drop_dead_partitions(std::time::Duration::from_secs(60))
+        .await
+        .expect("sweep");
+    assert_eq!(db.count("SELECT count(*) FROM entries").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM issuance_keys").await, 0);
+}
+
+/// Migration 10 moves every entry into its list's partition and every (client_id, jti)
+/// into `issuance_keys`; a live list without entries gets its (empty) partition too.
+#[tokio::test]
+async fn migration_10_partitions_entries_by_list() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+        .await
+        .expect("empty schema");
+    for version in 1..=9 {
+        client
+            .batch_execute(statuslist_store::testing::migration_sql(version))
+            .await
+            .unwrap_or_else(|e| panic!("migration {version}: {e}"));
+    }
+    client
+        .batch_execute(
+            "INSERT INTO lists (id, uri, format, bits, size, secret, state)
+                 VALUES ('0123456789AB', 'https://s.example/t/0123456789AB', 'Token', 2, 100,
+                         '\\x00112233445566778899aabbccddeeff', 'Full'),
+                        ('ABCDEF012345', 'https://s.example/t/ABCDEF012345', 'Token', 2, 100,
+                         '\\x00112233445566778899aabbccddeeff', 'Active'),
+                        ('FEDCBA987654', 'https://s.example/t/FEDCBA987654', 'Token', 2, 100,
+                         '\\x00112233445566778899aabbccddeeff', 'Retired');
+             INSERT INTO entries (list_id, idx, position, client_id, jti, status_expiry)
+             VALUES ('0123456789AB', 7, 0, 'c', '00000000-0000-4000-8000-000000000001', 1),
+                    ('0123456789AB', 8, 1, 'c', '00000000-0000-4000-8000-000000000002', 2),
+                    ('ABCDEF012345', 3, 0, 'd', '00000000-0000-4000-8000-000000000001', 3);",
+        )
+        .await
+        .expect("rows at schema 9");
+    client
+        .batch_execute(statuslist_store::testing::migration_sql(10))
+        .await
+        .expect("migration 10");
+    let rows: Vec<(String, i64, i64, String, String)> = client
+        .query(
+            "SELECT e.list_id, e.idx, e.status_expiry, e.client_id, e.tableoid::regclass::text
+             FROM entries e ORDER BY e.list_id, e.idx",
+            &[],
+        )
+        .await
+        .expect("entries")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (
+                "0123456789AB".into(),
+                7,
+                1,
+                "c".into(),
+                "entries_0123456789ab".into()
+            ),
+            (
+                "0123456789AB".into(),
+                8,
+                2,
+                "c".into(),
+                "entries_0123456789ab".into()
+            ),
+            (
+                "ABCDEF012345".into(),
+                3,
+                3,
+                "d".into(),
+                "entries_abcdef012345".into()
+            ),
+        ]
+    );
+    let keys: Vec<(String, String, String, i64)> = client
+        .query(
+            "SELECT client_id, jti::text, list_id, idx FROM issuance_keys ORDER BY client_id, jti",
+            &[],
+        )
+        .await
+        .expect("keys")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            (
+                "c".into(),
+                "00000000-0000-4000-8000-000000000001".into(),
+                "0123456789AB".into(),
+                7
+            ),
+            (
+                "c".into(),
+                "00000000-0000-4000-8000-000000000002".into(),
+                "0123456789AB".into(),
+                8
+            ),
+            (
+                "d".into(),
+                "00000000-0000-4000-8000-000000000001".into(),
+                "ABCDEF012345".into(),
+                3
+            ),
+        ]
+    );
+    // One partition per live list, none for the retired one; each guards idx and position.
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_inherits WHERE inhparent = 'entries'::regclass")
+            .await,
+        2
+    );
+    let reused = client
+        .batch_execute(
+            "INSERT INTO entries (list_id, idx, position, client_id, jti, status_expiry)
+             VALUES ('0123456789AB', 9, 1, 'c', gen_random_uuid(), 1)",
+        )
+        .await;
+    assert!(reused.is_err(), "a position used twice");
+    let retired = client
+        .batch_execute(
+            "INSERT INTO entries (list_id, idx, position, client_id, jti, status_expiry)
+             VALUES ('FEDCBA987654', 1, 1, 'c', gen_random_uuid(), 1)",
+        )
+        .await;
+    assert!(retired.is_err(), "no partition for a retired list");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
