@@ -292,17 +292,7 @@ async fn deletion_policies() {
 #[tokio::test]
 async fn migration_10_partitions_entries_by_list() {
     let db = TestDb::new().await;
-    let client = db.client().await;
-    client
-        .batch_execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
-        .await
-        .expect("empty schema");
-    for version in 1..=9 {
-        client
-            .batch_execute(statuslist_store::testing::migration_sql(version))
-            .await
-            .unwrap_or_else(|e| panic!("migration {version}: {e}"));
-    }
+    let client = schema_at(&db, 9).await;
     client
         .batch_execute(
             "INSERT INTO lists (id, uri, format, bits, size, secret, state)
@@ -525,17 +515,7 @@ async fn stale_generations_and_deleted_resources_are_refused() {
 #[tokio::test]
 async fn migration_8_moves_revocations_out_of_entries() {
     let db = TestDb::new().await;
-    let client = db.client().await;
-    client
-        .batch_execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
-        .await
-        .expect("empty schema");
-    for version in 1..=7 {
-        client
-            .batch_execute(statuslist_store::testing::migration_sql(version))
-            .await
-            .unwrap_or_else(|e| panic!("migration {version}: {e}"));
-    }
+    let client = schema_at(&db, 7).await;
     client
         .batch_execute(
             "INSERT INTO lists (id, uri, format, bits, size, secret, version)
@@ -580,4 +560,20 @@ async fn migration_8_moves_revocations_out_of_entries() {
         )
         .await;
     assert_eq!(columns, 0, "the old revocation columns are gone");
+}
+
+/// A client of `db` with its schema emptied and migrations 1 to `version` applied.
+async fn schema_at(db: &TestDb, version: i32) -> tokio_postgres::Client {
+    let client = db.client().await;
+    client
+        .batch_execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+        .await
+        .expect("empty schema");
+    for v in 1..=version {
+        client
+            .batch_execute(statuslist_store::testing::migration_sql(v))
+            .await
+            .unwrap_or_else(|e| panic!("migration {v}: {e}"));
+    }
+    client
 }
