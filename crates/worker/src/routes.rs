@@ -331,8 +331,12 @@ fn database_up(state: &AppState) -> Result<(), String> {
     if !state.store.is_migrated() {
         return Err("not connected yet".into());
     }
-    match state.store.health().down_reason() {
+    let health = state.store.health();
+    match health.down_reason() {
         Some(reason) => Err(reason),
+        // Not subscribed to change notifications yet: a cached copy could not be told
+        // apart from a stale one, so traffic waits for the first LISTEN.
+        None if health.is_up().is_none() => Err("notifications not subscribed yet".into()),
         None => Ok(()),
     }
 }

@@ -231,6 +231,20 @@ async fn unknown_list_ids_and_jwks_requests_cost_a_bounded_number_of_queries() {
         "cold",
     )
     .await;
+    // Traffic reaches a worker once it is ready (subscribed to notifications, whose
+    // first arrival empties the cache), as a Service routes it.
+    let ready = Instant::now() + Duration::from_secs(30);
+    while env
+        .http
+        .get(format!("{}/readyz", cold.url))
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16())
+        != 200
+    {
+        assert!(Instant::now() < ready, "the cold worker never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await; // polling a condition
+    }
     let cold_url = format!("{}{path}", cold.url);
     let statuses: Vec<u16> = futures_util::stream::iter(0..500)
         .map(|_| {
