@@ -198,28 +198,34 @@ fn new_list_id() -> Result<String> {
 /// revocation batch.
 const CAPACITY_QUERY: &str = "
     SELECT l.id, l.uri, l.state, l.size,
-        l.size - coalesce(r.ranges, 0) + coalesce(r.in_held, 0) AS allocated,
+        l.size - coalesce(r.ranges, 0) + coalesce(h.in_held, 0) AS allocated,
         l.revoked,
-        coalesce(r.ranges, 0) - coalesce(r.in_held, 0) AS free
+        coalesce(r.ranges, 0) - coalesce(h.in_held, 0) AS free
     FROM lists l
     LEFT JOIN LATERAL (
-        SELECT sum(le.end_pos - le.start_pos)::bigint AS ranges,
-               sum(CASE WHEN le.holder IS NULL THEN 0 ELSE
-                   (SELECT count(*) FROM entries e WHERE e.list_id = le.list_id
-                      AND e.position >= le.start_pos AND e.position < le.end_pos) END)::bigint AS in_held
+        SELECT sum(le.end_pos - le.start_pos)::bigint AS ranges
         FROM leases le WHERE le.list_id = l.id) r ON true
+    LEFT JOIN LATERAL (
+        SELECT sum((SELECT count(*) FROM entries e WHERE e.list_id = le.list_id
+                      AND e.position >= le.start_pos AND e.position < le.end_pos))::bigint AS in_held
+        FROM leases le WHERE le.list_id = l.id AND le.holder IS NOT NULL) h ON true
     WHERE l.pool = $1 AND l.state IN ('Active', 'Full')
     ORDER BY l.created_at, l.id";
 
 /// Whether the pool has an Active list, and its free positions (as in [`CAPACITY_QUERY`],
 /// over Active lists only, without the per-list counts): what provisioning decides on.
+/// The held leases are counted apart from the others, so that the planner estimates the
+/// per-lease count (over every partition of `entries`, pruned to one when it runs) for
+/// the few held leases, not for every lease of the pool.
 const FREE_QUERY: &str = "
     SELECT EXISTS (SELECT 1 FROM lists WHERE pool = $1 AND state = 'Active'),
-        coalesce((SELECT sum(le.end_pos - le.start_pos) - sum(CASE WHEN le.holder IS NULL THEN 0 ELSE
-                      (SELECT count(*) FROM entries e WHERE e.list_id = le.list_id
-                         AND e.position >= le.start_pos AND e.position < le.end_pos) END)
-                  FROM leases le JOIN lists l ON l.id = le.list_id
-                  WHERE l.pool = $1 AND l.state = 'Active'), 0)::bigint";
+        (coalesce((SELECT sum(le.end_pos - le.start_pos)
+                   FROM leases le JOIN lists l ON l.id = le.list_id
+                   WHERE l.pool = $1 AND l.state = 'Active'), 0)
+         - coalesce((SELECT sum((SELECT count(*) FROM entries e WHERE e.list_id = le.list_id
+                                   AND e.position >= le.start_pos AND e.position < le.end_pos))
+                     FROM leases le JOIN lists l ON l.id = le.list_id
+                     WHERE l.pool = $1 AND l.state = 'Active' AND le.holder IS NOT NULL), 0))::bigint";
 
 fn capacity_from_rows(rows: &[Row]) -> Result<Capacity> {
     let mut cap = Capacity::default();

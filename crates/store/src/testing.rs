@@ -141,6 +141,16 @@ pub fn raw_pool(url: &str, size: usize) -> deadpool_postgres::Pool {
         .expect("pool")
 }
 
+/// A run-time setting (`SHOW name`) as the store's pooled connections see it.
+pub async fn session_setting(store: &crate::Store, name: &str) -> String {
+    let client = store.client().await.expect("a pooled connection");
+    client
+        .query_one(&format!("SHOW {name}"), &[])
+        .await
+        .expect("SHOW")
+        .get(0)
+}
+
 /// The SQL of shipped migration `version`, for tests of a migration's effect on data
 /// written under the schema before it.
 pub fn migration_sql(version: i32) -> &'static str {
