@@ -20,6 +20,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (8, include_str!("../migrations/0008_revocations.sql")),
     (9, include_str!("../migrations/0009_work_not_data.sql")),
     (10, include_str!("../migrations/0010_entries_by_list.sql")),
+    (
+        11,
+        include_str!("../migrations/0011_drop_entry_issued_at.sql"),
+    ),
 ];
 
 /// The SQL of migration `version`.

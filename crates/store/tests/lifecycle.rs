@@ -405,6 +405,77 @@ async fn migration_10_partitions_entries_by_list() {
     assert!(retired.is_err(), "no partition for a retired list");
 }
 
+#[tokio::test]
+async fn migration_11_drops_the_entry_issuance_time_and_keeps_every_row() {
+    let db = TestDb::new().await;
+    let client = schema_at(&db, 10).await;
+    client
+        .batch_execute(
+            "INSERT INTO lists (id, uri, format, bits, size, secret, state)
+                 VALUES ('0123456789AB', 'https://s.example/t/0123456789AB', 'Token', 2, 100,
+                         '\\x00112233445566778899aabbccddeeff', 'Active');
+             SELECT statuslist_add_entries_partition('0123456789AB');
+             INSERT INTO entries (list_id, idx, position, client_id, jti, status_expiry)
+             VALUES ('0123456789AB', 7, 0, 'c', gen_random_uuid(), 1);",
+        )
+        .await
+        .expect("a row at schema 10");
+    client
+        .batch_execute(statuslist_store::testing::migration_sql(11))
+        .await
+        .expect("migration 11");
+    // The old partition keeps its row and takes new ones; a new partition has no such
+    // column at all.
+    client
+        .batch_execute(
+            "INSERT INTO lists (id, uri, format, bits, size, secret, state)
+                 VALUES ('ABCDEF012345', 'https://s.example/t/ABCDEF012345', 'Token', 2, 100,
+                         '\\x00112233445566778899aabbccddeeff', 'Active');
+             SELECT statuslist_add_entries_partition('ABCDEF012345');
+             INSERT INTO entries (list_id, idx, position, client_id, jti, status_expiry)
+             VALUES ('0123456789AB', 8, 1, 'c', gen_random_uuid(), 2),
+                    ('ABCDEF012345', 3, 0, 'd', gen_random_uuid(), 3);",
+        )
+        .await
+        .expect("rows at schema 11");
+    let rows: Vec<(String, i64, i64)> = client
+        .query(
+            "SELECT list_id, idx, status_expiry FROM entries ORDER BY list_id, idx",
+            &[],
+        )
+        .await
+        .expect("entries")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("0123456789AB".into(), 7, 1),
+            ("0123456789AB".into(), 8, 2),
+            ("ABCDEF012345".into(), 3, 3),
+        ]
+    );
+    for table in ["entries", "entries_0123456789ab", "entries_abcdef012345"] {
+        let columns = db
+            .count(&format!(
+                "SELECT count(*) FROM pg_attribute WHERE attrelid = '{table}'::regclass
+                   AND attnum > 0 AND NOT attisdropped"
+            ))
+            .await;
+        assert_eq!(columns, 6, "{table}");
+    }
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'entries_abcdef012345'::regclass
+               AND attnum > 0"
+        )
+        .await,
+        6,
+        "a partition created after the drop carries no dropped column"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_starts_migrate_once() {
     let db = TestDb::new().await;
