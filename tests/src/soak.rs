@@ -1038,6 +1038,7 @@ pub async fn run(bin: &Path, profile: &Profile) -> Summary {
             let mut errors = Vec::new();
             let mut problem = None;
             let mut fetches = 0u32;
+            let began = load_ended.elapsed();
             while load_ended.elapsed() < LOST_AFTER {
                 fetches += 1;
                 match fetch_list_at(http, cluster, w, uri).await {
@@ -1059,7 +1060,7 @@ pub async fn run(bin: &Path, profile: &Profile) -> Summary {
                         }
                         if errors.is_empty() {
                             let at = received.saturating_duration_since(load_ended);
-                            return (w, uri, Some(at), fetches, errors, problem);
+                            return (w, uri, began, Some(at), fetches, errors, problem);
                         }
                     }
                     Ok(None) => {}
@@ -1067,7 +1068,7 @@ pub async fn run(bin: &Path, profile: &Profile) -> Summary {
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await; // polling a condition
             }
-            (w, uri, None, fetches, errors, problem)
+            (w, uri, began, None, fetches, errors, problem)
         }
     }))
     .buffer_unordered(32)
@@ -1076,7 +1077,19 @@ pub async fn run(bin: &Path, profile: &Profile) -> Summary {
     let mut wrong: HashMap<(usize, &str), Vec<String>> = HashMap::new();
     let mut pending = Vec::new();
     let (mut seen_correct, mut refetched) = (Duration::ZERO, 0);
-    for (w, uri, at, fetches, errors, problem) in outcomes {
+    let mut slowest: Vec<(Duration, Duration, u32, usize, &str)> = outcomes
+        .iter()
+        .filter_map(|(w, uri, began, at, fetches, ..)| {
+            Some((at.as_ref().copied()?, *began, *fetches, *w, *uri))
+        })
+        .collect();
+    slowest.sort_by_key(|s| std::cmp::Reverse(s.0));
+    for (at, began, fetches, w, uri) in slowest.iter().take(5) {
+        eprintln!(
+            "soak: end check: worker-{w} {uri}: correct at {at:?}, first fetch at {began:?}, {fetches} fetches"
+        );
+    }
+    for (w, uri, _, at, fetches, errors, problem) in outcomes {
         summary.problems.extend(problem);
         if fetches > 1 {
             refetched += 1;

@@ -83,6 +83,37 @@ const CLAIM_HEARTBEAT: Duration = Duration::from_secs(1);
 /// A list whose render failed is left alone this long, so it cannot starve the others.
 const FAILED_BACKOFF_SECONDS: f64 = 10.0;
 
+/// Storing a rendered list, in one statement (one round trip, one short transaction:
+/// under load every extra round trip is time the row locks and the notification queue's
+/// commit lock are held): the artifacts unless a newer version is stored, the list's
+/// published version and `exp`, the claim released, the signing key's latest `exp`, and
+/// the `published` notification.
+const STORE_ARTIFACTS: &str = "
+    WITH a AS (
+        INSERT INTO artifacts (list_id, kind, version, body, etag, iat, exp, kid, ttl)
+        SELECT $1, u.kind, $2, u.body, u.etag, u.iat, u.exp, u.kid, u.ttl
+        FROM unnest($3::text[], $4::bytea[], $5::text[], $6::bigint[], $7::bigint[], $8::text[], $9::bigint[])
+             AS u(kind, body, etag, iat, exp, kid, ttl)
+        ON CONFLICT (list_id, kind) DO UPDATE SET version = EXCLUDED.version, body = EXCLUDED.body,
+            etag = EXCLUDED.etag, iat = EXCLUDED.iat, exp = EXCLUDED.exp, kid = EXCLUDED.kid,
+            ttl = EXCLUDED.ttl
+        WHERE artifacts.version <= EXCLUDED.version
+        RETURNING 1),
+    k AS (
+        UPDATE signing_keys s SET last_exp = u.exp
+        FROM (SELECT kid, max(exp) AS exp FROM unnest($8::text[], $7::bigint[]) AS u(kid, exp) GROUP BY kid) u
+        WHERE s.kid = u.kid AND coalesce(s.last_exp, 0) < u.exp
+        RETURNING 1),
+    p AS (
+        UPDATE list_publish SET
+            published_version = GREATEST(published_version, $2),
+            exp = CASE WHEN published_version <= $2 THEN $10 ELSE exp END,
+            claimed_by = CASE WHEN claimed_by = $11 THEN NULL ELSE claimed_by END,
+            claimed_until = CASE WHEN claimed_by = $11 THEN NULL ELSE claimed_until END
+        WHERE list_id = $1
+        RETURNING 1)
+    SELECT pg_notify($12, $13), (SELECT count(*) FROM a), (SELECT count(*) FROM k), (SELECT count(*) FROM p)";
+
 impl Store {
     /// Publishes up to `limit` lists whose published version is behind, or whose artifacts
     /// have less than half of the pool's `validitySeconds` left at `now` (unix seconds), so
@@ -113,6 +144,7 @@ impl Store {
         let mut done: Vec<String> = Vec::new();
         for _ in 0..limit.max(0) {
             let token = uuid::Uuid::new_v4();
+            let t0 = std::time::Instant::now();
             let Some(mut job) = self.bounded(self.claim_publish(now, token, &done)).await? else {
                 break;
             };
@@ -128,6 +160,7 @@ impl Store {
                 )
                 .await?;
             job.since = since;
+            let t1 = t0.elapsed();
             let (id, version) = (job.list.id.clone(), job.list.version);
             done.push(id.clone());
             let outcome = self
@@ -139,8 +172,10 @@ impl Store {
                 .await;
             let failure = match outcome {
                 Ok(Ok(artifacts)) if !artifacts.is_empty() => {
+                    let t2 = t0.elapsed();
                     self.bounded(self.store_artifacts(&id, version, token, &artifacts))
                         .await?;
+                    tracing::debug!(list = %id, version, ?t1, ?t2, total = ?t0.elapsed(), "published");
                     report.published.push((id, version));
                     continue;
                 }
@@ -257,44 +292,37 @@ impl Store {
         token: uuid::Uuid,
         artifacts: &[Artifact],
     ) -> Result<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        for a in artifacts {
-            tx.execute(
-                "INSERT INTO artifacts (list_id, kind, version, body, etag, iat, exp, kid, ttl)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (list_id, kind) DO UPDATE SET version = EXCLUDED.version, body = EXCLUDED.body,
-                     etag = EXCLUDED.etag, iat = EXCLUDED.iat, exp = EXCLUDED.exp, kid = EXCLUDED.kid,
-                     ttl = EXCLUDED.ttl
-                 WHERE artifacts.version <= EXCLUDED.version",
-                &[&id, &a.kind.as_str(), &version, &a.body, &a.etag, &a.iat, &a.exp, &a.kid, &a.ttl],
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(STORE_ARTIFACTS).await?;
+        let kinds: Vec<&str> = artifacts.iter().map(|a| a.kind.as_str()).collect();
+        let bodies: Vec<&[u8]> = artifacts.iter().map(|a| a.body.as_slice()).collect();
+        let etags: Vec<&str> = artifacts.iter().map(|a| a.etag.as_str()).collect();
+        let iats: Vec<i64> = artifacts.iter().map(|a| a.iat).collect();
+        let exps: Vec<i64> = artifacts.iter().map(|a| a.exp).collect();
+        let kids: Vec<&str> = artifacts.iter().map(|a| a.kid.as_str()).collect();
+        let ttls: Vec<i64> = artifacts.iter().map(|a| a.ttl).collect();
+        let exp = exps.iter().copied().min();
+        let payload = format!("{id}:{version}");
+        client
+            .query_one(
+                &stmt,
+                &[
+                    &id,
+                    &version,
+                    &kinds,
+                    &bodies,
+                    &etags,
+                    &iats,
+                    &exps,
+                    &kids,
+                    &ttls,
+                    &exp,
+                    &token,
+                    &CHANNEL_PUBLISHED,
+                    &payload,
+                ],
             )
             .await?;
-        }
-        for a in artifacts {
-            tx.execute(
-                "UPDATE signing_keys SET last_exp = GREATEST(coalesce(last_exp, 0), $2) WHERE kid = $1",
-                &[&a.kid, &a.exp],
-            )
-            .await?;
-        }
-        let exp = artifacts.iter().map(|a| a.exp).min();
-        tx.execute(
-            "UPDATE list_publish SET published_version = $2, exp = $3 WHERE list_id = $1 AND published_version <= $2",
-            &[&id, &version, &exp],
-        )
-        .await?;
-        tx.execute(
-            "UPDATE list_publish SET claimed_by = NULL, claimed_until = NULL WHERE list_id = $1 AND claimed_by = $2",
-            &[&id, &token],
-        )
-        .await?;
-        tx.execute(
-            "SELECT pg_notify($1, $2)",
-            &[&CHANNEL_PUBLISHED, &format!("{id}:{version}")],
-        )
-        .await?;
-        tx.commit().await?;
         Ok(())
     }
 
