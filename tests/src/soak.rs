@@ -1079,9 +1079,7 @@ pub async fn run(bin: &Path, profile: &Profile) -> Summary {
     let (mut seen_correct, mut refetched) = (Duration::ZERO, 0);
     let mut slowest: Vec<(Duration, Duration, u32, usize, &str)> = outcomes
         .iter()
-        .filter_map(|(w, uri, began, at, fetches, ..)| {
-            Some((at.as_ref().copied()?, *began, *fetches, *w, *uri))
-        })
+        .filter_map(|(w, uri, began, at, fetches, ..)| Some(((*at)?, *began, *fetches, *w, *uri)))
         .collect();
     slowest.sort_by_key(|s| std::cmp::Reverse(s.0));
     for (at, began, fetches, w, uri) in slowest.iter().take(5) {
