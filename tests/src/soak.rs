@@ -486,6 +486,9 @@ struct Record {
     issued: HashMap<String, (String, String, u64)>,
     /// `(uri, idx)` of every 202 revocation.
     revoked: HashSet<(String, u64)>,
+    /// Every list URI an issuance answered with (known at the end without a pass over
+    /// `issued`, so the end check's first fetches start at once).
+    lists: HashSet<String>,
     http_500: u64,
     unexpected_503: u64,
     /// `(worker, 10 s bucket of the run)` → unexpected 503s there: where to look.
@@ -617,6 +620,9 @@ impl Client {
         let first = self.issue_jti(rng, issuer, &claims).await?;
         {
             let mut record = self.record.lock().expect("record");
+            if !record.lists.contains(&first.0) {
+                record.lists.insert(first.0.clone());
+            }
             if let Some(previous) = record.issued.insert(
                 jti.clone(),
                 (issuer.client_id.clone(), first.0.clone(), first.1),
@@ -1012,8 +1018,26 @@ pub async fn run(bin: &Path, profile: &Profile) -> Summary {
     let load_ended = Instant::now();
 
     // Visibility first, measured from the end of the load (the checks below read the
-    // whole database and would count in it).
+    // whole database and would count in it). Every (worker, list) pair is fetched at once,
+    // before the checker builds its expectations (a pass over millions of issuances, about
+    // a second of its own): what is timed is when each correct copy arrived.
     let record = std::mem::take(&mut *record.lock().expect("record"));
+    let mut list_uris: Vec<&str> = record.lists.iter().map(String::as_str).collect();
+    list_uris.sort_unstable();
+    let pairs: Vec<(usize, &str)> = (0..3)
+        .flat_map(|w| list_uris.iter().map(move |u| (w, *u)))
+        .collect();
+    let concurrent = pairs.len().max(1);
+    let first_round: Vec<_> = futures_util::stream::iter(pairs.iter().map(|&(w, uri)| {
+        let (http, cluster) = (&http, &cluster);
+        async move {
+            let began = load_ended.elapsed();
+            (w, uri, began, fetch_list_at(http, cluster, w, uri).await)
+        }
+    }))
+    .buffer_unordered(concurrent)
+    .collect()
+    .await;
     // Every acknowledged revocation INVALID, every other issued entry VALID, in the lists
     // every worker serves.
     let mut by_list: HashMap<&str, Vec<u64>> = HashMap::new();
@@ -1021,62 +1045,68 @@ pub async fn run(bin: &Path, profile: &Profile) -> Summary {
         by_list.entry(uri.as_str()).or_default().push(*idx);
     }
     let lists: HashSet<&str> = by_list.keys().copied().collect();
+    if lists.len() != list_uris.len() {
+        summary.problems.push(format!(
+            "{} lists issued from, {} recorded as lists",
+            lists.len(),
+            list_uris.len()
+        ));
+    }
     let mut revoked_in: HashMap<&str, HashSet<u64>> = HashMap::new();
     for (uri, idx) in &record.revoked {
         revoked_in.entry(uri.as_str()).or_default().insert(*idx);
     }
-    let pairs: Vec<(usize, &str)> = (0..3)
-        .flat_map(|w| lists.iter().map(move |u| (w, *u)))
-        .collect();
-    // Each (worker, list) polled on its own until its copy is correct, and timed by when
-    // that copy's body arrived (verification and checking are the client's time, not the
-    // service's): one slow list does not delay the check of the others. All pairs start at
-    // once (a few hundred small GETs): polled a few at a time, a pair already correct on
-    // its first fetch would be timed by when the checker got round to it.
-    let concurrent = pairs.len().max(1);
+    // Each pair then polled on its own until its copy is correct, timed by when that
+    // copy's body arrived (verification and checking are the client's time, not the
+    // service's): one slow list does not delay the check of the others.
     let (by_list, revoked_in) = (&by_list, &revoked_in);
-    let outcomes: Vec<_> = futures_util::stream::iter(pairs.into_iter().map(|(w, uri)| {
-        let (http, cluster) = (&http, &cluster);
-        async move {
-            let mut errors = Vec::new();
-            let mut problem = None;
-            let mut fetches = 0u32;
-            let began = load_ended.elapsed();
-            while load_ended.elapsed() < LOST_AFTER {
-                fetches += 1;
-                match fetch_list_at(http, cluster, w, uri).await {
-                    Ok(Some((received, verified))) => {
-                        errors.clear();
-                        let revoked = revoked_in.get(uri);
-                        for idx in by_list.get(uri).into_iter().flatten() {
-                            let want = if revoked.is_some_and(|r| r.contains(idx)) {
-                                Status::INVALID
-                            } else {
-                                Status::VALID
-                            };
-                            match verified.list.get(*idx) {
-                                Ok(s) if Status(s) == want => {}
-                                got => errors.push(format!(
-                                    "{uri} {idx} on worker-{w}: {got:?}, want {want}"
-                                )),
+    let outcomes: Vec<_> =
+        futures_util::stream::iter(first_round.into_iter().map(|(w, uri, began, first)| {
+            let (http, cluster) = (&http, &cluster);
+            async move {
+                let mut errors = Vec::new();
+                let mut problem = None;
+                let mut fetches = 0u32;
+                let mut first = Some(first);
+                while load_ended.elapsed() < LOST_AFTER {
+                    fetches += 1;
+                    let fetched = match first.take() {
+                        Some(fetched) => fetched,
+                        None => fetch_list_at(http, cluster, w, uri).await,
+                    };
+                    match fetched {
+                        Ok(Some((received, verified))) => {
+                            errors.clear();
+                            let revoked = revoked_in.get(uri);
+                            for idx in by_list.get(uri).into_iter().flatten() {
+                                let want = if revoked.is_some_and(|r| r.contains(idx)) {
+                                    Status::INVALID
+                                } else {
+                                    Status::VALID
+                                };
+                                match verified.list.get(*idx) {
+                                    Ok(s) if Status(s) == want => {}
+                                    got => errors.push(format!(
+                                        "{uri} {idx} on worker-{w}: {got:?}, want {want}"
+                                    )),
+                                }
+                            }
+                            if errors.is_empty() {
+                                let at = received.saturating_duration_since(load_ended);
+                                return (w, uri, began, Some(at), fetches, errors, problem);
                             }
                         }
-                        if errors.is_empty() {
-                            let at = received.saturating_duration_since(load_ended);
-                            return (w, uri, began, Some(at), fetches, errors, problem);
-                        }
+                        Ok(None) => {}
+                        Err(e) => problem = Some(e),
                     }
-                    Ok(None) => {}
-                    Err(e) => problem = Some(e),
+                    tokio::time::sleep(Duration::from_millis(50)).await; // polling a condition
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await; // polling a condition
+                (w, uri, began, None, fetches, errors, problem)
             }
-            (w, uri, began, None, fetches, errors, problem)
-        }
-    }))
-    .buffer_unordered(concurrent)
-    .collect()
-    .await;
+        }))
+        .buffer_unordered(concurrent)
+        .collect()
+        .await;
     let mut wrong: HashMap<(usize, &str), Vec<String>> = HashMap::new();
     let mut pending = Vec::new();
     let (mut seen_correct, mut refetched) = (Duration::ZERO, 0);
