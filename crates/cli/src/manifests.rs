@@ -222,9 +222,16 @@ pub async fn watch_manifests(
             _ = &mut shutdown => return,
             event = capacity.recv(), if !closed => {
                 // A worker runs short (or the listener reconnected): a pass now. A
-                // lagging receiver only means several asked.
+                // lagging receiver only means several asked. Every ask queued by now is
+                // answered by that one pass: a burst of asks (one per lease at three
+                // quarters spent, from every worker) made one pass each, back to back,
+                // long after the burst (measured: ~5 passes a second through a 5 s
+                // revocation run that followed 40,000 issuances).
                 closed = matches!(event, Err(tokio::sync::broadcast::error::RecvError::Closed));
                 asked = !closed;
+                while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
+                    capacity.try_recv()
+                {}
             }
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }

@@ -91,9 +91,7 @@ pub(crate) async fn return_remainder(tx: &Transaction<'_>, ids: &[i64]) -> Resul
     tx.execute(
         "WITH r AS (
              SELECT le.id, le.end_pos, GREATEST(le.start_pos, coalesce(
-                 (SELECT max(e.position) + 1 FROM entries e
-                  WHERE e.list_id = le.list_id AND e.position >= le.start_pos AND e.position < le.end_pos),
-                 le.start_pos)) AS new_start
+                 statuslist_next_position(le.list_id, le.start_pos, le.end_pos), le.start_pos)) AS new_start
              FROM leases le WHERE le.id = ANY($1)),
          gone AS (DELETE FROM leases le USING r WHERE le.id = r.id AND r.new_start >= r.end_pos)
          UPDATE leases le SET start_pos = r.new_start, holder = NULL, expires_at = NULL

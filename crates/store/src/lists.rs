@@ -206,24 +206,23 @@ const CAPACITY_QUERY: &str = "
         SELECT sum(le.end_pos - le.start_pos)::bigint AS ranges
         FROM leases le WHERE le.list_id = l.id) r ON true
     LEFT JOIN LATERAL (
-        SELECT sum((SELECT count(*) FROM entries e WHERE e.list_id = le.list_id
-                      AND e.position >= le.start_pos AND e.position < le.end_pos))::bigint AS in_held
+        SELECT sum(statuslist_entries_in(le.list_id, le.start_pos, le.end_pos))::bigint AS in_held
         FROM leases le WHERE le.list_id = l.id AND le.holder IS NOT NULL) h ON true
     WHERE l.pool = $1 AND l.state IN ('Active', 'Full')
     ORDER BY l.created_at, l.id";
 
 /// Whether the pool has an Active list, and its free positions (as in [`CAPACITY_QUERY`],
 /// over Active lists only, without the per-list counts): what provisioning decides on.
-/// The held leases are counted apart from the others, so that the planner estimates the
-/// per-lease count (over every partition of `entries`, pruned to one when it runs) for
-/// the few held leases, not for every lease of the pool.
+/// The held leases are counted apart from the others, so that the per-lease count runs
+/// for the few held leases only, not for every lease of the pool. Each count reads one
+/// list's partition, planned alone (`statuslist_entries_in`, migration 12): a subquery
+/// on `entries` correlated on the lease would be planned over every partition there is.
 const FREE_QUERY: &str = "
     SELECT EXISTS (SELECT 1 FROM lists WHERE pool = $1 AND state = 'Active'),
         (coalesce((SELECT sum(le.end_pos - le.start_pos)
                    FROM leases le JOIN lists l ON l.id = le.list_id
                    WHERE l.pool = $1 AND l.state = 'Active'), 0)
-         - coalesce((SELECT sum((SELECT count(*) FROM entries e WHERE e.list_id = le.list_id
-                                   AND e.position >= le.start_pos AND e.position < le.end_pos))
+         - coalesce((SELECT sum(statuslist_entries_in(le.list_id, le.start_pos, le.end_pos))
                      FROM leases le JOIN lists l ON l.id = le.list_id
                      WHERE l.pool = $1 AND l.state = 'Active' AND le.holder IS NOT NULL), 0))::bigint";
 
@@ -365,8 +364,7 @@ impl Store {
             let client = self.client().await?;
             let rows = client
                 .query(
-                    "WITH c AS (SELECT l.id, coalesce((SELECT max(e.status_expiry) FROM entries e
-                                                      WHERE e.list_id = l.id), 0) AS m
+                    "WITH c AS (SELECT l.id, coalesce(statuslist_latest_expiry(l.id), 0) AS m
                                 FROM lists l
                                 WHERE l.pool = $1 AND l.state = 'Active'
                                   AND NOT EXISTS (SELECT 1 FROM leases le WHERE le.list_id = l.id)),
@@ -398,8 +396,8 @@ impl Store {
                 WHERE l.pool = $1
                   AND ((l.state = 'Full' AND l.max_status_expiry < $2)
                        OR (l.state = 'Active'
-                           AND (NOT p.issuing OR EXISTS (SELECT 1 FROM entries e WHERE e.list_id = l.id))
-                           AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.list_id = l.id AND e.status_expiry >= $2)))
+                           AND (NOT p.issuing OR statuslist_has_entries(l.id, NULL))
+                           AND NOT statuslist_has_entries(l.id, $2)))
                 ORDER BY l.id
                 FOR UPDATE OF l";
             let rows = tx.query(candidates, &[&pool, &now]).await?;

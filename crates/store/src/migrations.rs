@@ -24,6 +24,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         11,
         include_str!("../migrations/0011_drop_entry_issued_at.sql"),
     ),
+    (
+        12,
+        include_str!("../migrations/0012_one_partition_per_lookup.sql"),
+    ),
 ];
 
 /// The SQL of migration `version`.
