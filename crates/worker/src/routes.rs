@@ -270,16 +270,19 @@ fn respond(headers: &HeaderMap, served: &Served, media: &'static str) -> Respons
     }
 }
 
+/// The list GETs read the request's headers where they are (a `HeaderMap` extractor
+/// would copy them for every request).
 pub async fn token_list(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    match negotiate(&headers, &[JWT_MEDIA_TYPE, CWT_TYP]) {
+    let headers = request.headers();
+    match negotiate(headers, &[JWT_MEDIA_TYPE, CWT_TYP]) {
         Some(JWT_MEDIA_TYPE) => {
-            serve(&state, &headers, &id, ArtifactKind::Jwt, JWT_MEDIA_TYPE).await
+            serve(&state, headers, &id, ArtifactKind::Jwt, JWT_MEDIA_TYPE).await
         }
-        Some(_) => serve(&state, &headers, &id, ArtifactKind::Cwt, CWT_TYP).await,
+        Some(_) => serve(&state, headers, &id, ArtifactKind::Cwt, CWT_TYP).await,
         None => Err(ApiError::NotAcceptable(e::NOT_ACCEPTABLE_TOKEN)),
     }
 }
@@ -287,10 +290,11 @@ pub async fn token_list(
 pub async fn bitstring_list(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    match negotiate(&headers, &[VC_JWT_MEDIA_TYPE]) {
-        Some(_) => serve(&state, &headers, &id, ArtifactKind::Vc, VC_JWT_MEDIA_TYPE).await,
+    let headers = request.headers();
+    match negotiate(headers, &[VC_JWT_MEDIA_TYPE]) {
+        Some(_) => serve(&state, headers, &id, ArtifactKind::Vc, VC_JWT_MEDIA_TYPE).await,
         None => Err(ApiError::NotAcceptable(e::NOT_ACCEPTABLE_VC)),
     }
 }
