@@ -586,8 +586,16 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                 )
                 .await
             } else {
-                let entries = issue_all(&client, &issue_requests, args.concurrency).await?;
-                eprintln!("bench: {} entries issued to revoke", entries.len());
+                let entries = interleave_by_list(
+                    issue_all(&client, &issue_requests, args.concurrency).await?,
+                );
+                let lists: std::collections::HashSet<&str> =
+                    entries.iter().map(|(uri, _)| uri.as_str()).collect();
+                eprintln!(
+                    "bench: {} entries issued to revoke, over {} lists",
+                    entries.len(),
+                    lists.len()
+                );
                 let revokes = sign_all(&key, entries.len(), |i| {
                     let (uri, idx) = &entries[i];
                     revoke_claims(&client_id, uri, *idx)
@@ -669,6 +677,27 @@ async fn issue_all(
         all.extend(task.await.map_err(|e| e.to_string())??);
     }
     Ok(all)
+}
+
+/// The entries taken one list at a time in turn (each list's in issuance order), so
+/// that revocations sent in this order spread over every list at once: in issuance order,
+/// the revocations in flight at any moment sit in one or two leases, one or two lists.
+fn interleave_by_list(entries: Vec<(String, u64)>) -> Vec<(String, u64)> {
+    let total = entries.len();
+    let mut by_list: std::collections::BTreeMap<String, std::collections::VecDeque<u64>> =
+        Default::default();
+    for (uri, idx) in entries {
+        by_list.entry(uri).or_default().push_back(idx);
+    }
+    let mut out = Vec::with_capacity(total);
+    while out.len() < total {
+        for (uri, idxs) in by_list.iter_mut() {
+            if let Some(idx) = idxs.pop_front() {
+                out.push((uri.clone(), idx));
+            }
+        }
+    }
+    out
 }
 
 /// Revocation → INVALID on another worker, one probe per task at a time.
@@ -757,4 +786,34 @@ async fn visibility(args: &BenchArgs, duration: Duration) -> Result<Run, String>
         })
         .collect();
     Ok(Run::gather(tasks, started).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interleave_by_list;
+
+    #[test]
+    fn interleaving_takes_each_list_in_turn_and_keeps_every_entry() {
+        let e = |uri: &str, idx| (uri.to_owned(), idx);
+        let entries = vec![
+            e("a", 1),
+            e("a", 2),
+            e("a", 3),
+            e("b", 7),
+            e("c", 9),
+            e("b", 8),
+        ];
+        assert_eq!(
+            interleave_by_list(entries),
+            vec![
+                e("a", 1),
+                e("b", 7),
+                e("c", 9),
+                e("a", 2),
+                e("b", 8),
+                e("a", 3)
+            ]
+        );
+        assert!(interleave_by_list(Vec::new()).is_empty());
+    }
 }

@@ -28,6 +28,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         12,
         include_str!("../migrations/0012_one_partition_per_lookup.sql"),
     ),
+    (
+        13,
+        include_str!("../migrations/0013_revoke_without_partition_planning.sql"),
+    ),
 ];
 
 /// The SQL of migration `version`.
