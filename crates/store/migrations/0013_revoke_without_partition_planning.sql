@@ -11,7 +11,11 @@
 -- planned on every call (a custom plan): a plan kept per connection would be made from
 -- the statistics of the moment (an empty `revocations` at first) and kept until the next
 -- ANALYZE. The lookups run after the locks, in the same transaction, as the join did.
--- Same signature and answers as version 12.
+-- The join itself also went through the list row (`x.list_id = l.id`), which the
+-- partition scans could not take as a parameter: every row probed every locked list's
+-- partition (20 rows over 13 lists: 260 index probes). Each row now names its list from
+-- its URI (a list's URI ends in its id, see `ensure_capacity`; a URI that does not
+-- matches no list). Same signature and answers as version 10.
 CREATE OR REPLACE FUNCTION statuslist_revoke(p_uri text[], p_idx bigint[], p_client text[], p_channel text)
 RETURNS TABLE (out_n bigint, out_at bigint)
 LANGUAGE plpgsql
