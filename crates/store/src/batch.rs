@@ -112,11 +112,12 @@ pub(crate) struct RevokeRow {
 /// changed nothing (already revoked, absent, another client's: the caller looks).
 pub(crate) struct Revoke;
 
-/// One call of `statuslist_revoke` (migration 8): the lists locked in id order, then the
-/// revocations appended, each touched list's version and count moved once per batch (one
-/// list-row lock and one commit per batch, not per revocation), one notification per
-/// list that changed. Each revocation records the version its batch produced (the
-/// publisher reads changes since the version it holds). One round trip: no lock is held
+/// One call of `statuslist_revoke` (migration 8, planned once per connection since 14):
+/// the lists locked in id order, then the revocations appended, each touched list's
+/// version and count moved once per batch (one list-row lock and one commit per batch,
+/// not per revocation); the store notifies the lists that changed after the commit. Each
+/// revocation records the version its batch produced (the publisher reads changes since
+/// the version it holds). One round trip: no lock is held
 /// while the worker is away (a worker stopped mid-batch, SIGSTOP or a stalled VM, must
 /// not hold other workers' revocations of those lists behind its locks). `FOR NO KEY
 /// UPDATE` is what the version bump takes anyway; it does not block issuance.
@@ -155,7 +156,8 @@ async fn revoke_rows(
     for row in client
         .query(
             &stmt,
-            &[&uris, &idxs, &clients, &crate::notify::CHANNEL_CHANGED],
+            // No channel: the store notifies after the commit (migration 14).
+            &[&uris, &idxs, &clients, &None::<&str>],
         )
         .await?
     {

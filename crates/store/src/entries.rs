@@ -294,18 +294,22 @@ impl Store {
                     Err(e) => Err(Failure::Store(e)),
                 };
             }
+            // A list's URI ends in its id (see `ensure_capacity`); the URI is matched too.
+            let list_id = uri.rsplit('/').next().unwrap_or_default();
             match outcome {
-                Ok(Some(at)) => return Ok(RevokeOutcome::Revoked { at }),
+                Ok(Some(at)) => {
+                    // Committed: now the publishers may hear of it.
+                    self.changes().changed(list_id);
+                    return Ok(RevokeOutcome::Revoked { at });
+                }
                 Ok(None) => {}
                 Err(Failure::Store(e)) => return Err(e),
                 Err(Failure::RetryAlone | Failure::PositionUsed) => {
                     return Err(StoreError::Internal("single revocation asked to retry".into()));
                 }
             }
-            // A list's URI ends in its id (see `ensure_capacity`); the URI is matched too.
             // Not a cached statement: planned with the list id known, so that it reads that
             // list's partition alone.
-            let list_id = uri.rsplit('/').next().unwrap_or_default();
             let client = self.client().await?;
             let found = client
                 .query_opt(

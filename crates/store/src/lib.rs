@@ -102,6 +102,8 @@ pub struct Store {
     batcher: Arc<OnceLock<batch::Batcher<batch::Insert>>>,
     /// Group commit for revocation, likewise.
     revoker: Arc<OnceLock<batch::Batcher<batch::Revoke>>>,
+    /// Change notifications, sent after the revocations' commits; likewise.
+    changes: Arc<OnceLock<notify::Changes>>,
     /// Per dead list, the position up to which its idempotency keys are removed (see
     /// `drop_dead_partitions`).
     purged: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
@@ -189,6 +191,7 @@ impl Store {
             health: Health::default(),
             batcher: Arc::default(),
             revoker: Arc::default(),
+            changes: Arc::default(),
             purged: Arc::default(),
         })
     }
@@ -273,6 +276,11 @@ impl Store {
     fn revoker(&self) -> &batch::Batcher<batch::Revoke> {
         self.revoker
             .get_or_init(|| batch::Batcher::start(self.pool.clone(), self.operation_timeout))
+    }
+
+    fn changes(&self) -> &notify::Changes {
+        self.changes
+            .get_or_init(|| notify::Changes::start(self.pool.clone(), self.operation_timeout))
     }
 
     async fn client(&self) -> Result<Conn> {

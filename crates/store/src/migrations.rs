@@ -32,6 +32,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         13,
         include_str!("../migrations/0013_revoke_without_partition_planning.sql"),
     ),
+    (
+        14,
+        include_str!("../migrations/0014_revoke_plan_kept_notify_after_commit.sql"),
+    ),
 ];
 
 /// The SQL of migration `version`.

@@ -23,8 +23,14 @@ pub const CHANNEL_CONFIG: &str = "statuslist_config";
 pub const CHANNEL_CAPACITY: &str = "statuslist_capacity";
 /// A list was rendered and stored. Payload: `{list id}:{version}`.
 pub const CHANNEL_PUBLISHED: &str = "statuslist_published";
-/// A list's content changed (revocation). Payload: list id.
+/// A list's content changed (revocation). Payload: list id. Sent after the commit that
+/// changed it, at most every [`CHANGES_INTERVAL`] per process (see [`Changes`]).
 pub const CHANNEL_CHANGED: &str = "statuslist_changed";
+
+/// How long changed lists gather before one notification statement names them all: the
+/// publishers coalesce renders over 250 ms anyway, and a worker revoking thousands a
+/// second sends at most this many statements a second (each a transaction of its own).
+pub const CHANGES_INTERVAL: Duration = Duration::from_millis(20);
 
 pub const ALL_CHANNELS: [&str; 4] = [
     CHANNEL_CONFIG,
@@ -86,6 +92,69 @@ impl Store {
             health.unknown();
         });
         (rx, handle)
+    }
+}
+
+/// Change notifications sent after the commit (see migration 14: a notification sent
+/// in the revoking transaction holds a database-wide lock through that transaction's WAL
+/// flush, so every notifying commit waits for the one before it). Each changed list is
+/// queued; one task sends what has gathered, in one statement that writes no WAL (it
+/// commits without waiting for a flush), and then waits [`CHANGES_INTERVAL`]. A process
+/// that stops before sending leaves the change to the publishers' own pass, which runs
+/// every second whatever is notified. The task ends when every [`Changes`] is dropped.
+pub(crate) struct Changes {
+    tx: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+impl Changes {
+    pub(crate) fn start(pool: deadpool_postgres::Pool, timeout: Duration) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(send_changes(pool, rx, timeout));
+        Self { tx }
+    }
+
+    /// Queues a notification that `list` changed (its change is committed).
+    pub(crate) fn changed(&self, list: &str) {
+        // The task ends only once every sender is gone, so this cannot fail while `self` lives.
+        let _ = self.tx.send(list.to_owned());
+    }
+}
+
+async fn send_changes(
+    pool: deadpool_postgres::Pool,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+    timeout: Duration,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut lists = std::collections::BTreeSet::from([first]);
+        while let Ok(next) = rx.try_recv() {
+            lists.insert(next);
+        }
+        let lists: Vec<String> = lists.into_iter().collect();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let sent = tokio::time::timeout_at(deadline, async {
+            let client = crate::Conn {
+                object: Some(pool.get().await?),
+                deadline,
+            };
+            client
+                .execute(
+                    "SELECT pg_notify($1, l) FROM unnest($2::text[]) AS l",
+                    &[&CHANNEL_CHANGED, &lists],
+                )
+                .await?;
+            Ok::<_, crate::StoreError>(())
+        })
+        .await;
+        match sent {
+            Ok(Ok(())) => {}
+            // The publishers' pass (every second) renders the change without it.
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, lists = lists.len(), "change notification not sent")
+            }
+            Err(_) => tracing::debug!(lists = lists.len(), "change notification timed out"),
+        }
+        tokio::time::sleep(CHANGES_INTERVAL).await;
     }
 }
 

@@ -317,3 +317,97 @@ async fn concurrent_revocations_across_many_lists_never_fail() {
         }
     }
 }
+
+/// A revocation is notified on `statuslist_changed`, naming its list, once its commit is
+/// visible to every other connection (the notification is sent after the commit, not in
+/// the revoking transaction); an answer that changed nothing (a repeat, an absent entry,
+/// another client's) notifies nothing.
+#[tokio::test]
+async fn a_revocation_is_notified_after_its_commit_and_only_a_change_is() {
+    use statuslist_store::notify::{CHANNEL_CHANGED, Event};
+    use std::time::Duration;
+    let db = with_pool(100, 100).await;
+    let mut issued = Vec::new();
+    for _ in 0..2 {
+        let lease = claim(&db.store, "w").await;
+        issued.push(issue_one(&db.store, &lease).await);
+        while db
+            .store
+            .issue(&lease, &request("a", FAR_FUTURE))
+            .await
+            .is_ok()
+        {}
+        db.store.release_lease(&lease).await.expect("release");
+        db.store.mark_full("p").await.expect("mark full");
+        db.store.ensure_capacity("p").await.expect("provision");
+    }
+    let (first, second) = (&issued[0], &issued[1]);
+    assert_ne!(first.list_id, second.list_id);
+    let (mut events, _task) = db.store.listen(&[CHANNEL_CHANGED]);
+    assert_eq!(events.recv().await.expect("event"), Event::Connected);
+    let next = |events: &mut tokio::sync::broadcast::Receiver<Event>| {
+        let mut events = events.resubscribe();
+        async move {
+            tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await
+                .expect("a notification within 10 s")
+                .expect("event")
+        }
+    };
+    let pending = next(&mut events);
+    let at = match db.store.revoke(&first.uri, first.idx, "a").await {
+        Ok(RevokeOutcome::Revoked { at }) => at,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        pending.await,
+        Event::Notification {
+            channel: CHANNEL_CHANGED.into(),
+            payload: first.list_id.clone()
+        }
+    );
+    // Notified, so committed: another connection sees it.
+    let seen = db
+        .count(&format!(
+            "SELECT count(*) FROM revocations WHERE list_id = '{}' AND idx = {}",
+            first.list_id, first.idx
+        ))
+        .await;
+    assert_eq!(seen, 1);
+
+    // Nothing changes: a repeat, another client's, an absent entry. Then a change on the
+    // second list: the next notification names it (nothing came in between).
+    let pending = next(&mut events);
+    assert_eq!(
+        db.store
+            .revoke(&first.uri, first.idx, "a")
+            .await
+            .expect("repeat"),
+        RevokeOutcome::AlreadyRevoked { at }
+    );
+    assert_eq!(
+        db.store
+            .revoke(&first.uri, first.idx + 1, "b")
+            .await
+            .expect("other client"),
+        RevokeOutcome::NotFound
+    );
+    assert_eq!(
+        db.store
+            .revoke(&first.uri, 99_999, "a")
+            .await
+            .expect("absent"),
+        RevokeOutcome::NotFound
+    );
+    assert!(matches!(
+        db.store.revoke(&second.uri, second.idx, "a").await,
+        Ok(RevokeOutcome::Revoked { .. })
+    ));
+    assert_eq!(
+        pending.await,
+        Event::Notification {
+            channel: CHANNEL_CHANGED.into(),
+            payload: second.list_id.clone()
+        }
+    );
+}
