@@ -98,8 +98,9 @@ impl Store {
 /// Change notifications sent after the commit (see migration 14: a notification sent
 /// in the revoking transaction holds a database-wide lock through that transaction's WAL
 /// flush, so every notifying commit waits for the one before it). Each changed list is
-/// queued; one task sends what has gathered, in one statement that writes no WAL (it
-/// commits without waiting for a flush), and then waits [`CHANGES_INTERVAL`]. A process
+/// queued; one task sends what has gathered, in one statement whose transaction writes
+/// nothing but its commit record (so it waits for no WAL flush), and then waits
+/// [`CHANGES_INTERVAL`]. A process
 /// that stops before sending leaves the change to the publishers' own pass, which runs
 /// every second whatever is notified. The task ends when every [`Changes`] is dropped.
 pub(crate) struct Changes {
