@@ -100,9 +100,9 @@ impl Store {
 /// flush, so every notifying commit waits for the one before it). Each changed list is
 /// queued; one task sends what has gathered, in one statement whose transaction writes
 /// nothing but its commit record (so it waits for no WAL flush), and then waits
-/// [`CHANGES_INTERVAL`]. A process
-/// that stops before sending leaves the change to the publishers' own pass, which runs
-/// every second whatever is notified. The task ends when every [`Changes`] is dropped.
+/// [`CHANGES_INTERVAL`]. A process that stops before sending leaves the change to the
+/// publishers' own pass, which runs every second whatever is notified. The task ends
+/// when every [`Changes`] is dropped.
 pub(crate) struct Changes {
     tx: tokio::sync::mpsc::UnboundedSender<String>,
 }
