@@ -297,10 +297,7 @@ async fn flusher<S: Statement>(pool: Pool, rx: Arc<Mutex<Queue<S>>>, timeout: Du
         }
         let deadline = tokio::time::Instant::now() + timeout;
         let run = async {
-            let client = crate::Conn {
-                object: Some(pool.get().await?),
-                deadline,
-            };
+            let client = crate::Conn::get(&pool, deadline).await?;
             let rows: Vec<&S::Row> = batch.iter().map(|(row, _)| row).collect();
             S::execute(&client, &rows).await
         };

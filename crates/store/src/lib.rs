@@ -296,10 +296,7 @@ impl Store {
         let deadline = DEADLINE
             .try_with(|d| *d)
             .unwrap_or_else(|_| Instant::now() + self.operation_timeout);
-        Ok(Conn {
-            object: Some(self.pool.get().await?),
-            deadline,
-        })
+        Conn::get(&self.pool, deadline).await
     }
 
     /// Runs `f` within the operation timeout; refused at once while the listener finds
@@ -355,6 +352,16 @@ tokio::task_local! {
 pub(crate) struct Conn {
     object: Option<Object>,
     deadline: Instant,
+}
+
+impl Conn {
+    /// A connection from `pool` for an operation that must end by `deadline`.
+    pub(crate) async fn get(pool: &Pool, deadline: Instant) -> Result<Self> {
+        Ok(Self {
+            object: Some(pool.get().await?),
+            deadline,
+        })
+    }
 }
 
 impl Deref for Conn {

@@ -134,10 +134,7 @@ async fn send_changes(
         let lists: Vec<String> = lists.into_iter().collect();
         let deadline = tokio::time::Instant::now() + timeout;
         let sent = tokio::time::timeout_at(deadline, async {
-            let client = crate::Conn {
-                object: Some(pool.get().await?),
-                deadline,
-            };
+            let client = crate::Conn::get(&pool, deadline).await?;
             client
                 .execute(
                     "SELECT pg_notify($1, l) FROM unnest($2::text[]) AS l",
