@@ -242,8 +242,13 @@ async fn the_operator_works_with_exactly_the_charts_rbac() {
         "RoleBinding",
     ];
     let mut operator_sa = None;
+    let mut lease_name = None;
     for doc in helm::template(&helm, &ns, &ns, &[]) {
         let kind = doc["kind"].as_str().unwrap_or_default();
+        // The release's Lease is left out: the operator creates it when it is missing.
+        if kind == "Lease" {
+            lease_name = doc["metadata"]["name"].as_str().map(str::to_owned);
+        }
         if !rbac_kinds.contains(&kind) {
             continue;
         }
@@ -279,13 +284,20 @@ async fn the_operator_works_with_exactly_the_charts_rbac() {
 
     // The lifecycle works with that identity, leader election included.
     let db = TestDb::new().await;
+    let lease_name = lease_name.expect("the chart has the release's Lease");
     let mut ctx = Context::new(operator.clone(), db.store.clone(), Metrics::default(), None);
     ctx.namespace = Some(ns.clone());
+    ctx.owner = format!("{ns}/{lease_name}");
+    let scope = statuslist_operator::uninstall::Scope {
+        namespace: Some(ns.clone()),
+        owner: ctx.owner.clone(),
+    };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let stop = Stop::new(async move {
         let _ = rx.await;
     });
-    let election = Election::new(ns.clone(), "rbac-replica".into());
+    let mut election = Election::new(ns.clone(), "rbac-replica".into());
+    election.lease_name = lease_name.clone();
     let controller = tokio::spawn(serve(Arc::new(ctx), Some(election), stop));
     let lists: Api<StatusList> = Api::namespaced(admin.clone(), &ns);
     lists
@@ -302,7 +314,7 @@ async fn the_operator_works_with_exactly_the_charts_rbac() {
         .expect("apply StatusList");
     wait_ready(&lists, "pool", WAIT).await;
     let lease = Api::<Lease>::namespaced(admin.clone(), &ns)
-        .get("statuslist-operator")
+        .get(&lease_name)
         .await
         .expect("the leader-election Lease");
     assert_eq!(
@@ -321,12 +333,12 @@ async fn the_operator_works_with_exactly_the_charts_rbac() {
     // The chart's uninstall guard (a pre-delete Job with this ServiceAccount) sees the
     // StatusList and refuses, naming it; once it is deleted (by the running operator,
     // finalizer and all) the guard lets the uninstall go on.
-    let remaining = statuslist_operator::uninstall::remaining(operator.clone())
+    let remaining = statuslist_operator::uninstall::remaining(operator.clone(), &scope)
         .await
-        .expect("the operator's RBAC lists StatusLists in every namespace");
+        .expect("the operator's RBAC lists the StatusLists of its namespace");
     assert_eq!(remaining, [format!("{ns}/pool (deletionPolicy Delete)")]);
     let refusal = statuslist_operator::uninstall::verdict(&remaining).expect_err("refused");
-    assert!(refusal.contains("kubectl delete statuslists"), "{refusal}");
+    assert!(refusal.contains("kubectl delete statuslist"), "{refusal}");
     lists
         .delete("pool", &DeleteParams::default())
         .await
@@ -335,7 +347,7 @@ async fn the_operator_works_with_exactly_the_charts_rbac() {
         lists.get_opt("pool").await.ok()?.is_none().then_some(())
     })
     .await;
-    let remaining = statuslist_operator::uninstall::remaining(operator.clone())
+    let remaining = statuslist_operator::uninstall::remaining(operator.clone(), &scope)
         .await
         .expect("list");
     assert!(

@@ -68,3 +68,15 @@ capabilities:
     defaultMode: 256  # 0400: the client key readable by the owner only
 {{- end }}
 {{- end -}}
+{{/* The namespace the operator watches: the release's unless operator.watchAllNamespaces. */}}
+{{- define "statuslist.operatorScopeEnv" -}}
+- name: WATCH_NAMESPACE
+  value: {{ ternary "" .Release.Namespace .Values.operator.watchAllNamespaces | quote }}
+- name: POD_NAMESPACE
+  value: {{ .Release.Namespace | quote }}
+- name: LEASE_NAME
+  value: {{ include "statuslist.leaseName" . | quote }}
+{{- end -}}
+{{- define "statuslist.leaseName" -}}{{ include "statuslist.fullname" . }}-operator{{- end -}}
+{{/* Helm's record of this revision (its default Secret storage). */}}
+{{- define "statuslist.helmRecord" -}}sh.helm.release.v1.{{ .Release.Name }}.v{{ .Release.Revision }}{{- end -}}

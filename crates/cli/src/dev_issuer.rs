@@ -44,6 +44,9 @@ pub struct DevIssuerArgs {
         default_value = "demo-token-issuer,demo-bitstring-issuer"
     )]
     client_ids: Vec<String>,
+    /// Log format (the chart passes its `logFormat`).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: statuslist_worker::config::LogFormat,
 }
 
 struct Issuer {
@@ -168,7 +171,7 @@ async fn check(State(issuer): State<Arc<Issuer>>, Query(which): Query<Which>) ->
 }
 
 pub async fn run(args: DevIssuerArgs) -> Result<(), String> {
-    statuslist_worker::config::init_tracing(statuslist_worker::config::LogFormat::Text);
+    statuslist_worker::config::init_tracing(args.log_format);
     if args.client_ids.is_empty() {
         return Err("at least one --client-id".into());
     }

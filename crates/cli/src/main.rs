@@ -47,7 +47,7 @@ enum Command {
     /// Drive load at a service from this process and print throughput and latency.
     Bench(bench::BenchArgs),
     /// The chart's pre-delete guard: fails, naming them, while any StatusList exists.
-    UninstallCheck,
+    UninstallCheck(manifests::UninstallCheckArgs),
     /// A demo issuer for development clusters: serves its JWKS, signs and forwards
     /// `/issue` and `/revoke` to the service.
     DevIssuer(dev_issuer::DevIssuerArgs),
@@ -91,7 +91,7 @@ async fn main() -> ExitCode {
         },
         Command::Keygen { key, jwks } => client::keygen(key, jwks),
         Command::Bench(args) => bench::run(args).await,
-        Command::UninstallCheck => manifests::uninstall_check().await,
+        Command::UninstallCheck(args) => manifests::uninstall_check(args).await,
         Command::DevIssuer(args) => dev_issuer::run(args).await,
     };
     match result {

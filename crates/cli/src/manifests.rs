@@ -44,6 +44,11 @@ pub struct OperatorArgs {
     /// Namespace of the leader-election Lease: the operator's own.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
+    /// Name of the leader-election Lease (the chart: `<release>-operator`). Together with
+    /// its namespace it names this operator instance: the `statuslist.dev/operator`
+    /// annotation of the StatusLists it reconciles, which other instances leave alone.
+    #[arg(long, env = "LEASE_NAME", default_value = "statuslist-operator")]
+    pub lease_name: String,
     /// Seconds a leader's Lease lasts without renewal (a crashed leader's successor
     /// takes over after at most this).
     #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15)]
@@ -263,6 +268,12 @@ pub async fn operator(args: OperatorArgs) -> Result<(), String> {
         .unwrap_or_else(|| format!("statuslist-operator-{}", uuid::Uuid::new_v4().simple()));
     let mut ctx = Context::new(client, store, Metrics::default(), Some(identity.clone()));
     ctx.namespace = args.watch_namespace.clone().filter(|n| !n.is_empty());
+    ctx.owner = format!("{}/{}", args.lease_namespace, args.lease_name);
+    tracing::info!(
+        instance = %ctx.owner,
+        watch = ctx.namespace.as_deref().unwrap_or("all namespaces"),
+        "operator scope"
+    );
     let ctx = Arc::new(ctx);
     let listener = tokio::net::TcpListener::bind(args.listen_addr)
         .await
@@ -276,6 +287,7 @@ pub async fn operator(args: OperatorArgs) -> Result<(), String> {
     }
     let election = args.leader_election.then(|| {
         let mut e = Election::new(args.lease_namespace.clone(), identity);
+        e.lease_name = args.lease_name.clone();
         e.duration = Duration::from_secs(args.lease_duration_seconds.max(2));
         e.grace = (e.duration / 3).max(Duration::from_secs(1));
         e
@@ -283,16 +295,57 @@ pub async fn operator(args: OperatorArgs) -> Result<(), String> {
     serve(ctx, election, stop).await
 }
 
+/// Where the uninstall guard looks: the release's operator instance and its scope.
+#[derive(Debug, clap::Args)]
+pub struct UninstallCheckArgs {
+    /// The namespace the release's operator watches (all namespaces when unset).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// The release's namespace (its operator's Lease namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// The release's operator Lease name: with the namespace, the operator instance.
+    #[arg(long, env = "LEASE_NAME", default_value = "statuslist-operator")]
+    pub lease_name: String,
+    /// The Helm release record this uninstall marked `uninstalling`
+    /// (`sh.helm.release.v1.<release>.v<revision>`): on refusal it is set back to
+    /// `deployed`, so that the release stays upgradable (see README, "Uninstall").
+    #[arg(long, env = "HELM_RELEASE_SECRET")]
+    pub helm_release_secret: Option<String>,
+}
+
 /// `statuslist uninstall-check`: the chart's `pre-delete` hook (see README, "Uninstall").
-pub async fn uninstall_check() -> Result<(), String> {
+pub async fn uninstall_check(args: UninstallCheckArgs) -> Result<(), String> {
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("Kubernetes client: {e}"))?;
-    let remaining = statuslist_operator::uninstall::remaining(client)
+    let scope = statuslist_operator::uninstall::Scope {
+        namespace: args.watch_namespace.filter(|n| !n.is_empty()),
+        owner: format!("{}/{}", args.lease_namespace, args.lease_name),
+    };
+    let remaining = statuslist_operator::uninstall::remaining(client.clone(), &scope)
         .await
         .map_err(|e| format!("listing StatusLists: {e}"))?;
-    statuslist_operator::uninstall::verdict(&remaining)?;
-    println!("no StatusList exists: the release may be removed");
+    if let Err(refusal) = statuslist_operator::uninstall::verdict(&remaining) {
+        if let Some(secret) = &args.helm_release_secret {
+            match statuslist_operator::uninstall::keep_deployed(
+                client,
+                &args.lease_namespace,
+                secret,
+            )
+            .await
+            {
+                Ok(()) => eprintln!(
+                    "the release stays deployed: it can be upgraded, and uninstalled once the StatusLists are gone"
+                ),
+                Err(e) => eprintln!(
+                    "could not mark the release deployed again ({e}): recover it with `helm rollback` before an upgrade"
+                ),
+            }
+        }
+        return Err(refusal);
+    }
+    println!("no StatusList of this release exists: the release may be removed");
     Ok(())
 }
 

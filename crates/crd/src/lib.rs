@@ -65,6 +65,11 @@ pub const JWKS_URI_PATTERN: &str = "^https?://[^\\s/?#]+([/?#][^\\s]*)?$";
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(
+        name = "Reconciled",
+        type_ = "date",
+        json_path = ".status.reconciledAt"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -230,6 +235,12 @@ pub struct StatusListStatus {
     pub lists: Vec<ListStatus>,
     #[serde(default)]
     pub totals: Totals,
+    /// When the operator last reconciled this resource (RFC 3339), refreshed at least every
+    /// two minutes while an operator runs: older than that (`kubectl get sl` shows it as an
+    /// age, RECONCILED), no operator is reconciling it and the rest of this status may be
+    /// stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciled_at: Option<String>,
 }
 
 /// One physical list.
@@ -270,12 +281,49 @@ pub mod conditions {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const ISSUER_CONFLICT: &str = "IssuerConflict";
     pub const CAPACITY_LOW: &str = "CapacityLow";
+    /// The database could not be used (unreachable, schema missing, an error): `Ready`
+    /// is False with the same reason until a reconcile succeeds.
+    pub const DATABASE_READY: &str = "DatabaseReady";
+}
+
+/// The annotation naming the operator instance that reconciles a StatusList
+/// (`namespace/lease name`): set by the first instance that reconciles it; every other
+/// instance leaves the resource alone and says so in an Event.
+pub const OWNER_ANNOTATION: &str = "statuslist.dev/operator";
+
+/// The CRD as installed: the derived one with each description's lines joined (a doc
+/// comment's line breaks are for the source; `kubectl explain` would print them in the
+/// middle of its own wrapping). Blank-line paragraph breaks stay.
+pub fn definition() -> serde_json::Value {
+    use kube::CustomResourceExt;
+    fn reflow(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    match v {
+                        serde_json::Value::String(text) if k == "description" => {
+                            *text = text
+                                .split("\n\n")
+                                .map(|p| p.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+                                .collect::<Vec<_>>()
+                                .join("\n\n");
+                        }
+                        other => reflow(other),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(reflow),
+            _ => {}
+        }
+    }
+    let mut crd = serde_json::to_value(StatusList::crd()).expect("the CRD serialises");
+    reflow(&mut crd);
+    crd
 }
 
 /// The CRD as YAML, as `crds/` holds it.
 pub fn crd_yaml() -> String {
-    use kube::CustomResourceExt;
-    let body = serde_yaml_ng::to_string(&StatusList::crd()).expect("the CRD serialises");
+    let body = serde_yaml_ng::to_string(&definition()).expect("the CRD serialises");
     format!("# Generated from crates/crd by `statuslist crd`; do not edit.\n{body}")
 }
 
@@ -283,8 +331,7 @@ pub fn crd_yaml() -> String {
 /// unless `crds.install=false` (when `kubectl apply --server-side -f crds/` manages it),
 /// and kept by `helm uninstall` (deleting a CRD deletes every StatusList with it).
 pub fn crd_helm_template() -> String {
-    use kube::CustomResourceExt;
-    let body = serde_yaml_ng::to_string(&StatusList::crd()).expect("the CRD serialises");
+    let body = serde_yaml_ng::to_string(&definition()).expect("the CRD serialises");
     let name = "metadata:\n  name: statuslists.statuslist.dev\n";
     let kept = format!("{name}  annotations:\n    helm.sh/resource-policy: keep\n");
     format!(

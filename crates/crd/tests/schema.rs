@@ -16,6 +16,36 @@ fn schema() -> Value {
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
 }
 
+/// `kubectl explain` wraps descriptions itself: a line break carried over from a doc
+/// comment would show in the middle of a sentence.
+#[test]
+fn descriptions_have_no_line_breaks_inside_a_paragraph() {
+    fn walk(v: &Value, path: &str, found: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    if let (true, Some(text)) = (k == "description", v.as_str())
+                        && text.split("\n\n").any(|p| p.contains('\n'))
+                    {
+                        found.push(path.to_owned());
+                    }
+                    walk(v, &format!("{path}/{k}"), found);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| walk(i, path, found)),
+            _ => {}
+        }
+    }
+    let text = std::fs::read_to_string(repo("crds/statuslist.dev_statuslists.yaml")).expect("CRD");
+    let crd: Value = serde_yaml_ng::from_str(&text).expect("yaml");
+    let mut found = Vec::new();
+    walk(&crd, "", &mut found);
+    assert!(
+        found.is_empty(),
+        "descriptions with a line break: {found:?}"
+    );
+}
+
 #[test]
 fn committed_crds_are_current() {
     for (file, current, command) in [

@@ -16,8 +16,10 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use statuslist_crd::conditions::{CAPACITY_LOW, INVALID_SPEC};
-use statuslist_crd::{DeletionPolicy, FINALIZER, MANAGER, StatusList, StatusListStatus};
+use statuslist_crd::conditions::{CAPACITY_LOW, DATABASE_READY, INVALID_SPEC};
+use statuslist_crd::{
+    DeletionPolicy, FINALIZER, MANAGER, OWNER_ANNOTATION, StatusList, StatusListStatus,
+};
 use statuslist_store::Store;
 use tokio::sync::mpsc;
 
@@ -59,6 +61,11 @@ pub struct Context {
     /// How often every pool is reconciled even when nothing changed: it bounds how stale
     /// the allocated and free counts of its status may be.
     pub resync: Duration,
+    /// This operator instance (`namespace/lease name`), written in the
+    /// [`OWNER_ANNOTATION`] of the StatusLists it reconciles.
+    pub owner: String,
+    /// StatusLists owned by another instance that an Event was published for already.
+    foreign: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -82,6 +89,8 @@ impl Context {
             metrics,
             namespace: None,
             resync: Duration::from_secs(5),
+            owner: format!("default/{MANAGER}"),
+            foreign: Default::default(),
         }
     }
 }
@@ -215,7 +224,7 @@ async fn apply(obj: Arc<DynamicObject>, ctx: &Context) -> Result<Action, Error> 
             tracing::info!(%namespace, %name, %why, "stale view of the StatusList; not applied");
             return Ok(Action::await_change());
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(database_failed(ctx, &api, &obj, generation, old.as_ref(), e).await),
     };
     let mut shown = old.clone();
     if report.capacity_low() && !report.capacity.lists.is_empty() {
@@ -246,7 +255,9 @@ async fn apply(obj: Arc<DynamicObject>, ctx: &Context) -> Result<Action, Error> 
         }
         shown = Some(status);
     }
-    core::provision(&ctx.store, &pool, &mut report).await?;
+    if let Err(e) = core::provision(&ctx.store, &pool, &mut report).await {
+        return Err(database_failed(ctx, &api, &obj, generation, shown.as_ref(), e).await);
+    }
     let status = core::status(&report, generation, shown.as_ref());
     if old.as_ref() != Some(&status) {
         patch_status(&api, &name, &status).await?;
@@ -281,6 +292,97 @@ async fn apply(obj: Arc<DynamicObject>, ctx: &Context) -> Result<Action, Error> 
     }))
 }
 
+/// A reconcile the database refused: says so in the status (`Ready` and `DatabaseReady`
+/// False, with the cause) and, on the transition, in a Warning Event; returns the error
+/// for the retry.
+async fn database_failed(
+    ctx: &Context,
+    api: &Api<DynamicObject>,
+    obj: &DynamicObject,
+    generation: Option<i64>,
+    old: Option<&StatusListStatus>,
+    error: statuslist_store::StoreError,
+) -> Error {
+    let reason = match &error {
+        statuslist_store::StoreError::SchemaMissing(_) => "DatabaseSchemaMissing",
+        e if e.is_unavailable() => "DatabaseUnavailable",
+        _ => "DatabaseError",
+    };
+    let message = error.to_string();
+    let status = core::database_status(reason, &message, generation, old);
+    let was_failing = old.is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == DATABASE_READY && c.status == "False" && c.reason == reason)
+    });
+    if old != Some(&status)
+        && let Err(e) = patch_status(api, &obj.name_any(), &status).await
+    {
+        tracing::debug!(error = %e, "writing the database condition failed");
+    }
+    if !was_failing {
+        event(ctx, obj, EventType::Warning, reason, message).await;
+    }
+    error.into()
+}
+
+/// Whether this instance may reconcile `obj`: it names this instance as its operator, or
+/// none (then this instance claims it, guarded by the resourceVersion so that of two
+/// instances claiming at once one wins). An object another instance owns gets one Warning
+/// Event naming that instance, and nothing else from this one.
+async fn owned(
+    ctx: &Context,
+    api: &Api<DynamicObject>,
+    obj: &DynamicObject,
+) -> Result<bool, Error> {
+    let owner = obj.annotations().get(OWNER_ANNOTATION);
+    match owner {
+        Some(o) if *o == ctx.owner => Ok(true),
+        Some(other) => {
+            let key = obj.uid().unwrap_or_default();
+            let first = ctx
+                .foreign
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key);
+            if first {
+                tracing::warn!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), owner = %other, "StatusList reconciled by another operator instance; left alone");
+                event(
+                    ctx,
+                    obj,
+                    EventType::Warning,
+                    "OwnedByAnotherOperator",
+                    format!(
+                        "reconciled by operator {other}; operator {} leaves it alone (annotation {OWNER_ANNOTATION})",
+                        ctx.owner
+                    ),
+                )
+                .await;
+            }
+            Ok(false)
+        }
+        // Deleted before any instance claimed it: an object still carrying the finalizer
+        // (it predates the annotation) is cleaned up by whichever instance sees it.
+        None if obj.meta().deletion_timestamp.is_some() => {
+            Ok(obj.finalizers().iter().any(|f| f == FINALIZER))
+        }
+        None => {
+            let patch = json!({"metadata": {
+                "resourceVersion": obj.resource_version(),
+                "annotations": {OWNER_ANNOTATION: ctx.owner},
+            }});
+            api.patch(
+                &obj.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+            // The patch's watch event brings the object back, annotated, to reconcile.
+            Ok(false)
+        }
+    }
+}
+
 async fn cleanup(obj: Arc<DynamicObject>, ctx: &Context) -> Result<Action, Error> {
     let pool = core::pool_name(&obj.namespace().unwrap_or_default(), &obj.name_any());
     let policy = deletion_policy(&obj);
@@ -294,6 +396,9 @@ pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Act
     let namespace = obj.namespace().unwrap_or_default();
     let api: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), &namespace, &ctx.resource);
+    if !owned(&ctx, &api, &obj).await? {
+        return Ok(Action::await_change());
+    }
     finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             Finalizer::Apply(obj) => apply(obj, &ctx).await,

@@ -3,7 +3,10 @@
 //! and `statuslist operator --manifests` with resources read from files.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use statuslist_crd::conditions::{CAPACITY_LOW, INVALID_SPEC, ISSUER_CONFLICT, READY};
+use k8s_openapi::jiff::Timestamp;
+use statuslist_crd::conditions::{
+    CAPACITY_LOW, DATABASE_READY, INVALID_SPEC, ISSUER_CONFLICT, READY,
+};
 use statuslist_crd::{
     BITSTRING_MIN_ENTRIES, DeletionPolicy, Format, ListStatus, MAX_BASE_URI, MAX_CLIENT_ID,
     MAX_ENTRIES_PER_LIST, MAX_ISSUERS, MAX_JWKS_URI, MAX_LEASE_SIZE, MAX_STATUS_LIFETIME_SECONDS,
@@ -300,7 +303,7 @@ fn condition(
         reason: reason.into(),
         message,
         observed_generation: generation,
-        last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+        last_transition_time: Time(Timestamp::now()),
     }
 }
 
@@ -422,13 +425,74 @@ pub fn status(
             generation,
         ),
     ];
+    let mut conditions = conditions;
+    conditions.push(condition(
+        DATABASE_READY,
+        true,
+        "Connected",
+        "the database answered this reconcile".into(),
+        generation,
+    ));
     let old_conditions = old.map(|o| o.conditions.as_slice()).unwrap_or_default();
     StatusListStatus {
         observed_generation: generation,
         conditions: carry_transitions(conditions, old_conditions),
         lists,
         totals,
+        reconciled_at: heartbeat(old, Timestamp::now()),
     }
+}
+
+/// How often `reconciledAt` is refreshed while nothing else changes: often enough that an
+/// age over twice this means no operator runs, rarely enough that the status is not
+/// written (and the resource's watchers woken) on every periodic pass.
+pub const HEARTBEAT_SECONDS: i64 = 60;
+
+/// `reconciledAt` for a status written at `now`: the old value while it is younger than
+/// [`HEARTBEAT_SECONDS`] (so an unchanged status stays equal and is not written), else now.
+pub fn heartbeat(old: Option<&StatusListStatus>, now: Timestamp) -> Option<String> {
+    let recent = old
+        .and_then(|o| o.reconciled_at.as_deref())
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .is_some_and(|t| {
+            let age = now.as_second() - t.as_second();
+            (0..HEARTBEAT_SECONDS).contains(&age)
+        });
+    if recent {
+        old.and_then(|o| o.reconciled_at.clone())
+    } else {
+        Timestamp::from_second(now.as_second())
+            .ok()
+            .map(|t| t.to_string())
+    }
+}
+
+/// The status of a pool whose reconcile failed in the database: the old status (its
+/// lists and counts as last seen) with `Ready` and `DatabaseReady` False for `reason`.
+pub fn database_status(
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    old: Option<&StatusListStatus>,
+) -> StatusListStatus {
+    let mut status = old.cloned().unwrap_or_default();
+    let mut conditions: Vec<Condition> = status
+        .conditions
+        .iter()
+        .filter(|c| c.type_ != READY && c.type_ != DATABASE_READY)
+        .cloned()
+        .collect();
+    conditions.push(condition(READY, false, reason, message.into(), generation));
+    conditions.push(condition(
+        DATABASE_READY,
+        false,
+        reason,
+        message.into(),
+        generation,
+    ));
+    status.conditions = carry_transitions(conditions, &status.conditions);
+    status.reconciled_at = heartbeat(old, Timestamp::now());
+    status
 }
 
 /// The status of a resource whose spec cannot be used.
@@ -445,6 +509,7 @@ pub fn invalid_status(
     let mut status = old.cloned().unwrap_or_default();
     status.observed_generation = generation;
     status.conditions = carry_transitions(conditions, &status.conditions);
+    status.reconciled_at = heartbeat(old, Timestamp::now());
     status
 }
 

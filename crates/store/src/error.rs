@@ -24,6 +24,10 @@ pub enum StoreError {
     Superseded(String),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// The schema's tables or functions are missing (the database was replaced by an
+    /// empty one, or restored from before the service): retried once migrated again.
+    #[error("database schema missing: {0}")]
+    SchemaMissing(String),
     #[error("database error: {}", chain(.0))]
     Database(#[source] tokio_postgres::Error),
     /// A database error shared by several callers (one batch), as text.
@@ -34,7 +38,10 @@ pub enum StoreError {
 impl StoreError {
     /// Whether a retry later may succeed (the contract's 503).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::SchemaMissing(_)
+        )
     }
 
     /// The SQL state, when the database raised one.
@@ -71,6 +78,11 @@ impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         if connection_lost(&e) {
             StoreError::Unavailable(chain(&e))
+        } else if e
+            .code()
+            .is_some_and(|c| [SqlState::UNDEFINED_TABLE, SqlState::UNDEFINED_FUNCTION].contains(c))
+        {
+            StoreError::SchemaMissing(chain(&e))
         } else {
             StoreError::Database(e)
         }

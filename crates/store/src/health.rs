@@ -15,7 +15,7 @@ enum State {
 
 /// Shared by every clone of a [`crate::Store`].
 #[derive(Debug, Clone, Default)]
-pub struct Health(Arc<Mutex<State>>);
+pub struct Health(Arc<Mutex<State>>, Arc<tokio::sync::watch::Sender<u64>>);
 
 impl Health {
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
@@ -25,12 +25,21 @@ impl Health {
     }
 
     pub(crate) fn up(&self) {
-        self.with(|s| {
+        let connected = self.with(|s| {
             if matches!(s, State::Down(_)) {
                 tracing::info!("database reachable again");
             }
-            *s = State::Up;
+            !matches!(std::mem::replace(s, State::Up), State::Up)
         });
+        if connected {
+            self.1.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Counts the (re)connections of the notification listener: each is a chance that
+    /// the database is another one than before (restored, replaced, failed over).
+    pub(crate) fn connections(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.1.subscribe()
     }
 
     pub(crate) fn down(&self, reason: &str) {

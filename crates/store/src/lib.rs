@@ -17,6 +17,7 @@ mod health;
 pub mod leases;
 pub mod lists;
 mod migrations;
+use migrations::LATEST as MIGRATIONS_LATEST;
 pub mod notify;
 pub mod pools;
 pub mod publish;
@@ -97,6 +98,10 @@ pub struct Store {
     render_bound: Duration,
     /// Whether the schema is known to be current: until then operations are refused.
     migrated: Arc<tokio::sync::watch::Sender<bool>>,
+    /// How many times this process brought the schema up to date (a change means the
+    /// tables were created again: what was written into the old ones, e.g. registered
+    /// signing keys, is gone).
+    schema_epoch: Arc<std::sync::atomic::AtomicU64>,
     health: Health,
     /// Group commit for issuance, started on first use (it needs the runtime).
     batcher: Arc<OnceLock<batch::Batcher<batch::Insert>>>,
@@ -143,7 +148,59 @@ impl Store {
         let store = Self::build(config)?;
         let background = store.clone();
         tokio::spawn(async move { background.migrate_until_done().await });
+        let watcher = store.clone();
+        tokio::spawn(async move { watcher.check_schema_on_reconnect().await });
         Ok(store)
+    }
+
+    /// On every (re)connection of the notification listener, checks the schema version;
+    /// a missing or older schema is migrated again (see [`Store::schema_lost`]). Ends
+    /// when the store's last listener is gone for good (the watch closes with it).
+    async fn check_schema_on_reconnect(&self) {
+        let mut connections = self.health.connections();
+        while connections.changed().await.is_ok() {
+            if !self.is_migrated() {
+                continue;
+            }
+            let current = MIGRATIONS_LATEST;
+            let found = self
+                .bounded_unchecked(async {
+                    let client = self.checkout().await?;
+                    let row = client
+                        .query_one("SELECT max(version) FROM schema_migrations", &[])
+                        .await?;
+                    Ok(row.get::<_, Option<i32>>(0))
+                })
+                .await;
+            match found {
+                Ok(Some(v)) if v >= current => {}
+                Ok(version) => self.schema_lost(&format!(
+                    "schema version {} where {current} was applied",
+                    version.map_or_else(|| "none".into(), |v| v.to_string())
+                )),
+                Err(StoreError::SchemaMissing(why)) => self.schema_lost(&why),
+                Err(e) => tracing::debug!(error = %e, "schema check after reconnecting failed"),
+            }
+        }
+    }
+
+    /// The schema is gone or older than this process left it (the database was replaced
+    /// or restored): operations are refused ([`StoreError::Unavailable`]) until the
+    /// migrations, applied again in the background under their lock, bring it back.
+    fn schema_lost(&self, why: &str) {
+        let was = self
+            .migrated
+            .send_if_modified(|migrated| std::mem::replace(migrated, false));
+        if was {
+            tracing::error!(reason = %why, "the database schema is missing or older than this service applied: the database was replaced or restored; migrating it again");
+            let background = self.clone();
+            tokio::spawn(async move { background.migrate_until_done().await });
+        }
+    }
+
+    /// Increases each time this process brought the schema up to date.
+    pub fn schema_epoch(&self) -> u64 {
+        self.schema_epoch.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn build(config: &StoreConfig) -> Result<Self> {
@@ -188,6 +245,7 @@ impl Store {
             operation_timeout: config.operation_timeout,
             render_bound: config.render_bound,
             migrated: Arc::new(tokio::sync::watch::channel(false).0),
+            schema_epoch: Arc::default(),
             health: Health::default(),
             batcher: Arc::default(),
             revoker: Arc::default(),
@@ -203,6 +261,8 @@ impl Store {
             migrations::run(&mut client).await
         })
         .await?;
+        self.schema_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.migrated.send_replace(true);
         Ok(())
     }
@@ -320,7 +380,11 @@ impl Store {
         if let Some(down) = self.health.down_reason() {
             return Err(StoreError::Unavailable(down));
         }
-        self.bounded_unchecked(f).await
+        let result = self.bounded_unchecked(f).await;
+        if let Err(StoreError::SchemaMissing(why)) = &result {
+            self.schema_lost(why);
+        }
+        result
     }
 
     async fn bounded_unchecked<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {

@@ -38,6 +38,9 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ),
 ];
 
+/// The version the migrations bring the schema to.
+pub(crate) const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
 /// The SQL of migration `version`.
 #[cfg(feature = "testing")]
 pub(crate) fn sql(version: i32) -> Option<&'static str> {
@@ -86,6 +89,7 @@ async fn apply(client: &mut Object) -> Result<()> {
             "database schema version {newest} is newer than this binary knows; upgrade the binary"
         )));
     }
+    let mut newly = Vec::new();
     for (version, sql) in MIGRATIONS {
         if applied.contains(version) {
             continue;
@@ -98,7 +102,11 @@ async fn apply(client: &mut Object) -> Result<()> {
         )
         .await?;
         tx.commit().await?;
-        tracing::info!(version, "applied migration");
+        tracing::debug!(version, "applied migration");
+        newly.push(*version);
+    }
+    if let (Some(first), Some(last)) = (newly.first(), newly.last()) {
+        tracing::info!(from = first, to = last, "database schema migrated");
     }
     Ok(())
 }

@@ -111,6 +111,7 @@ async fn main() {
         cache: Arc::new(ArtifactCache::default()),
         issuers: Arc::default(),
         metrics,
+        summary: Default::default(),
         request_timeout: statuslist_worker::REQUEST_TIMEOUT,
     });
     let app = router(state.clone());

@@ -168,14 +168,17 @@ impl WorkerArgs {
             Duration::from_secs(self.lease_ttl_seconds),
             metrics.clone(),
         ));
+        let mut jwks = JwksCache::new(self.jwks_settings())?;
+        jwks.failures = metrics.jwks_fetch_failures.clone();
         Ok(Arc::new(AppState {
             store,
-            jwks: JwksCache::new(self.jwks_settings())?,
+            jwks,
             keys: Arc::new(keys),
             leases,
             cache: Arc::new(ArtifactCache::default()),
             issuers: Arc::default(),
             metrics,
+            summary: Arc::default(),
             request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
         }))
     }
@@ -191,7 +194,12 @@ pub fn init_tracing(format: LogFormat) {
     });
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        // The enclosing spans once (`spans`), not also the innermost again (`span`).
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
         LogFormat::Text => builder.try_init(),
     };
 }

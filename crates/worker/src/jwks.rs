@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
+use prometheus_client::metrics::counter::Counter;
 use statuslist_format::VerifyingKey;
 use tokio::sync::Mutex;
 
@@ -70,6 +71,8 @@ pub struct JwksCache {
     settings: JwksSettings,
     egress: Egress,
     entries: Mutex<HashMap<String, Arc<Mutex<Entry>>>>,
+    /// Failed fetches (`statuslist_jwks_fetch_failures_total`).
+    pub failures: Counter,
 }
 
 impl std::fmt::Debug for JwksCache {
@@ -113,6 +116,7 @@ impl JwksCache {
             settings,
             egress,
             entries: Mutex::default(),
+            failures: Counter::default(),
         })
     }
 
@@ -142,9 +146,15 @@ impl JwksCache {
                     entry.keys = keys;
                     entry.fetched = Some(now);
                 }
-                // Cached keys keep working while the endpoint is down.
+                // Cached keys keep working while the endpoint is down. Fetches are at
+                // most one per issuer per `min_refetch_interval`, and so is this line.
                 Err(e) => {
-                    tracing::warn!(jwks_uri = uri, error = %e, "JWKS fetch failed; using cached keys")
+                    self.failures.inc();
+                    if entry.keys.is_empty() {
+                        tracing::warn!(jwks_uri = uri, error = %e, "JWKS fetch failed and no keys are cached: this issuer's requests are refused (401) until a fetch succeeds");
+                    } else {
+                        tracing::warn!(jwks_uri = uri, error = %e, cached = entry.keys.len(), "JWKS fetch failed; using the keys cached before");
+                    }
                 }
             }
         }

@@ -24,6 +24,9 @@ pub struct Leases {
     held: std::sync::Mutex<HashMap<String, Slot>>,
     /// Leases for which capacity was already asked.
     asked: std::sync::Mutex<std::collections::HashSet<i64>>,
+    /// Pools found without free capacity: logged when one runs dry and when it has
+    /// capacity again, not once per refused request.
+    dry: std::sync::Mutex<std::collections::HashSet<String>>,
     metrics: crate::metrics::Metrics,
 }
 
@@ -66,6 +69,7 @@ impl Leases {
             ttl,
             held: Default::default(),
             asked: Default::default(),
+            dry: Default::default(),
             metrics,
         }
     }
@@ -83,11 +87,16 @@ impl Leases {
                 {
                     return Ok(found);
                 }
-                tracing::warn!(pool = %pool.name, "503: no lease could be claimed (the pool has no free capacity)");
+                if self.dry_set().insert(pool.name.clone()) {
+                    tracing::warn!(pool = %pool.name, "no lease can be claimed (the pool has no free capacity): /issue answers 503 until the operator provisions a list");
+                }
                 return Err(ApiError::Unavailable);
             };
             match self.store.issue(&lease, req).await {
                 Ok(out) => {
+                    if self.dry_set().remove(&pool.name) {
+                        tracing::info!(pool = %pool.name, "the pool has free capacity again");
+                    }
                     // Ask for capacity while a quarter of the lease is left, not when dry.
                     let low = lease.remaining() * 4 <= lease.end - lease.start;
                     if low
@@ -108,6 +117,10 @@ impl Leases {
         }
         tracing::warn!(pool = %pool.name, attempts = ATTEMPTS, "503: every lease tried was lost or used up meanwhile");
         Err(ApiError::Unavailable)
+    }
+
+    fn dry_set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.dry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn slot(&self, pool: &str) -> Slot {

@@ -17,6 +17,7 @@ pub mod publisher;
 pub mod request;
 mod routes;
 pub mod signing;
+pub mod summary;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,7 +34,7 @@ use tokio::task::JoinHandle;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::jwks::JwksCache;
 use crate::leases::Leases;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub cache: Arc<ArtifactCache>,
     pub issuers: Arc<issuers::IssuerCache>,
     pub metrics: Metrics,
+    /// Answers counted for the summary log line ([`summary`]).
+    pub summary: Arc<summary::Summary>,
     /// Longest time a request may take; past it the contract's 503 (JSON) is answered.
     pub request_timeout: Duration,
 }
@@ -88,7 +91,11 @@ mod route {
     ];
 }
 
-async fn record(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+async fn record(
+    State((metrics, summary)): State<(Arc<Metrics>, Arc<summary::Summary>)>,
+    request: Request,
+    next: Next,
+) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -108,6 +115,7 @@ async fn record(State(metrics): State<Arc<Metrics>>, request: Request, next: Nex
             status: response.status().as_u16(),
         })
         .inc();
+    summary.count(route, response.status());
     response
 }
 
@@ -156,17 +164,25 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(routes::not_found)
         // The middleware's state is cloned for every request: one Arc, not every family.
         .layer(middleware::from_fn_with_state(
-            Arc::new(state.metrics.clone()),
+            (Arc::new(state.metrics.clone()), state.summary.clone()),
             record,
         ))
         .layer(CompressionLayer::new().gzip(true))
         .layer(middleware::from_fn_with_state(state.request_timeout, bounded))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-            // Method and path only: no query, no body, no token in the log.
-            tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    // Method and path only: no query, no body, no token in the log.
+                    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+                })
+                // A 5xx is an answer, not an error of the process: a 503 is what an outage
+                // or a dry pool is expected to answer, and a probe's 503 what a start is.
+                // Their causes are logged once per change where they happen; each answer
+                // only at debug, and counted in the summary line and the metrics.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
         .with_state(state)
 }
@@ -203,6 +219,7 @@ impl Worker {
             tokio::spawn(publisher.run()),
             tokio::spawn(state.leases.clone().renew_forever()),
             tokio::spawn(state.keys.clone().watch()),
+            tokio::spawn(state.summary.clone().run()),
         ];
         Self { state, tasks }
     }

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub published: Counter,
     /// 1 while the database is usable (schema current, listener answering), else 0.
     pub database_up: Gauge,
+    /// Issuer JWKS fetches that failed ([`crate::jwks::JwksCache::failures`] shares it).
+    pub jwks_fetch_failures: Counter,
     registry: Arc<Registry>,
 }
 
@@ -50,6 +52,12 @@ impl Default for Metrics {
         let publish_lag = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let published = Counter::default();
         let database_up = Gauge::default();
+        let jwks_fetch_failures = Counter::default();
+        registry.register(
+            "jwks_fetch_failures",
+            "Issuer JWKS fetches that failed (the issuer's cached keys, if any, stay in use)",
+            jwks_fetch_failures.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by route and status",
@@ -87,6 +95,7 @@ impl Default for Metrics {
             publish_lag,
             published,
             database_up,
+            jwks_fetch_failures,
             registry: Arc::new(registry),
         }
     }

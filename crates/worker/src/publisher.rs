@@ -461,7 +461,8 @@ pub struct Publisher {
     pub metrics: Metrics,
     pub wake: Arc<Notify>,
     /// Key ids this process has recorded in the database (see `register`).
-    pub registered: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Keys registered by this process, with the schema epoch they were registered in.
+    pub registered: std::sync::Mutex<(u64, std::collections::HashSet<String>)>,
     /// This publisher's copy of each list it rendered, with the version it reflects: a
     /// re-render reads and applies only what changed since.
     pub copies: Arc<std::sync::Mutex<Copies>>,
@@ -608,11 +609,16 @@ impl Publisher {
     /// Records a key's public JWK (once per process): from then on every worker
     /// publishes it, until the last token it signed has expired.
     async fn register(&self, key: &SigningKey) -> Result<(), StoreError> {
-        let known = self
-            .registered
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(key.kid());
+        let known = {
+            let mut registered = self.registered.lock().unwrap_or_else(|p| p.into_inner());
+            // The schema was created again (the database replaced or restored): what this
+            // process registered went with the old tables.
+            let epoch = self.store.schema_epoch();
+            if registered.0 != epoch {
+                *registered = (epoch, Default::default());
+            }
+            registered.1.contains(key.kid())
+        };
         if !known {
             let jwk = serde_json::to_string(&key.public_jwk())
                 .map_err(|e| StoreError::Internal(e.to_string()))?;
@@ -620,6 +626,7 @@ impl Publisher {
             self.registered
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
+                .1
                 .insert(key.kid().to_owned());
         }
         Ok(())

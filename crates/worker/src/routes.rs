@@ -92,7 +92,7 @@ pub async fn issue(
         status_expiry: jws.status_expiry(now, issuer.pool.settings.max_status_lifetime_seconds)?,
     };
     let out = state.leases.issue(&issuer.pool, &req).await?;
-    tracing::info!(client_id = %req.client_id, list = %out.list_id, created = out.created, "issued");
+    tracing::debug!(client_id = %req.client_id, list = %out.list_id, created = out.created, "issued");
     Ok((
         StatusCode::OK,
         Json(json!({"idx": out.idx, "uri": out.uri})),
@@ -119,7 +119,7 @@ pub async fn revoke(
             return Err(ApiError::Internal(e::REVOKE_FAILED));
         }
     };
-    tracing::info!(client_id = %issuer.client_id, uri, idx, message, "revocation");
+    tracing::debug!(client_id = %issuer.client_id, uri, idx, message, "revocation");
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"message": message, "revokedAt": at})),
@@ -333,7 +333,9 @@ pub async fn healthz() -> &'static str {
 /// answering.
 fn database_up(state: &AppState) -> Result<(), String> {
     if !state.store.is_migrated() {
-        return Err("not connected yet".into());
+        return Err(
+            "schema not migrated yet (connecting, or migrating a database that lost it)".into(),
+        );
     }
     let health = state.store.health();
     match health.down_reason() {

@@ -234,6 +234,7 @@ impl TestWorker {
             cache: Arc::new(ArtifactCache::default()),
             issuers: Arc::default(),
             metrics,
+            summary: Default::default(),
             request_timeout: options.request_timeout,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
