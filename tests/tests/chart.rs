@@ -65,6 +65,8 @@ async fn every_rendered_object_passes_a_server_side_dry_run() {
         "worker.jwksAllowCidrs={10.20.0.0/16,fd00:1::/64}",
         "--set",
         "database.tls.caConfigMap=pg-ca,database.tls.clientCertSecret=pg-client",
+        "--api-versions",
+        "monitoring.coreos.com/v1/PodMonitor",
     ];
     let discovery = Discovery::new(client.clone())
         .run()
@@ -104,6 +106,8 @@ fn the_ingress_never_reaches_metrics_and_jwks_egress_skips_internal_ranges() {
         &[
             "--set",
             "worker.ingress.enabled=true,networkPolicy.enabled=true,serviceMonitor.enabled=true",
+            "--api-versions",
+            "monitoring.coreos.com/v1/PodMonitor",
         ],
     );
     let find = |kind: &str, name: &str| {
@@ -477,7 +481,23 @@ fn uninstall_guard_crd_lifecycle_operator_strategy_and_metrics() {
     }
 
     assert!(find(&docs, "PodMonitor").is_empty());
-    let docs = render(&["--set", "serviceMonitor.enabled=true"]);
+    // Where the Prometheus Operator's API is absent, a clear refusal instead of a failed
+    // upgrade ("no matches for kind PodMonitor").
+    let out = std::process::Command::new(&helm)
+        .args(["template", "day2"])
+        .arg(statuslist_tests::repo_root().join("charts/statuslist"))
+        .args(["--set", "serviceMonitor.enabled=true"])
+        .output()
+        .expect("run helm");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Prometheus Operator's CRDs"), "{err}");
+    let docs = render(&[
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--api-versions",
+        "monitoring.coreos.com/v1/PodMonitor",
+    ]);
     let monitors = find(&docs, "PodMonitor");
     assert_eq!(monitors.len(), 1);
     assert_eq!(
