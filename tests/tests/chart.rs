@@ -452,7 +452,16 @@ fn uninstall_guard_crd_lifecycle_operator_strategy_and_metrics() {
     assert_eq!(job["metadata"]["annotations"]["helm.sh/hook"], "pre-delete");
     assert_eq!(job["spec"]["backoffLimit"], 0);
     let pod = &job["spec"]["template"]["spec"];
-    assert_eq!(pod["serviceAccountName"], "day2-statuslist-operator");
+    assert_eq!(pod["serviceAccountName"], "day2-statuslist-uninstall-guard");
+    // It may read and update exactly this revision's Helm record, nothing else of Helm's.
+    let guard_role = docs
+        .iter()
+        .find(|d| d["kind"] == "Role" && d["metadata"]["name"] == "day2-statuslist-uninstall-guard")
+        .expect("the guard's Role");
+    assert_eq!(
+        guard_role["rules"][0]["resourceNames"],
+        json!(["sh.helm.release.v1.day2.v1"])
+    );
     assert_eq!(pod["containers"][0]["args"], json!(["uninstall-check"]));
     assert_eq!(
         pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"],

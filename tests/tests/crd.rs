@@ -369,6 +369,7 @@ async fn kubectl_get_shows_the_printer_columns() {
             "Allocated",
             "Free",
             "Ready",
+            "Reconciled",
             "Age"
         ]
     );
@@ -379,5 +380,5 @@ async fn kubectl_get_shows_the_printer_columns() {
     assert_eq!(cells[3], json!(1234));
     assert_eq!(cells[4], json!(98766));
     assert_eq!(cells[5], json!("True"));
-    assert!(cells[6].as_str().is_some_and(|age| !age.is_empty()));
+    assert!(cells[7].as_str().is_some_and(|age| !age.is_empty()));
 }

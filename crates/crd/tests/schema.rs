@@ -375,6 +375,14 @@ fn printer_columns_and_names() {
         .collect();
     assert_eq!(
         columns,
-        ["Format", "Lists", "Allocated", "Free", "Ready", "Age"]
+        [
+            "Format",
+            "Lists",
+            "Allocated",
+            "Free",
+            "Ready",
+            "Reconciled",
+            "Age"
+        ]
     );
 }

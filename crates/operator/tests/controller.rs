@@ -19,8 +19,18 @@ type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 const PATH: &str = "/apis/statuslist.dev/v1alpha1/namespaces/ns/statuslists/pool";
 const STATUS_PATH: &str = "/apis/statuslist.dev/v1alpha1/namespaces/ns/statuslists/pool/status";
 
+/// The operator instance of [`context`] (`Context::new`'s default).
+const OWNER: &str = "default/statuslist-operator";
+
 fn object(spec: Value, finalizers: &[&str], deleting: bool) -> Value {
+    owned_by(spec, finalizers, deleting, Some(OWNER))
+}
+
+fn owned_by(spec: Value, finalizers: &[&str], deleting: bool, owner: Option<&str>) -> Value {
     let mut meta = json!({"name": "pool", "namespace": "ns", "uid": "0b8c1c5e-1111-2222-3333-444455556666", "generation": 3, "resourceVersion": "7"});
+    if let Some(owner) = owner {
+        meta["annotations"] = json!({"statuslist.dev/operator": owner});
+    }
     if !finalizers.is_empty() {
         meta["finalizers"] = json!(finalizers);
     }
@@ -94,6 +104,82 @@ fn dynamic(v: Value) -> Arc<DynamicObject> {
 
 fn event_reply() -> Value {
     json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e", "namespace": "ns"}, "eventTime": "2026-11-30T00:00:00.000000Z"})
+}
+
+/// An object no instance reconciles yet is claimed first (the annotation, guarded by the
+/// resourceVersion), before any finalizer, status or row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unclaimed_object_is_claimed_before_anything_else() {
+    let db = TestDb::new().await;
+    let (ctx, handle) = context(&db).await;
+    let obj = owned_by(good_spec("Retain"), &[], false, None);
+    let reply = object(good_spec("Retain"), &[], false);
+    let server = apiserver(
+        handle,
+        vec![Expect {
+            method: Method::PATCH,
+            path: PATH,
+            check: Box::new(|body| {
+                assert_eq!(
+                    body["metadata"]["annotations"]["statuslist.dev/operator"],
+                    OWNER
+                );
+                assert_eq!(body["metadata"]["resourceVersion"], "7");
+                assert!(body.get("status").is_none(), "{body}");
+            }),
+            reply,
+        }],
+    );
+    let action = reconcile(dynamic(obj), ctx).await.expect("reconcile");
+    assert_eq!(action, Action::await_change());
+    server.await.expect("apiserver");
+    assert!(db.store.pool("ns/pool").await.expect("read").is_none());
+}
+
+/// An object another instance reconciles is left alone: one Warning Event naming the
+/// owner, then nothing (no finalizer, no status, no row), however often it is seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_of_another_instance_is_left_alone_with_one_event() {
+    let db = TestDb::new().await;
+    let (ctx, handle) = context(&db).await;
+    let other = "team-b/statuslist-operator";
+    let obj = owned_by(
+        good_spec("Delete"),
+        &["statuslist.dev/cleanup"],
+        false,
+        Some(other),
+    );
+    let server = apiserver(
+        handle,
+        vec![Expect {
+            method: Method::POST,
+            path: "/apis/events.k8s.io/v1/namespaces/ns/events",
+            check: Box::new(move |body| {
+                assert_eq!(body["reason"], "OwnedByAnotherOperator");
+                assert!(
+                    body["note"].as_str().unwrap_or_default().contains(other),
+                    "{body}"
+                );
+            }),
+            reply: event_reply(),
+        }],
+    );
+    for _ in 0..3 {
+        let action = reconcile(dynamic(obj.clone()), ctx.clone())
+            .await
+            .expect("reconcile");
+        assert_eq!(action, Action::await_change());
+    }
+    // Deleted, it is still the other instance's to clean up.
+    let deleting = owned_by(
+        good_spec("Delete"),
+        &["statuslist.dev/cleanup"],
+        true,
+        Some(other),
+    );
+    reconcile(dynamic(deleting), ctx).await.expect("reconcile");
+    server.await.expect("apiserver");
+    assert!(db.store.pool("ns/pool").await.expect("read").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,15 +56,26 @@ impl Summary {
 
     /// Logs the counts and starts over.
     fn emit(&self, since: Duration) {
+        // Taken before the macro: its fields are not evaluated when the level is off.
         let take = |c: &AtomicU64| c.swap(0, Ordering::Relaxed);
+        let (issued, revoked, other_ok) = (
+            take(&self.issued),
+            take(&self.revoked),
+            take(&self.other_ok),
+        );
+        let (client_errors, unavailable, server_errors) = (
+            take(&self.client_errors),
+            take(&self.unavailable),
+            take(&self.server_errors),
+        );
         tracing::info!(
             seconds = since.as_secs(),
-            issued = take(&self.issued),
-            revoked = take(&self.revoked),
-            other_ok = take(&self.other_ok),
-            client_errors = take(&self.client_errors),
-            unavailable = take(&self.unavailable),
-            server_errors = take(&self.server_errors),
+            issued,
+            revoked,
+            other_ok,
+            client_errors,
+            unavailable,
+            server_errors,
             "requests answered"
         );
     }
