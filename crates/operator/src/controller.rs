@@ -421,7 +421,9 @@ pub fn error_policy(obj: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -
             reason: error.reason().into(),
         })
         .inc();
-    Action::requeue(Duration::from_secs(5))
+    // Soon: a database back from an outage (or re-created empty) gets its pools again
+    // within a couple of seconds, not after a whole resync.
+    Action::requeue(Duration::from_secs(2))
 }
 
 /// Runs the controller until `shutdown` resolves. A worker's capacity request
