@@ -211,6 +211,60 @@ async fn a_new_object_gets_the_finalizer_first() {
     );
 }
 
+/// A database that cannot be reached is not `Ready=True`: the status says why (Ready and
+/// DatabaseReady False, reason DatabaseUnavailable, the rest as last seen) and a Warning
+/// Event marks the start; the reconcile fails, to be retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_turns_ready_false_with_its_reason() {
+    // Nothing listens on port 1: every connection is refused.
+    let store = statuslist_store::Store::connect_lazy(&statuslist_store::StoreConfig::new(
+        "postgres://postgres@127.0.0.1:1/none",
+    ))
+    .expect("store");
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = Arc::new(Context::new(
+        kube::Client::new(service, "default"),
+        store,
+        Metrics::default(),
+        Some("test".into()),
+    ));
+    let mut obj = object(good_spec("Retain"), &["statuslist.dev/cleanup"], false);
+    obj["status"] = json!({"observedGeneration": 3, "conditions": [{"type": "Ready", "status": "True",
+        "reason": "Reconciled", "message": "1 lists", "lastTransitionTime": "2026-11-30T00:00:00Z"}],
+        "lists": [], "totals": {"lists": 1, "size": 1000, "allocated": 10, "revoked": 0, "free": 990}});
+    let server = apiserver(
+        handle,
+        vec![
+            Expect {
+                method: Method::PATCH,
+                path: STATUS_PATH,
+                check: Box::new(|body| {
+                    let conditions = body["status"]["conditions"].as_array().expect("conditions");
+                    for type_ in ["Ready", "DatabaseReady"] {
+                        let c = conditions.iter().find(|c| c["type"] == type_).expect(type_);
+                        assert_eq!((c["status"].as_str(), c["reason"].as_str()), (Some("False"), Some("DatabaseUnavailable")), "{body}");
+                    }
+                    assert_eq!(body["status"]["totals"]["free"], 990, "the counts as last seen");
+                    assert!(body["status"]["reconciledAt"].is_string(), "{body}");
+                }),
+                reply: object(good_spec("Retain"), &["statuslist.dev/cleanup"], false),
+            },
+            Expect {
+                method: Method::POST,
+                path: "/apis/events.k8s.io/v1/namespaces/ns/events",
+                check: Box::new(|body| {
+                    assert_eq!(body["reason"], "DatabaseUnavailable", "{body}");
+                    assert_eq!(body["type"], "Warning", "{body}");
+                }),
+                reply: event_reply(),
+            },
+        ],
+    );
+    let err = reconcile(dynamic(obj), ctx).await.expect_err("a failed reconcile");
+    assert_eq!(err.reason(), "database_unavailable");
+    server.await.expect("apiserver");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_is_applied_with_conditions_and_observed_generation() {
     let db = TestDb::new().await;

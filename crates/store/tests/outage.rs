@@ -101,3 +101,35 @@ async fn database_stopped_and_restarted() {
     );
     drop(db);
 }
+
+/// The database emptied under a running store (replaced by an empty one, or restored from
+/// before the service): the first statement that meets a missing table is a typed
+/// unavailability, never a database error (a 500); the migrations run again by
+/// themselves, and the store works on the new schema.
+#[tokio::test]
+async fn a_lost_schema_is_unavailable_meanwhile_and_migrated_again() {
+    let db = TestDb::new().await;
+    let epoch = db.store.schema_epoch();
+    db.client()
+        .await
+        .batch_execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+        .await
+        .expect("empty the database");
+    let result = tokio::time::timeout(BOUND, db.store.pool("ns/x"))
+        .await
+        .expect("not hung");
+    assert!(
+        matches!(result, Err(StoreError::SchemaMissing(_))),
+        "{result:?}"
+    );
+    assert!(result.expect_err("missing").is_unavailable());
+    tokio::time::timeout(BOUND, db.store.wait_migrated())
+        .await
+        .expect("migrated again");
+    assert!(db.store.schema_epoch() > epoch);
+    assert_eq!(
+        db.count("SELECT max(version)::bigint FROM schema_migrations").await,
+        14
+    );
+    assert!(db.store.pool("ns/x").await.expect("works again").is_none());
+}
