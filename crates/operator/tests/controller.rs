@@ -242,9 +242,16 @@ async fn an_unreachable_database_turns_ready_false_with_its_reason() {
                     let conditions = body["status"]["conditions"].as_array().expect("conditions");
                     for type_ in ["Ready", "DatabaseReady"] {
                         let c = conditions.iter().find(|c| c["type"] == type_).expect(type_);
-                        assert_eq!((c["status"].as_str(), c["reason"].as_str()), (Some("False"), Some("DatabaseUnavailable")), "{body}");
+                        assert_eq!(
+                            (c["status"].as_str(), c["reason"].as_str()),
+                            (Some("False"), Some("DatabaseUnavailable")),
+                            "{body}"
+                        );
                     }
-                    assert_eq!(body["status"]["totals"]["free"], 990, "the counts as last seen");
+                    assert_eq!(
+                        body["status"]["totals"]["free"], 990,
+                        "the counts as last seen"
+                    );
                     assert!(body["status"]["reconciledAt"].is_string(), "{body}");
                 }),
                 reply: object(good_spec("Retain"), &["statuslist.dev/cleanup"], false),
@@ -260,7 +267,9 @@ async fn an_unreachable_database_turns_ready_false_with_its_reason() {
             },
         ],
     );
-    let err = reconcile(dynamic(obj), ctx).await.expect_err("a failed reconcile");
+    let err = reconcile(dynamic(obj), ctx)
+        .await
+        .expect_err("a failed reconcile");
     assert_eq!(err.reason(), "database_unavailable");
     server.await.expect("apiserver");
 }

@@ -128,7 +128,8 @@ async fn a_lost_schema_is_unavailable_meanwhile_and_migrated_again() {
         .expect("migrated again");
     assert!(db.store.schema_epoch() > epoch);
     assert_eq!(
-        db.count("SELECT max(version)::bigint FROM schema_migrations").await,
+        db.count("SELECT max(version)::bigint FROM schema_migrations")
+            .await,
         14
     );
     assert!(db.store.pool("ns/x").await.expect("works again").is_none());

@@ -112,6 +112,7 @@ async fn main() {
         issuers: Arc::default(),
         metrics,
         summary: Default::default(),
+        draining: Default::default(),
         request_timeout: statuslist_worker::REQUEST_TIMEOUT,
     });
     let app = router(state.clone());

@@ -38,6 +38,13 @@ pub struct WorkerArgs {
     /// Longest time one request may take, in milliseconds (then 503, the contract's body).
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
+    /// Seconds between the stop signal and the shutdown during which the worker goes on
+    /// answering but closes each connection after its answer (`Connection: close`) and
+    /// reports not ready: clients move to other workers on fresh connections instead of
+    /// meeting a closed keep-alive one. In Kubernetes, a few seconds (the chart: 5), below
+    /// the pod's termination grace period; 0 stops at once.
+    #[arg(long, env = "DRAIN_SECONDS", default_value_t = 0)]
+    pub drain_seconds: u64,
     /// Directory of PKCS#8 PEM signing keys (a mounted Secret); the newest signs.
     #[arg(
         long,
@@ -179,6 +186,7 @@ impl WorkerArgs {
             issuers: Arc::default(),
             metrics,
             summary: Arc::default(),
+            draining: Arc::default(),
             request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
         }))
     }
@@ -222,6 +230,19 @@ pub async fn run(
     let metrics = tokio::spawn(
         axum::serve(metrics_listener, crate::metrics_router(state.clone())).into_future(),
     );
+    let draining = state.draining.clone();
+    let drain = Duration::from_secs(args.drain_seconds);
+    let shutdown = async move {
+        shutdown.await;
+        if !drain.is_zero() {
+            draining.store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                seconds = drain.as_secs(),
+                "stopping: draining (each answer closes its connection) before shutting down"
+            );
+            tokio::time::sleep(drain).await;
+        }
+    };
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await

@@ -53,6 +53,9 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Answers counted for the summary log line ([`summary`]).
     pub summary: Arc<summary::Summary>,
+    /// Set once the worker is stopping: answers close their connections and `/readyz`
+    /// is 503 (see `--drain-seconds`).
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// Longest time a request may take; past it the contract's 503 (JSON) is answered.
     pub request_timeout: Duration,
 }
@@ -119,6 +122,23 @@ async fn record(
     response
 }
 
+/// While draining, every answer closes its connection: the client's next request opens a
+/// new one, which the Service sends to another worker.
+async fn close_when_draining(
+    State(draining): State<Arc<std::sync::atomic::AtomicBool>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    if draining.load(std::sync::atomic::Ordering::Relaxed) {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
 /// Bounds a request's time; a request past it gets the contract's 503 body.
 async fn bounded(State(limit): State<Duration>, request: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(request)).await {
@@ -166,6 +186,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(
             (Arc::new(state.metrics.clone()), state.summary.clone()),
             record,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.draining.clone(),
+            close_when_draining,
         ))
         .layer(CompressionLayer::new().gzip(true))
         .layer(middleware::from_fn_with_state(state.request_timeout, bounded))

@@ -351,6 +351,9 @@ fn database_up(state: &AppState) -> Result<(), String> {
 /// that can be served until their `exp`. A database outage alone must not take the
 /// workers out of their Service (the lists are what verifiers need).
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: stopping").into_response();
+    }
     match database_up(&state) {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(reason) => match state.cache.servable().await {

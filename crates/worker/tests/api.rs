@@ -704,3 +704,27 @@ async fn a_rotated_key_stays_published_while_its_lists_live() {
     assert!(kids.contains(&new_kid.as_str()), "{kids:?}");
     second.stop().await;
 }
+
+/// A stopping worker (draining) goes on answering, but each answer closes its connection
+/// and `/readyz` says it is stopping: clients reconnect, through the Service, to another
+/// worker instead of meeting a keep-alive connection closed under them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_worker_answers_and_closes_each_connection() {
+    let env = Env::start().await;
+    let path = "/.well-known/jwks.json";
+    let before = env.get(path).await;
+    assert_eq!(before.status(), 200);
+    assert!(before.headers().get("connection").is_none());
+    env.worker
+        .state
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let during = env.get(path).await;
+    assert_eq!(during.status(), 200);
+    assert_eq!(
+        during.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
+    assert_eq!(env.get_status("/readyz").await, 503);
+    env.issue("a").await;
+}

@@ -235,6 +235,7 @@ impl TestWorker {
             issuers: Arc::default(),
             metrics,
             summary: Default::default(),
+            draining: Default::default(),
             request_timeout: options.request_timeout,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
