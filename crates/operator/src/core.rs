@@ -518,6 +518,37 @@ mod tests {
     use super::*;
     use statuslist_store::ListCapacity;
 
+    /// `reconciledAt` stays as it was while younger than the heartbeat (an unchanged
+    /// status is not written again), and moves to now once older: its age in `kubectl
+    /// get sl` tells whether an operator runs.
+    #[test]
+    fn the_heartbeat_moves_once_a_minute() {
+        let at = |s: i64| Timestamp::from_second(s).expect("time");
+        let old = |t: &str| StatusListStatus {
+            reconciled_at: Some(t.into()),
+            ..StatusListStatus::default()
+        };
+        let then = at(1_800_000_000).to_string();
+        assert_eq!(
+            heartbeat(Some(&old(&then)), at(1_800_000_059)),
+            Some(then.clone())
+        );
+        assert_eq!(
+            heartbeat(Some(&old(&then)), at(1_800_000_060)),
+            Some(at(1_800_000_060).to_string())
+        );
+        assert_eq!(heartbeat(None, at(1_800_000_000)), Some(then.clone()));
+        // A clock that went back, or a value that does not parse, is replaced.
+        assert_eq!(
+            heartbeat(Some(&old(&then)), at(1_799_999_000)),
+            Some(at(1_799_999_000).to_string())
+        );
+        assert_eq!(
+            heartbeat(Some(&old("yesterday")), at(1_800_000_000)),
+            Some(then)
+        );
+    }
+
     /// A pool of thousands of lists: the status names the newest few and counts the rest,
     /// and stays far below etcd's object limit.
     #[test]

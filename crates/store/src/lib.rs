@@ -163,16 +163,7 @@ impl Store {
                 continue;
             }
             let current = MIGRATIONS_LATEST;
-            let found = self
-                .bounded_unchecked(async {
-                    let client = self.checkout().await?;
-                    let row = client
-                        .query_one("SELECT max(version) FROM schema_migrations", &[])
-                        .await?;
-                    Ok(row.get::<_, Option<i32>>(0))
-                })
-                .await;
-            match found {
+            match self.schema_version().await {
                 Ok(Some(v)) if v >= current => {}
                 Ok(version) => self.schema_lost(&format!(
                     "schema version {} where {current} was applied",
@@ -181,6 +172,36 @@ impl Store {
                 Err(StoreError::SchemaMissing(why)) => self.schema_lost(&why),
                 Err(e) => tracing::debug!(error = %e, "schema check after reconnecting failed"),
             }
+        }
+    }
+
+    /// The newest migration recorded in the database (`None`: none recorded).
+    async fn schema_version(&self) -> Result<Option<i32>> {
+        self.bounded_unchecked(async {
+            let client = self.checkout().await?;
+            let row = client
+                .query_one("SELECT max(version) FROM schema_migrations", &[])
+                .await?;
+            Ok(row.get::<_, Option<i32>>(0))
+        })
+        .await
+    }
+
+    /// A statement met a missing table or function: the schema is lost (no migrations
+    /// recorded, or older ones) and migrated again, the statement unavailable meanwhile;
+    /// or the schema is recorded as current but damaged (a table renamed or dropped by
+    /// hand), which migrating cannot repair: a database error, for a person to look at.
+    async fn missing_object(&self, why: String) -> StoreError {
+        match self.schema_version().await {
+            Ok(Some(v)) if v >= MIGRATIONS_LATEST => StoreError::Internal(format!(
+                "the database schema is at version {v} but damaged: {why}"
+            )),
+            Ok(_) | Err(StoreError::SchemaMissing(_)) => {
+                self.schema_lost(&why);
+                StoreError::SchemaMissing(why)
+            }
+            // Cannot tell now: unavailable, asked again by the next statement.
+            Err(_) => StoreError::SchemaMissing(why),
         }
     }
 
@@ -380,11 +401,10 @@ impl Store {
         if let Some(down) = self.health.down_reason() {
             return Err(StoreError::Unavailable(down));
         }
-        let result = self.bounded_unchecked(f).await;
-        if let Err(StoreError::SchemaMissing(why)) = &result {
-            self.schema_lost(why);
+        match self.bounded_unchecked(f).await {
+            Err(StoreError::SchemaMissing(why)) => Err(self.missing_object(why).await),
+            result => result,
         }
-        result
     }
 
     async fn bounded_unchecked<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
