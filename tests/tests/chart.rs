@@ -67,6 +67,16 @@ async fn every_rendered_object_passes_a_server_side_dry_run() {
         "database.tls.caConfigMap=pg-ca,database.tls.clientCertSecret=pg-client",
         "--api-versions",
         "monitoring.coreos.com/v1/PodMonitor",
+        // Every documented extraEnv shape, as `--set` gives them (the Tiltfile's and
+        // scripts/kind-e2e's `value=2` is a number to Helm; server-side apply refused it).
+        "--set",
+        "worker.extraEnv[0].name=JWKS_REFETCH_INTERVAL_SECONDS,worker.extraEnv[0].value=2",
+        "--set",
+        "worker.extraEnv[1].name=A_FLAG,worker.extraEnv[1].value=true",
+        "--set",
+        "worker.extraEnv[2].name=A_TEXT,worker.extraEnv[2].value=some text",
+        "--set",
+        "worker.extraEnv[3].name=A_FIELD,worker.extraEnv[3].valueFrom.fieldRef.fieldPath=metadata.name",
     ];
     let discovery = Discovery::new(client.clone())
         .run()
@@ -606,22 +616,42 @@ fn the_tiltfile_names_what_it_deploys() {
     // The chart's values as the Tiltfile sets them.
     let rest = code.split("set=[").nth(1).expect("helm(set=[...])");
     let block = &rest[..rest.find("\n    ],").expect("end of set=[...]")];
-    let sets: Vec<&str> = block
+    // Starlark string literals: `\\` is one backslash.
+    let sets: Vec<String> = block
         .lines()
         .filter_map(|l| l.trim().strip_prefix('\'')?.strip_suffix("',"))
+        .map(|s| s.replace("\\\\", "\\"))
         .collect();
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
     assert!(sets.contains(&"demo.enabled=true"), "{sets:?}");
     let mut args = Vec::new();
     for s in &sets {
         args.extend(["--set", *s]);
     }
     let docs = helm::template(&helm, "statuslist", "default", &args);
+    let crds: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "CustomResourceDefinition")
+        .collect();
+    assert_eq!(crds.len(), 1);
+    // `tilt down` keeps the CRD (and the examples): never a CRD "deletion in progress"
+    // behind StatusLists whose operator is gone.
     assert_eq!(
-        docs.iter()
-            .filter(|d| d["kind"] == "CustomResourceDefinition")
-            .count(),
-        1
+        crds[0]["metadata"]["annotations"]["tilt.dev/down-policy"],
+        "keep"
     );
+    // Environment values are strings, whatever Helm made of them.
+    for d in docs.iter().filter(|d| d["kind"] == "Deployment") {
+        for c in d["spec"]["template"]["spec"]["containers"].as_array().expect("containers") {
+            for e in c["env"].as_array().into_iter().flatten() {
+                assert!(
+                    e.get("value").is_none_or(Value::is_string),
+                    "{} env {e}",
+                    d["metadata"]["name"]
+                );
+            }
+        }
+    }
     let postgres =
         std::fs::read_to_string(root.join("deploy/dev/postgres.yaml")).expect("postgres");
     for workload in quoted("k8s_resource(\n    '")
@@ -644,6 +674,15 @@ fn the_tiltfile_names_what_it_deploys() {
         assert!(examples.contains(&format!("name: {name}")), "{name}");
     }
     assert!(code.contains("k8s_yaml('deploy/dev/examples.yaml')"));
+    assert_eq!(
+        examples.matches("tilt.dev/down-policy: keep").count(),
+        2,
+        "tilt down keeps both example StatusLists"
+    );
+    assert!(
+        !code.contains("'5432:5432'"),
+        "the PostgreSQL port-forward must not take a local PostgreSQL's port"
+    );
     assert!(root.join("deploy/dev/try-it.txt").is_file());
 }
 

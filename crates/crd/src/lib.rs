@@ -333,7 +333,11 @@ pub fn crd_yaml() -> String {
 pub fn crd_helm_template() -> String {
     let body = serde_yaml_ng::to_string(&definition()).expect("the CRD serialises");
     let name = "metadata:\n  name: statuslists.statuslist.dev\n";
-    let kept = format!("{name}  annotations:\n    helm.sh/resource-policy: keep\n");
+    // Extra annotations from `crds.annotations` (the Tiltfile's `tilt.dev/down-policy`).
+    let kept = format!(
+        "{name}  annotations:\n    helm.sh/resource-policy: keep\n    \
+         {{{{- with .Values.crds.annotations }}}}\n    {{{{- toYaml . | nindent 4 }}}}\n    {{{{- end }}}}\n"
+    );
     format!(
         "{{{{- if .Values.crds.install }}}}\n\
          # Generated from crates/crd by `statuslist crd --helm`; do not edit.\n{}{{{{- end }}}}\n",
