@@ -642,7 +642,10 @@ fn the_tiltfile_names_what_it_deploys() {
     );
     // Environment values are strings, whatever Helm made of them.
     for d in docs.iter().filter(|d| d["kind"] == "Deployment") {
-        for c in d["spec"]["template"]["spec"]["containers"].as_array().expect("containers") {
+        for c in d["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .expect("containers")
+        {
             for e in c["env"].as_array().into_iter().flatten() {
                 assert!(
                     e.get("value").is_none_or(Value::is_string),
