@@ -46,7 +46,8 @@ enum Command {
     Check(client::CheckArgs),
     /// Drive load at a service from this process and print throughput and latency.
     Bench(bench::BenchArgs),
-    /// The chart's pre-delete guard: fails, naming them, while any StatusList exists.
+    /// The chart's pre-delete guard: fails, naming them, while a StatusList of the
+    /// release exists (and keeps the release deployed).
     UninstallCheck(manifests::UninstallCheckArgs),
     /// A demo issuer for development clusters: serves its JWKS, signs and forwards
     /// `/issue` and `/revoke` to the service.

@@ -38,17 +38,8 @@ pub struct OperatorArgs {
     /// that of several replicas one works and the others stand by.
     #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
-    /// Watch StatusLists in this namespace only (all namespaces when unset).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    pub watch_namespace: Option<String>,
-    /// Namespace of the leader-election Lease: the operator's own.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-    pub lease_namespace: String,
-    /// Name of the leader-election Lease (the chart: `<release>-operator`). Together with
-    /// its namespace it names this operator instance: the `statuslist.dev/operator`
-    /// annotation of the StatusLists it reconciles, which other instances leave alone.
-    #[arg(long, env = "LEASE_NAME", default_value = "statuslist-operator")]
-    pub lease_name: String,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
     /// Seconds a leader's Lease lasts without renewal (a crashed leader's successor
     /// takes over after at most this).
     #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15)]
@@ -267,8 +258,8 @@ pub async fn operator(args: OperatorArgs) -> Result<(), String> {
         .clone()
         .unwrap_or_else(|| format!("statuslist-operator-{}", uuid::Uuid::new_v4().simple()));
     let mut ctx = Context::new(client, store, Metrics::default(), Some(identity.clone()));
-    ctx.namespace = args.watch_namespace.clone().filter(|n| !n.is_empty());
-    ctx.owner = format!("{}/{}", args.lease_namespace, args.lease_name);
+    ctx.namespace = args.scope.namespace();
+    ctx.owner = args.scope.owner();
     tracing::info!(
         instance = %ctx.owner,
         watch = ctx.namespace.as_deref().unwrap_or("all namespaces"),
@@ -286,8 +277,8 @@ pub async fn operator(args: OperatorArgs) -> Result<(), String> {
         _ = stop.wait() => return Ok(()),
     }
     let election = args.leader_election.then(|| {
-        let mut e = Election::new(args.lease_namespace.clone(), identity);
-        e.lease_name = args.lease_name.clone();
+        let mut e = Election::new(args.scope.lease_namespace.clone(), identity);
+        e.lease_name = args.scope.lease_name.clone();
         e.duration = Duration::from_secs(args.lease_duration_seconds.max(2));
         e.grace = (e.duration / 3).max(Duration::from_secs(1));
         e
@@ -295,18 +286,40 @@ pub async fn operator(args: OperatorArgs) -> Result<(), String> {
     serve(ctx, election, stop).await
 }
 
+/// What an operator instance answers for; the operator and its release's uninstall guard
+/// read the same settings.
+#[derive(Debug, clap::Args)]
+pub struct ScopeArgs {
+    /// Watch StatusLists in this namespace only (all namespaces when unset).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Namespace of the leader-election Lease: the operator's own (its release's).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Name of the leader-election Lease (the chart: `<release>-operator`). Together with
+    /// its namespace it names this operator instance: the `statuslist.dev/operator`
+    /// annotation of the StatusLists it reconciles, which other instances leave alone.
+    #[arg(long, env = "LEASE_NAME", default_value = "statuslist-operator")]
+    pub lease_name: String,
+}
+
+impl ScopeArgs {
+    /// The watched namespace (`None`: all).
+    pub fn namespace(&self) -> Option<String> {
+        self.watch_namespace.clone().filter(|n| !n.is_empty())
+    }
+
+    /// This operator instance: `namespace/lease name`.
+    pub fn owner(&self) -> String {
+        format!("{}/{}", self.lease_namespace, self.lease_name)
+    }
+}
+
 /// Where the uninstall guard looks: the release's operator instance and its scope.
 #[derive(Debug, clap::Args)]
 pub struct UninstallCheckArgs {
-    /// The namespace the release's operator watches (all namespaces when unset).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    pub watch_namespace: Option<String>,
-    /// The release's namespace (its operator's Lease namespace).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-    pub lease_namespace: String,
-    /// The release's operator Lease name: with the namespace, the operator instance.
-    #[arg(long, env = "LEASE_NAME", default_value = "statuslist-operator")]
-    pub lease_name: String,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
     /// The Helm release record this uninstall marked `uninstalling`
     /// (`sh.helm.release.v1.<release>.v<revision>`): on refusal it is set back to
     /// `deployed`, so that the release stays upgradable (see README, "Uninstall").
@@ -320,8 +333,8 @@ pub async fn uninstall_check(args: UninstallCheckArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("Kubernetes client: {e}"))?;
     let scope = statuslist_operator::uninstall::Scope {
-        namespace: args.watch_namespace.filter(|n| !n.is_empty()),
-        owner: format!("{}/{}", args.lease_namespace, args.lease_name),
+        namespace: args.scope.namespace(),
+        owner: args.scope.owner(),
     };
     let remaining = statuslist_operator::uninstall::remaining(client.clone(), &scope)
         .await
@@ -330,7 +343,7 @@ pub async fn uninstall_check(args: UninstallCheckArgs) -> Result<(), String> {
         if let Some(secret) = &args.helm_release_secret {
             match statuslist_operator::uninstall::keep_deployed(
                 client,
-                &args.lease_namespace,
+                &args.scope.lease_namespace,
                 secret,
             )
             .await

@@ -154,8 +154,8 @@ impl Store {
     }
 
     /// On every (re)connection of the notification listener, checks the schema version;
-    /// a missing or older schema is migrated again (see [`Store::schema_lost`]). Ends
-    /// when the store's last listener is gone for good (the watch closes with it).
+    /// a missing or older schema is migrated again (see [`Store::schema_lost`]). Runs for
+    /// the life of the process (one task per [`Store::start`]).
     async fn check_schema_on_reconnect(&self) {
         let mut connections = self.health.connections();
         while connections.changed().await.is_ok() {
