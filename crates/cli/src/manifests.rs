@@ -258,8 +258,8 @@ pub async fn operator(args: OperatorArgs) -> Result<(), String> {
         .clone()
         .unwrap_or_else(|| format!("statuslist-operator-{}", uuid::Uuid::new_v4().simple()));
     let mut ctx = Context::new(client, store, Metrics::default(), Some(identity.clone()));
-    ctx.namespace = args.scope.namespace();
-    ctx.owner = args.scope.owner();
+    let scope = args.scope.scope();
+    (ctx.namespace, ctx.owner) = (scope.namespace, scope.owner);
     tracing::info!(
         instance = %ctx.owner,
         watch = ctx.namespace.as_deref().unwrap_or("all namespaces"),
@@ -304,14 +304,13 @@ pub struct ScopeArgs {
 }
 
 impl ScopeArgs {
-    /// The watched namespace (`None`: all).
-    pub fn namespace(&self) -> Option<String> {
-        self.watch_namespace.clone().filter(|n| !n.is_empty())
-    }
-
-    /// This operator instance: `namespace/lease name`.
-    pub fn owner(&self) -> String {
-        format!("{}/{}", self.lease_namespace, self.lease_name)
+    /// The watched namespace (`None`: all) and this operator instance
+    /// (`namespace/lease name`).
+    pub fn scope(&self) -> statuslist_operator::uninstall::Scope {
+        statuslist_operator::uninstall::Scope {
+            namespace: self.watch_namespace.clone().filter(|n| !n.is_empty()),
+            owner: format!("{}/{}", self.lease_namespace, self.lease_name),
+        }
     }
 }
 
@@ -332,10 +331,7 @@ pub async fn uninstall_check(args: UninstallCheckArgs) -> Result<(), String> {
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("Kubernetes client: {e}"))?;
-    let scope = statuslist_operator::uninstall::Scope {
-        namespace: args.scope.namespace(),
-        owner: args.scope.owner(),
-    };
+    let scope = args.scope.scope();
     let remaining = statuslist_operator::uninstall::remaining(client.clone(), &scope)
         .await
         .map_err(|e| format!("listing StatusLists: {e}"))?;

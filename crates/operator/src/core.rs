@@ -424,15 +424,14 @@ pub fn status(
             ),
             generation,
         ),
+        condition(
+            DATABASE_READY,
+            true,
+            "Connected",
+            "the database answered this reconcile".into(),
+            generation,
+        ),
     ];
-    let mut conditions = conditions;
-    conditions.push(condition(
-        DATABASE_READY,
-        true,
-        "Connected",
-        "the database answered this reconcile".into(),
-        generation,
-    ));
     let old_conditions = old.map(|o| o.conditions.as_slice()).unwrap_or_default();
     StatusListStatus {
         observed_generation: generation,

@@ -85,12 +85,17 @@ fn apiserver(mut handle: Handle, script: Vec<Expect>) -> JoinHandle<Vec<Value>> 
 }
 
 async fn context(db: &TestDb) -> (Arc<Context>, Handle) {
+    context_with(db.store.clone())
+}
+
+/// A context on `store` whose apiserver is the returned handle.
+fn context_with(store: statuslist_store::Store) -> (Arc<Context>, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
     (
         Arc::new(Context::new(
             client,
-            db.store.clone(),
+            store,
             Metrics::default(),
             Some("test".into()),
         )),
@@ -221,13 +226,7 @@ async fn an_unreachable_database_turns_ready_false_with_its_reason() {
         "postgres://postgres@127.0.0.1:1/none",
     ))
     .expect("store");
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = Arc::new(Context::new(
-        kube::Client::new(service, "default"),
-        store,
-        Metrics::default(),
-        Some("test".into()),
-    ));
+    let (ctx, handle) = context_with(store);
     let mut obj = object(good_spec("Retain"), &["statuslist.dev/cleanup"], false);
     obj["status"] = json!({"observedGeneration": 3, "conditions": [{"type": "Ready", "status": "True",
         "reason": "Reconciled", "message": "1 lists", "lastTransitionTime": "2026-11-30T00:00:00Z"}],

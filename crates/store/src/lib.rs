@@ -162,29 +162,36 @@ impl Store {
             if !self.is_migrated() {
                 continue;
             }
-            let current = MIGRATIONS_LATEST;
-            match self.schema_version().await {
-                Ok(Some(v)) if v >= current => {}
-                Ok(version) => self.schema_lost(&format!(
-                    "schema version {} where {current} was applied",
-                    version.map_or_else(|| "none".into(), |v| v.to_string())
-                )),
-                Err(StoreError::SchemaMissing(why)) => self.schema_lost(&why),
-                Err(e) => tracing::debug!(error = %e, "schema check after reconnecting failed"),
+            match self.recorded_schema().await {
+                Recorded::Current(_) => {}
+                Recorded::Lost(why) => self.schema_lost(&why),
+                Recorded::Unknown(e) => {
+                    tracing::debug!(error = %e, "schema check after reconnecting failed")
+                }
             }
         }
     }
 
-    /// The newest migration recorded in the database (`None`: none recorded).
-    async fn schema_version(&self) -> Result<Option<i32>> {
-        self.bounded_unchecked(async {
-            let client = self.checkout().await?;
-            let row = client
-                .query_one("SELECT max(version) FROM schema_migrations", &[])
-                .await?;
-            Ok(row.get::<_, Option<i32>>(0))
-        })
-        .await
+    /// What the database records of its schema, against what this binary applies.
+    async fn recorded_schema(&self) -> Recorded {
+        let version = self
+            .bounded_unchecked(async {
+                let client = self.checkout().await?;
+                let row = client
+                    .query_one("SELECT max(version) FROM schema_migrations", &[])
+                    .await?;
+                Ok(row.get::<_, Option<i32>>(0))
+            })
+            .await;
+        match version {
+            Ok(Some(v)) if v >= MIGRATIONS_LATEST => Recorded::Current(v),
+            Ok(v) => Recorded::Lost(format!(
+                "schema version {} where {MIGRATIONS_LATEST} was applied",
+                v.map_or_else(|| "none".into(), |v| v.to_string())
+            )),
+            Err(StoreError::SchemaMissing(why)) => Recorded::Lost(why),
+            Err(e) => Recorded::Unknown(e),
+        }
     }
 
     /// A statement met a missing table or function: the schema is lost (no migrations
@@ -192,16 +199,16 @@ impl Store {
     /// or the schema is recorded as current but damaged (a table renamed or dropped by
     /// hand), which migrating cannot repair: a database error, for a person to look at.
     async fn missing_object(&self, why: String) -> StoreError {
-        match self.schema_version().await {
-            Ok(Some(v)) if v >= MIGRATIONS_LATEST => StoreError::Internal(format!(
+        match self.recorded_schema().await {
+            Recorded::Current(v) => StoreError::Internal(format!(
                 "the database schema is at version {v} but damaged: {why}"
             )),
-            Ok(_) | Err(StoreError::SchemaMissing(_)) => {
+            Recorded::Lost(_) => {
                 self.schema_lost(&why);
                 StoreError::SchemaMissing(why)
             }
             // Cannot tell now: unavailable, asked again by the next statement.
-            Err(_) => StoreError::SchemaMissing(why),
+            Recorded::Unknown(_) => StoreError::SchemaMissing(why),
         }
     }
 
@@ -414,6 +421,16 @@ impl Store {
             Err(_) => Err(StoreError::Unavailable("operation timed out".into())),
         }
     }
+}
+
+/// The schema as the database records it ([`Store::recorded_schema`]).
+enum Recorded {
+    /// At the version this binary applies, or newer.
+    Current(i32),
+    /// No migrations recorded, or older ones: why.
+    Lost(String),
+    /// The check itself failed.
+    Unknown(StoreError),
 }
 
 /// One connection outside any pool (TLS as the URL says), its driver spawned: for
