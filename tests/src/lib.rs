@@ -3,6 +3,7 @@
 //! keep covering that crate alone.
 
 pub mod envtest;
+pub mod failover;
 pub mod helm;
 pub mod process;
 pub mod proxy;

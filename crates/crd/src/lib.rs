@@ -284,6 +284,13 @@ pub mod conditions {
     /// The database could not be used (unreachable, schema missing, an error): `Ready`
     /// is False with the same reason until a reconcile succeeds.
     pub const DATABASE_READY: &str = "DatabaseReady";
+    /// Whether every commit waits for a standby, so that a failover loses no
+    /// acknowledged issuance or revocation (False: asynchronous, or no standby).
+    pub const REPLICATION_SYNCHRONOUS: &str = "ReplicationSynchronous";
+    /// Present once a failover sealed lists of the pool: whether every acknowledgement
+    /// made before it is on the new primary (False while workers have not written theirs
+    /// back, or when some could not be).
+    pub const FAILOVER_RESTORED: &str = "FailoverRestored";
 }
 
 /// The annotation naming the operator instance that reconciles a StatusList

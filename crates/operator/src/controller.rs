@@ -16,7 +16,7 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use statuslist_crd::conditions::{CAPACITY_LOW, DATABASE_READY, INVALID_SPEC};
+use statuslist_crd::conditions::{CAPACITY_LOW, DATABASE_READY, FAILOVER_RESTORED, INVALID_SPEC};
 use statuslist_crd::{
     DeletionPolicy, FINALIZER, MANAGER, OWNER_ANNOTATION, StatusList, StatusListStatus,
 };
@@ -188,6 +188,14 @@ fn was_true(old: Option<&StatusListStatus>, type_: &str) -> bool {
     })
 }
 
+fn was_reason(old: Option<&StatusListStatus>, type_: &str, reason: &str) -> bool {
+    old.is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.reason == reason)
+    })
+}
+
 async fn apply(obj: Arc<DynamicObject>, ctx: &Context) -> Result<Action, Error> {
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
@@ -274,6 +282,35 @@ async fn apply(obj: Arc<DynamicObject>, ctx: &Context) -> Result<Action, Error> 
         )
         .await;
     }
+    if !report.sealed.is_empty() {
+        event(
+            ctx,
+            &obj,
+            EventType::Warning,
+            "ListsSealed",
+            format!(
+                "list(s) {} sealed: they were issuing before a failover (or restore) of the database, which may lack positions they handed out; fresh lists replace them",
+                report.sealed.join(", ")
+            ),
+        )
+        .await;
+    }
+    let mut restoring = false;
+    if let Some(f) = &report.failover {
+        let (_, reason, message) = core::failover_condition(f, now());
+        restoring = reason == "Restoring";
+        if reason == "Unrestorable" && !was_reason(old.as_ref(), FAILOVER_RESTORED, reason) {
+            tracing::error!(%namespace, %name, lists = %f.sealed.iter().map(|s| s.list.as_str()).collect::<Vec<_>>().join(","), "{message}");
+            event(
+                ctx,
+                &obj,
+                EventType::Warning,
+                "AcknowledgementsUnrestorable",
+                message,
+            )
+            .await;
+        }
+    }
     for id in &report.retired {
         distinct_event(
             ctx,
@@ -287,6 +324,9 @@ async fn apply(obj: Arc<DynamicObject>, ctx: &Context) -> Result<Action, Error> 
     // which also keeps the allocated and free counts of `kubectl get sl` fresh.
     Ok(Action::requeue(if report.needs_list() {
         Duration::from_secs(1)
+    } else if restoring {
+        // Until the workers that held leases have written back, or their time is up.
+        Duration::from_secs(10)
     } else {
         ctx.resync
     }))

@@ -5,7 +5,8 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use statuslist_crd::conditions::{
-    CAPACITY_LOW, DATABASE_READY, INVALID_SPEC, ISSUER_CONFLICT, READY,
+    CAPACITY_LOW, DATABASE_READY, FAILOVER_RESTORED, INVALID_SPEC, ISSUER_CONFLICT, READY,
+    REPLICATION_SYNCHRONOUS,
 };
 use statuslist_crd::{
     BITSTRING_MIN_ENTRIES, DeletionPolicy, Format, ListStatus, MAX_BASE_URI, MAX_CLIENT_ID,
@@ -14,6 +15,7 @@ use statuslist_crd::{
     StatusListSpec, StatusListStatus, Totals,
 };
 use statuslist_format::Bits;
+use statuslist_store::failover::{FailoverReport, Replication};
 use statuslist_store::pools::IssuerConflict;
 use statuslist_store::{
     Capacity, IssuerSpec, ListFormat, ListInfo, ListState, PoolSettings, PoolSpec, Store,
@@ -155,7 +157,17 @@ pub struct PoolReport {
     pub reclaimed: u64,
     pub capacity: Capacity,
     pub min_free_entries: u64,
+    /// Lists this pass sealed because they were issuing before a failover.
+    pub sealed: Vec<String>,
+    /// The pool's latest failover, if one ever sealed its lists.
+    pub failover: Option<FailoverReport>,
+    /// What the database shows of its replication (`None`: it could not be read).
+    pub replication: Option<Replication>,
 }
+
+/// How long after a failover the workers that held leases have to write their
+/// acknowledgements back before the ones that did not are reported.
+pub const RESTORE_GRACE_SECONDS: i64 = 60;
 
 impl PoolReport {
     pub fn capacity_low(&self) -> bool {
@@ -185,12 +197,32 @@ const PURGE_BUDGET: std::time::Duration = std::time::Duration::from_millis(500);
 /// leave what one would.
 pub async fn prepare(store: &Store, pool: &PoolSpec, now: i64) -> Result<PoolReport, StoreError> {
     let outcome = store.apply_pool(pool).await?;
+    // After a failover, before anything counts capacity: the lists issuing before it
+    // issue no more (every pool's, by whichever process gets there first).
+    let sealed: Vec<String> = store
+        .seal_past_incarnations()
+        .await?
+        .into_iter()
+        .filter(|(p, _)| p.as_deref() == Some(pool.name.as_str()))
+        .map(|(_, l)| l)
+        .collect();
     let reclaimed = store.reclaim_expired_leases().await?;
     let full = store.mark_full(&pool.name).await?;
     let retired = store.retire_expired(&pool.name, now).await?;
     store.drop_dead_partitions(PURGE_BUDGET).await?;
     let capacity = store.capacity(&pool.name).await?;
+    let failover = store.failover_report(&pool.name).await?;
+    let replication = match store.replication().await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::debug!(error = %e, "replication facts not read");
+            None
+        }
+    };
     Ok(PoolReport {
+        sealed,
+        failover,
+        replication,
         conflicts: outcome.conflicts,
         provisioned: Vec::new(),
         full,
@@ -432,6 +464,38 @@ pub fn status(
             generation,
         ),
     ];
+    let mut conditions = conditions;
+    if let Some(r) = &report.replication {
+        conditions.push(condition(
+            REPLICATION_SYNCHRONOUS,
+            r.synchronous,
+            if r.synchronous {
+                "Synchronous"
+            } else if r.standbys > 0 {
+                "Asynchronous"
+            } else {
+                "NoStandby"
+            },
+            r.describe(),
+            generation,
+        ));
+    } else if let Some(kept) = old.and_then(|o| {
+        o.conditions
+            .iter()
+            .find(|c| c.type_ == REPLICATION_SYNCHRONOUS)
+    }) {
+        conditions.push(kept.clone());
+    }
+    if let Some(f) = &report.failover {
+        let (ok, reason, message) = failover_condition(f, Timestamp::now().as_second());
+        conditions.push(condition(
+            FAILOVER_RESTORED,
+            ok,
+            reason,
+            message,
+            generation,
+        ));
+    }
     let old_conditions = old.map(|o| o.conditions.as_slice()).unwrap_or_default();
     StatusListStatus {
         observed_generation: generation,
@@ -439,6 +503,50 @@ pub fn status(
         lists,
         totals,
         reconciled_at: heartbeat(old, Timestamp::now()),
+    }
+}
+
+/// The `FailoverRestored` condition of a pool's latest failover at `now` (unix seconds):
+/// whether it holds, its reason and message.
+pub fn failover_condition(f: &FailoverReport, now: i64) -> (bool, &'static str, String) {
+    let sealed_at = f.sealed.iter().map(|s| s.sealed_at).min().unwrap_or(now);
+    let when = Timestamp::from_second(sealed_at)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let lists: Vec<&str> = f.sealed.iter().map(|s| s.list.as_str()).collect();
+    let unused: i64 = f.sealed.iter().map(|s| s.unused).sum();
+    let mut message = format!(
+        "failover at {when}: list(s) {} sealed ({unused} positions left unused); {} issuance(s) and {} revocation(s) written back",
+        lists.join(", "),
+        f.issuances_restored,
+        f.revocations_restored
+    );
+    let silent = f.silent();
+    let waiting = now - sealed_at < RESTORE_GRACE_SECONDS;
+    for (worker, lists) in &silent {
+        message.push_str(&format!(
+            "; worker {worker} held leases of {} and {}",
+            lists.join(", "),
+            if waiting {
+                "has not written back yet"
+            } else {
+                "did not write back: issuances and revocations it acknowledged shortly before the failover may be missing there"
+            }
+        ));
+    }
+    if f.unrestorable > 0 {
+        message.push_str(&format!(
+            "; {} acknowledgement(s) could not be written back (list(s) {})",
+            f.unrestorable,
+            f.unrestorable_lists.join(", ")
+        ));
+    }
+    if f.unrestorable > 0 || (!silent.is_empty() && !waiting) {
+        (false, "Unrestorable", message)
+    } else if !silent.is_empty() {
+        (false, "Restoring", message)
+    } else {
+        (true, "Restored", message)
     }
 }
 

@@ -191,6 +191,8 @@ pub(crate) struct Batcher<S: Statement> {
     in_flight: Arc<AtomicUsize>,
 }
 
+/// The lease must be held by the row's holder and claim, unexpired, and claimed in the
+/// database's current incarnation (a lease of before a failover issues nothing after it).
 /// Each row's idempotency key first (a repeat of its `(client_id, jti)` inserts nothing),
 /// then its entry, routed to its list's partition: one statement, so both or neither.
 const INSERT_BATCH: &str = "
@@ -200,6 +202,7 @@ const INSERT_BATCH: &str = "
              AS r(lease_id, holder, token, idx, position, client_id, jti, status_expiry)
         JOIN leases le ON le.id = r.lease_id AND le.holder = r.holder AND le.token = r.token
             AND le.expires_at > now() AND r.position >= le.start_pos AND r.position < le.end_pos
+            AND le.incarnation = (SELECT statuslist_incarnation())
         ORDER BY le.id
         FOR KEY SHARE OF le),
     k AS (INSERT INTO issuance_keys (client_id, jti, list_id, idx)

@@ -110,6 +110,14 @@ impl Store {
                     }
                 };
                 if inserted {
+                    self.journal_issued(
+                        &lease.list.id,
+                        idx as i64,
+                        position as i64,
+                        &req.client_id,
+                        req.jti,
+                        req.status_expiry,
+                    );
                     return Ok(IssueOutcome {
                         list_id: lease.list.id.clone(),
                         uri: lease.list.uri.clone(),
@@ -150,6 +158,7 @@ impl Store {
                      SELECT le.list_id FROM leases le
                      WHERE le.id = $1 AND le.holder = $2 AND le.token = $3 AND le.expires_at > now()
                        AND $5 >= le.start_pos AND $5 < le.end_pos
+                       AND le.incarnation = statuslist_incarnation()
                      FOR KEY SHARE OF le),
                  k AS (INSERT INTO issuance_keys (client_id, jti, list_id, idx)
                        SELECT $6, $7, v.list_id, $4 FROM v
@@ -300,6 +309,7 @@ impl Store {
                 Ok(Some(at)) => {
                     // Committed: now the publishers may hear of it.
                     self.changes().changed(list_id);
+                    self.journal_revoked(list_id, idx, at);
                     return Ok(RevokeOutcome::Revoked { at });
                 }
                 Ok(None) => {}

@@ -105,6 +105,9 @@ pub(crate) async fn return_remainder(tx: &Transaction<'_>, ids: &[i64]) -> Resul
 /// The lease claim statements, built once: `$1` pool, `$2` holder, `$3` TTL seconds, and
 /// for the first `$4` a random point in [0, 1).
 ///
+/// Only lists provisioned in the database's current incarnation, and the lease takes it
+/// (issuance checks it): see [`crate::failover`].
+///
 /// One Active list of the pool with a free lease, at random (a pool has a few), and in it
 /// the first free lease at or after the random rank, wrapping around: one index descent
 /// on `leases_free_rank`, however many leases the list has. Only when that finds nothing
@@ -117,10 +120,11 @@ fn claim_statements() -> &'static [String; 3] {
             format!(
                 "WITH cl AS (SELECT l.id FROM lists l JOIN pools p ON p.name = l.pool
                              WHERE l.pool = $1 AND l.state = 'Active' AND p.issuing
+                               AND l.incarnation = statuslist_incarnation()
                                AND EXISTS (SELECT 1 FROM leases f WHERE f.list_id = l.id AND f.holder IS NULL)
                              ORDER BY random() LIMIT 1)
                  UPDATE leases le SET holder = $2, token = le.token + 1,
-                     expires_at = now() + make_interval(secs => $3)
+                     expires_at = now() + make_interval(secs => $3), incarnation = l.incarnation
                  FROM lists l
                  WHERE l.id = le.list_id AND le.id = ({pick})
                  RETURNING le.id AS lease_id, le.start_pos, le.end_pos, le.token, l.secret, {LIST_COLUMNS}"
@@ -140,6 +144,7 @@ fn claim_statements() -> &'static [String; 3] {
                  JOIN lists cl ON cl.id = c.list_id
                  JOIN pools p ON p.name = cl.pool
                  WHERE cl.pool = $1 AND cl.state = 'Active' AND p.issuing AND c.holder IS NULL
+                   AND cl.incarnation = statuslist_incarnation()
                  ORDER BY random() LIMIT 1
                  FOR UPDATE OF c SKIP LOCKED",
             ),
@@ -161,8 +166,21 @@ impl Store {
             if let Some(lease) = self.try_claim(pool, worker, ttl).await? {
                 return Ok(Some(lease));
             }
-            if self.reclaim_pool(Some(pool)).await? == 0 {
+            if self.reclaim_pool(Some(pool)).await? > 0
+                && let Some(lease) = self.try_claim(pool, worker, ttl).await?
+            {
+                return Ok(Some(lease));
+            }
+            // After a failover: the lists of the earlier incarnation are sealed here, and
+            // their pools given fresh ones, without waiting for the operator.
+            let sealed = self.seal_past_incarnations().await?;
+            if sealed.is_empty() {
                 return Ok(None);
+            }
+            let pools: std::collections::BTreeSet<&str> =
+                sealed.iter().filter_map(|(p, _)| p.as_deref()).collect();
+            for sealed_pool in pools {
+                self.ensure_capacity(sealed_pool).await?;
             }
             self.try_claim(pool, worker, ttl).await
         })

@@ -13,6 +13,7 @@
 mod batch;
 pub mod entries;
 mod error;
+pub mod failover;
 mod health;
 pub mod leases;
 pub mod lists;
@@ -109,6 +110,10 @@ pub struct Store {
     revoker: Arc<OnceLock<batch::Batcher<batch::Revoke>>>,
     /// Change notifications, sent after the revocations' commits; likewise.
     changes: Arc<OnceLock<notify::Changes>>,
+    /// The database incarnations this process's connections met (see [`failover`]).
+    incarnations: Arc<failover::Incarnations>,
+    /// A worker's acknowledgements a standby may not have yet (see [`failover`]).
+    journal: Arc<OnceLock<failover::Journal>>,
     /// Per dead list, the position up to which its idempotency keys are removed (see
     /// `drop_dead_partitions`).
     purged: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
@@ -250,13 +255,36 @@ impl Store {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        let incarnations = Arc::new(failover::Incarnations::default());
+        let seen = incarnations.clone();
         let pool = Pool::builder(manager)
-            .post_create(Hook::async_fn(|client, _| {
+            .post_create(Hook::async_fn(move |client, _| {
+                let seen = seen.clone();
                 Box::pin(async move {
                     client
                         .batch_execute(SESSION_SETTINGS)
                         .await
-                        .map_err(HookError::Backend)
+                        .map_err(HookError::Backend)?;
+                    // Never a standby (a multi-host URL without target_session_attrs, or a
+                    // Service that still points at one); and a new incarnation is noticed
+                    // by the first connection that meets it.
+                    let row = client
+                        .query_one(failover::INCARNATION_QUERY, &[])
+                        .await
+                        .map_err(HookError::Backend)?;
+                    let (standby, incarnation): (bool, Option<String>) = (
+                        row.try_get(0).map_err(HookError::Backend)?,
+                        row.try_get(1).map_err(HookError::Backend)?,
+                    );
+                    match incarnation {
+                        Some(incarnation) if !standby => {
+                            seen.observe(&incarnation);
+                            Ok(())
+                        }
+                        _ => Err(HookError::message(
+                            "the server is a standby (in recovery): the service needs the primary",
+                        )),
+                    }
                 })
             }))
             .max_size(config.max_connections)
@@ -278,6 +306,8 @@ impl Store {
             batcher: Arc::default(),
             revoker: Arc::default(),
             changes: Arc::default(),
+            incarnations,
+            journal: Arc::default(),
             purged: Arc::default(),
         })
     }

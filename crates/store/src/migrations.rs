@@ -36,6 +36,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         14,
         include_str!("../migrations/0014_revoke_plan_kept_notify_after_commit.sql"),
     ),
+    (
+        15,
+        include_str!("../migrations/0015_failover_incarnations.sql"),
+    ),
 ];
 
 /// The version the migrations bring the schema to.

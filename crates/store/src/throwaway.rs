@@ -45,7 +45,13 @@ pub fn find_bin_dir() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("PATH")
         && let Some(dir) = std::env::split_paths(&path).find(|d| has_tools(d))
     {
-        return Some(dir);
+        // Where `pg_ctl` really is (a link on PATH to the packaged binaries): the other
+        // tools (`pg_basebackup`) are there too.
+        return std::fs::canonicalize(dir.join("pg_ctl"))
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .filter(|d| has_tools(d))
+            .or(Some(dir));
     }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
@@ -100,29 +106,7 @@ impl PgServer {
                     .into(),
             )
         })?;
-        let dir = tempfile::Builder::new()
-            .prefix("statuslist-pg-")
-            .tempdir()
-            .map_err(|e| StoreError::Config(format!("cannot create a temporary directory: {e}")))?;
-        let run_as = is_root().then(|| "postgres".to_owned());
-        let owner = match &run_as {
-            Some(user) => {
-                let (uid, gid) = (id_of(user, "-u")?, id_of(user, "-g")?);
-                std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).map_err(|e| {
-                    StoreError::Config(format!("cannot hand the data directory to {user}: {e}"))
-                })?;
-                Some((uid, gid))
-            }
-            None => None,
-        };
-        let mut server = Self {
-            bin,
-            dir,
-            port: 0,
-            run_as,
-            running: false,
-            synchronous_commit: options.synchronous_commit,
-        };
+        let (mut server, owner) = Self::unstarted(bin, options.synchronous_commit)?;
         server.run(
             "initdb",
             &[
@@ -142,6 +126,83 @@ impl PgServer {
         server.port = free_port()?;
         server.start_again()?;
         Ok(server)
+    }
+
+    /// A server not initialised yet: its temporary directory (handed to the user it runs
+    /// as) and that user's ids.
+    fn unstarted(bin: PathBuf, synchronous_commit: bool) -> Result<(Self, Option<(u32, u32)>)> {
+        let dir = tempfile::Builder::new()
+            .prefix("statuslist-pg-")
+            .tempdir()
+            .map_err(|e| StoreError::Config(format!("cannot create a temporary directory: {e}")))?;
+        let run_as = is_root().then(|| "postgres".to_owned());
+        let owner = match &run_as {
+            Some(user) => {
+                let (uid, gid) = (id_of(user, "-u")?, id_of(user, "-g")?);
+                std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).map_err(|e| {
+                    StoreError::Config(format!("cannot hand the data directory to {user}: {e}"))
+                })?;
+                Some((uid, gid))
+            }
+            None => None,
+        };
+        let server = Self {
+            bin,
+            dir,
+            port: 0,
+            run_as,
+            running: false,
+            synchronous_commit,
+        };
+        Ok((server, owner))
+    }
+
+    /// A streaming standby of `primary` (`pg_basebackup -R`), started on a port of its
+    /// own, known to the primary by `name` (its `application_name`, what
+    /// `synchronous_standby_names` lists). It never waits for a standby of its own once
+    /// promoted (`synchronous_standby_names` cleared).
+    pub fn standby_of(primary: &PgServer, name: &str) -> Result<Self> {
+        let (mut server, _) = Self::unstarted(primary.bin.clone(), primary.synchronous_commit)?;
+        let port = primary.port.to_string();
+        server.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                &server.data_dir(),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ],
+        )?;
+        let conf = format!(
+            "\nprimary_conninfo = 'host=127.0.0.1 port={port} user=postgres application_name={name}'\nsynchronous_standby_names = ''\n"
+        );
+        let auto = server.dir.path().join("data/postgresql.auto.conf");
+        let mut text = std::fs::read_to_string(&auto)
+            .map_err(|e| StoreError::Config(format!("postgresql.auto.conf: {e}")))?;
+        text.push_str(&conf);
+        std::fs::write(&auto, text)
+            .map_err(|e| StoreError::Config(format!("postgresql.auto.conf: {e}")))?;
+        server.port = free_port()?;
+        server.start_again()?;
+        Ok(server)
+    }
+
+    /// Promotes a standby to primary (`pg_ctl promote`, waiting until it accepts writes).
+    pub fn promote(&mut self) -> Result<()> {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data_dir(), "-w", "-t", "60", "promote"],
+        )
     }
 
     fn configure(&self, options: &ServerOptions, owner: Option<(u32, u32)>) -> Result<()> {

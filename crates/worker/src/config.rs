@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use statuslist_format::SigningKey;
+use statuslist_store::failover::JournalConfig;
 use statuslist_store::{Store, StoreConfig};
 
 use crate::jwks::{JwksCache, JwksSettings};
@@ -70,6 +71,15 @@ pub struct WorkerArgs {
     /// Lease lifetime without renewal, in seconds (renewed every third of it).
     #[arg(long, env = "LEASE_TTL_SECONDS", default_value_t = 30)]
     pub lease_ttl_seconds: u64,
+    /// How long an acknowledged issuance or revocation is remembered, to be written back
+    /// after a failover, when the database does not show how far its standbys have
+    /// flushed (a role without `pg_monitor`): the longest replication delay to cover.
+    /// Where it does show it, a record goes as soon as every streaming standby has it.
+    #[arg(long, env = "JOURNAL_SECONDS", default_value_t = 60)]
+    pub journal_seconds: u64,
+    /// Acknowledgements remembered at most (about 80 bytes each); past it the oldest go.
+    #[arg(long, env = "JOURNAL_MAX_RECORDS", default_value_t = 1_000_000)]
+    pub journal_max_records: usize,
     /// Timeout of an issuer JWKS fetch, in milliseconds.
     #[arg(long, env = "JWKS_TIMEOUT_MS", default_value_t = 2000)]
     pub jwks_timeout_ms: u64,
@@ -168,6 +178,11 @@ impl WorkerArgs {
         keys.jwks_max_age = Duration::from_secs(self.jwks_max_age_seconds);
         keys.reload_every = Duration::from_secs(self.key_reload_seconds.max(1));
         let store = Store::start(&self.store_config())?;
+        store.enable_journal(JournalConfig {
+            worker: self.worker_id(),
+            retention: Duration::from_secs(self.journal_seconds),
+            max_records: self.journal_max_records,
+        });
         let metrics = Metrics::default();
         let leases = Arc::new(Leases::new(
             store.clone(),

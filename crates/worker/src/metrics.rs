@@ -32,6 +32,8 @@ pub struct Metrics {
     pub database_up: Gauge,
     /// Issuer JWKS fetches that failed ([`crate::jwks::JwksCache::failures`] shares it).
     pub jwks_fetch_failures: Counter,
+    /// Failovers and the journal ([`Metrics::failover`] sets them at each scrape).
+    failover: FailoverGauges,
     registry: Arc<Registry>,
 }
 
@@ -88,6 +90,7 @@ impl Default for Metrics {
             "1 while the database is usable (schema current, notification connection answering)",
             database_up.clone(),
         );
+        let failover = FailoverGauges::register(&mut registry);
         Self {
             requests,
             latency,
@@ -96,12 +99,93 @@ impl Default for Metrics {
             published,
             database_up,
             jwks_fetch_failures,
+            failover,
             registry: Arc::new(registry),
         }
     }
 }
 
+/// Gauges of what the store knows of failovers and replication.
+#[derive(Clone, Default)]
+struct FailoverGauges {
+    failovers: Gauge,
+    journal: Gauge,
+    synchronous: Gauge,
+    standbys: Gauge,
+    lag: Gauge,
+    acknowledgements: Family<AckLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct AckLabels {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+impl FailoverGauges {
+    fn register(registry: &mut Registry) -> Self {
+        let g = Self::default();
+        registry.register(
+            "failovers_seen",
+            "Changes of database incarnation (promotion, restore) this worker's connections met",
+            g.failovers.clone(),
+        );
+        registry.register(
+            "failover_journal_records",
+            "Acknowledged issuances and revocations remembered until a standby is known to have them",
+            g.journal.clone(),
+        );
+        registry.register(
+            "database_replication_synchronous",
+            "1 when every commit waits for a standby (synchronous_standby_names and synchronous_commit), else 0",
+            g.synchronous.clone(),
+        );
+        registry.register(
+            "database_standbys",
+            "Standbys streaming from the primary",
+            g.standbys.clone(),
+        );
+        registry.register(
+            "database_replication_lag_bytes",
+            "Largest distance between the primary's WAL and a standby's flush position (-1: not visible to this role, or no standby)",
+            g.lag.clone(),
+        );
+        registry.register(
+            "failover_acknowledgements",
+            "Acknowledgements this worker wrote back after failovers, by kind and outcome (restored, present, unrestorable)",
+            g.acknowledgements.clone(),
+        );
+        g
+    }
+}
+
 impl Metrics {
+    /// Sets the failover and replication gauges from what the store knows.
+    pub fn failover(&self, stats: &statuslist_store::failover::FailoverStats) {
+        let g = &self.failover;
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        g.failovers.set(n(stats.failovers));
+        g.journal.set(n(stats.journal_records as u64));
+        if let Some(r) = &stats.replication {
+            g.synchronous.set(i64::from(r.synchronous));
+            g.standbys.set(r.standbys);
+            g.lag.set(r.lag_bytes.unwrap_or(-1));
+        }
+        let r = &stats.restored;
+        for (kind, outcome, v) in [
+            ("issuance", "restored", r.issuances_restored),
+            ("issuance", "present", r.issuances_present),
+            ("issuance", "unrestorable", r.issuances_unrestorable),
+            ("revocation", "restored", r.revocations_restored),
+            ("revocation", "present", r.revocations_present),
+            ("revocation", "unrestorable", r.revocations_unrestorable),
+        ] {
+            g.acknowledgements
+                .get_or_create(&AckLabels { kind, outcome })
+                .set(n(v));
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.

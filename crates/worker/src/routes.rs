@@ -386,6 +386,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .metrics
         .database_up
         .set(i64::from(database_up(&state).is_ok()));
+    state.metrics.failover(&state.store.failover_stats());
     (
         [(
             header::CONTENT_TYPE,
