@@ -296,6 +296,17 @@ async fn apply(obj: Arc<DynamicObject>, ctx: &Context) -> Result<Action, Error> 
         .await;
     }
     let mut restoring = false;
+    let label = crate::metrics::StatusListLabel {
+        statuslist: format!("{namespace}/{name}"),
+    };
+    let unrestored = report
+        .failover
+        .as_ref()
+        .map_or(0, |f| core::unrestored_lists(f, now()).len());
+    ctx.metrics
+        .failover_unrestored_lists
+        .get_or_create(&label)
+        .set(unrestored as i64);
     if let Some(f) = &report.failover {
         let (_, reason, message) = core::failover_condition(f, now());
         restoring = reason == "Restoring";

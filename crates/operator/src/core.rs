@@ -550,6 +550,21 @@ pub fn failover_condition(f: &FailoverReport, now: i64) -> (bool, &'static str, 
     }
 }
 
+/// The lists of a failover whose acknowledgements may be missing at `now`: those a
+/// worker held leases of and did not write back within the grace time, and those an
+/// acknowledgement could not be written back to.
+pub fn unrestored_lists(f: &FailoverReport, now: i64) -> Vec<&str> {
+    let mut lists: std::collections::BTreeSet<&str> =
+        f.unrestorable_lists.iter().map(String::as_str).collect();
+    for s in &f.sealed {
+        let silent = s.holders.iter().any(|h| !s.restored_by.contains(h));
+        if silent && now - s.sealed_at >= RESTORE_GRACE_SECONDS {
+            lists.insert(s.list.as_str());
+        }
+    }
+    lists.into_iter().collect()
+}
+
 /// How often `reconciledAt` is refreshed while nothing else changes: often enough that an
 /// age over twice this means no operator runs, rarely enough that the status is not
 /// written (and the resource's watchers woken) on every periodic pass.

@@ -259,10 +259,15 @@ impl Journal {
         }
     }
 
-    /// Notes that every record so far was committed before the WAL reached `at`.
-    fn mark(&self, at: u64) {
+    /// The sequence number the next record gets.
+    fn sequence(&self) -> u64 {
+        self.lock().next_seq
+    }
+
+    /// Notes that every record below `seq` (taken before `at` was read) was committed
+    /// before the WAL reached `at`.
+    fn mark(&self, at: u64, seq: u64) {
         let mut inner = self.lock();
-        let seq = inner.next_seq;
         inner.marks.push_back((at, seq));
         // One mark a second: a minute of them at most.
         while inner.marks.len() > 64 {
@@ -520,6 +525,9 @@ impl Store {
                     }
                 }
                 _ = tick.tick() => {
+                    // Taken before the WAL position is read: every record below it was
+                    // acknowledged, hence committed, before that position.
+                    let seq = self.journal.get().map(Journal::sequence);
                     let Ok(r) = self.replication().await else {
                         continue;
                     };
@@ -538,8 +546,8 @@ impl Store {
                         }
                     }
                     if let Some(j) = self.journal.get() {
-                        if let Some(at) = r.current_lsn {
-                            j.mark(at);
+                        if let (Some(at), Some(seq)) = (r.current_lsn, seq) {
+                            j.mark(at, seq);
                         }
                         match r.flushed_lsn {
                             Some(flushed) => j.replicated(flushed),
@@ -899,9 +907,11 @@ mod tests {
         let j = Journal::new(config(100));
         j.revoked("000000000001", 1, 10);
         j.revoked("000000000001", 2, 10);
-        j.mark(100);
+        let seq = j.sequence();
+        // Acknowledged after the position was read: kept past it.
         j.revoked("000000000001", 3, 10);
-        j.mark(200);
+        j.mark(100, seq);
+        j.mark(200, j.sequence());
         j.replicated(150);
         let (records, _) = j.snapshot();
         assert_eq!(records.iter().map(|r| r.idx).collect::<Vec<_>>(), [3]);
