@@ -319,6 +319,8 @@ pub struct Replication {
     /// The primary's WAL position and the lowest flush position of the standbys.
     current_lsn: Option<u64>,
     flushed_lsn: Option<u64>,
+    /// The primary's incarnation, as its connections read it when opened.
+    incarnation: String,
 }
 
 impl Replication {
@@ -327,20 +329,17 @@ impl Replication {
         self.standbys > 0 && !self.synchronous
     }
 
-    /// One line for a log or a condition.
+    /// One line for a log or a condition: the mode and the standbys, not the lag (which
+    /// moves all the time; it is a metric), so that a condition's message stays put.
     pub fn describe(&self) -> String {
-        let lag = self
-            .lag_bytes
-            .map(|b| format!(", lag {b} bytes"))
-            .unwrap_or_default();
         if self.synchronous {
             format!(
-                "synchronous (synchronous_standby_names '{}', synchronous_commit {}), {} standby(s) streaming{lag}",
+                "synchronous (synchronous_standby_names '{}', synchronous_commit {}), {} standby(s) streaming",
                 self.synchronous_standby_names, self.synchronous_commit, self.standbys
             )
         } else if self.standbys > 0 {
             format!(
-                "asynchronous: {} standby(s) stream but no commit waits for one (synchronous_standby_names '{}', synchronous_commit {}): a failover can lose acknowledged writes{lag}",
+                "asynchronous: {} standby(s) stream but no commit waits for one (synchronous_standby_names '{}', synchronous_commit {}): a failover can lose acknowledged writes",
                 self.standbys, self.synchronous_standby_names, self.synchronous_commit
             )
         } else {
@@ -531,6 +530,9 @@ impl Store {
                     let Ok(r) = self.replication().await else {
                         continue;
                     };
+                    // Also read here: connections kept open across a failover (a pooler
+                    // in front of the server) never open anew to notice it.
+                    self.incarnations.observe(&r.incarnation);
                     let before = self
                         .incarnations
                         .replication
@@ -573,7 +575,9 @@ impl Store {
                             (SELECT count(*) FROM pg_stat_replication WHERE application_name IS DISTINCT FROM 'pg_basebackup'),
                             (SELECT max(pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn))::bigint FROM pg_stat_replication),
                             pg_current_wal_lsn()::text,
-                            (SELECT min(flush_lsn) FROM pg_stat_replication)::text",
+                            (SELECT min(flush_lsn) FROM pg_stat_replication)::text,
+                            (SELECT system_identifier FROM pg_control_system())::text || '/'
+                                || ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint::text",
                     &[],
                 )
                 .await?;
@@ -589,6 +593,7 @@ impl Store {
                 lag_bytes: row.try_get(3)?,
                 current_lsn: row.try_get::<_, Option<String>>(4)?.as_deref().and_then(lsn),
                 flushed_lsn: row.try_get::<_, Option<String>>(5)?.as_deref().and_then(lsn),
+                incarnation: row.try_get(6)?,
             })
         })
         .await
