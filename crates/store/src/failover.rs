@@ -91,7 +91,7 @@ pub struct JournalConfig {
     pub worker: String,
     /// How long an acknowledgement is kept when no standby's position is known.
     pub retention: Duration,
-    /// Records kept at most (about 80 bytes each); the oldest go first.
+    /// Records kept at most (about 100 bytes each); the oldest go first.
     pub max_records: usize,
 }
 
@@ -893,6 +893,16 @@ mod tests {
             retention: Duration::from_secs(3600),
             max_records: max,
         }
+    }
+
+    #[test]
+    fn a_record_is_about_a_hundred_bytes() {
+        // What the documentation of JOURNAL_MAX_RECORDS says.
+        assert!(
+            std::mem::size_of::<Record>() <= 100,
+            "{}",
+            std::mem::size_of::<Record>()
+        );
     }
 
     #[test]

@@ -77,7 +77,7 @@ pub struct WorkerArgs {
     /// Where it does show it, a record goes as soon as every streaming standby has it.
     #[arg(long, env = "JOURNAL_SECONDS", default_value_t = 60)]
     pub journal_seconds: u64,
-    /// Acknowledgements remembered at most (about 80 bytes each); past it the oldest go.
+    /// Acknowledgements remembered at most (about 100 bytes each); past it the oldest go.
     #[arg(long, env = "JOURNAL_MAX_RECORDS", default_value_t = 1_000_000)]
     pub journal_max_records: usize,
     /// Timeout of an issuer JWKS fetch, in milliseconds.
