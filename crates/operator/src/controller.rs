@@ -299,25 +299,30 @@ async fn apply(obj: Arc<DynamicObject>, ctx: &Context) -> Result<Action, Error> 
     let label = crate::metrics::StatusListLabel {
         statuslist: format!("{namespace}/{name}"),
     };
-    let unrestored = report
+    let unrestored: Vec<&str> = report
         .failover
         .as_ref()
-        .map_or(0, |f| core::unrestored_lists(f, now()).len());
+        .map(|f| core::unrestored_lists(f, now()))
+        .unwrap_or_default();
     ctx.metrics
         .failover_unrestored_lists
         .get_or_create(&label)
-        .set(unrestored as i64);
-    if let Some(f) = &report.failover {
-        let (_, reason, message) = core::failover_condition(f, now());
-        restoring = reason == "Restoring";
-        if reason == "Unrestorable" && !was_reason(old.as_ref(), FAILOVER_RESTORED, reason) {
-            tracing::error!(%namespace, %name, lists = %f.sealed.iter().map(|s| s.list.as_str()).collect::<Vec<_>>().join(","), "{message}");
+        .set(unrestored.len() as i64);
+    // What the status just written says of the latest failover.
+    if let Some(c) = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == FAILOVER_RESTORED)
+    {
+        restoring = c.reason == "Restoring";
+        if c.reason == "Unrestorable" && !was_reason(old.as_ref(), FAILOVER_RESTORED, &c.reason) {
+            tracing::error!(%namespace, %name, lists = %unrestored.join(","), "{}", c.message);
             event(
                 ctx,
                 &obj,
                 EventType::Warning,
                 "AcknowledgementsUnrestorable",
-                message,
+                c.message.clone(),
             )
             .await;
         }

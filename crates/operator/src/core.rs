@@ -522,7 +522,7 @@ pub fn failover_condition(f: &FailoverReport, now: i64) -> (bool, &'static str, 
         f.revocations_restored
     );
     let silent = f.silent();
-    let waiting = now - sealed_at < RESTORE_GRACE_SECONDS;
+    let waiting = restoring(f, now);
     for (worker, lists) in &silent {
         message.push_str(&format!(
             "; worker {worker} held leases of {} and {}",
@@ -556,13 +556,17 @@ pub fn failover_condition(f: &FailoverReport, now: i64) -> (bool, &'static str, 
 pub fn unrestored_lists(f: &FailoverReport, now: i64) -> Vec<&str> {
     let mut lists: std::collections::BTreeSet<&str> =
         f.unrestorable_lists.iter().map(String::as_str).collect();
-    for s in &f.sealed {
-        let silent = s.holders.iter().any(|h| !s.restored_by.contains(h));
-        if silent && now - s.sealed_at >= RESTORE_GRACE_SECONDS {
-            lists.insert(s.list.as_str());
-        }
+    if !restoring(f, now) {
+        lists.extend(f.silent().into_iter().flat_map(|(_, l)| l));
     }
     lists.into_iter().collect()
+}
+
+/// Whether the workers still have time to write back ([`RESTORE_GRACE_SECONDS`] from
+/// the failover's first seal).
+fn restoring(f: &FailoverReport, now: i64) -> bool {
+    let sealed_at = f.sealed.iter().map(|s| s.sealed_at).min().unwrap_or(now);
+    now - sealed_at < RESTORE_GRACE_SECONDS
 }
 
 /// How often `reconciledAt` is refreshed while nothing else changes: often enough that an

@@ -576,8 +576,7 @@ impl Store {
                             (SELECT max(pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn))::bigint FROM pg_stat_replication),
                             pg_current_wal_lsn()::text,
                             (SELECT min(flush_lsn) FROM pg_stat_replication)::text,
-                            (SELECT system_identifier FROM pg_control_system())::text || '/'
-                                || ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint::text",
+                            statuslist_incarnation()",
                     &[],
                 )
                 .await?;
@@ -632,6 +631,18 @@ impl Store {
         .await
     }
 
+    /// [`Store::seal_past_incarnations`], then a fresh list for each pool that had one
+    /// sealed, so that issuance resumes without waiting for the operator.
+    pub(crate) async fn seal_and_replace(&self) -> Result<Vec<(Option<String>, String)>> {
+        let sealed = self.seal_past_incarnations().await?;
+        let pools: std::collections::BTreeSet<&str> =
+            sealed.iter().filter_map(|(p, _)| p.as_deref()).collect();
+        for pool in pools {
+            self.ensure_capacity(pool).await?;
+        }
+        Ok(sealed)
+    }
+
     /// After a failover: seals the lists of earlier incarnations (and provisions their
     /// pools' replacements), then writes back every journaled acknowledgement the new
     /// primary lacks, and records what it did (`failover_restores`).
@@ -639,14 +650,11 @@ impl Store {
         let Some(journal) = self.journal.get() else {
             return Ok(Restored::default());
         };
-        let mut done = Restored::default();
-        let sealed = self.seal_past_incarnations().await?;
-        let pools: std::collections::BTreeSet<String> =
-            sealed.iter().filter_map(|(p, _)| p.clone()).collect();
-        for pool in pools {
-            self.ensure_capacity(&pool).await?;
-        }
-        done.sealed = sealed.into_iter().map(|(_, l)| l).collect();
+        let sealed = self.seal_and_replace().await?;
+        let mut done = Restored {
+            sealed: sealed.into_iter().map(|(_, l)| l).collect(),
+            ..Restored::default()
+        };
         let (records, overflowed) = journal.snapshot();
         done.overflowed = overflowed;
         let mut unrestorable = std::collections::BTreeSet::new();

@@ -173,14 +173,8 @@ impl Store {
             }
             // After a failover: the lists of the earlier incarnation are sealed here, and
             // their pools given fresh ones, without waiting for the operator.
-            let sealed = self.seal_past_incarnations().await?;
-            if sealed.is_empty() {
+            if self.seal_and_replace().await?.is_empty() {
                 return Ok(None);
-            }
-            let pools: std::collections::BTreeSet<&str> =
-                sealed.iter().filter_map(|(p, _)| p.as_deref()).collect();
-            for sealed_pool in pools {
-                self.ensure_capacity(sealed_pool).await?;
             }
             self.try_claim(pool, worker, ttl).await
         })
