@@ -112,7 +112,7 @@ pub(crate) struct RevokeRow {
 /// changed nothing (already revoked, absent, another client's: the caller looks).
 pub(crate) struct Revoke;
 
-/// One call of `statuslist_revoke` (migration 8, planned once per connection since 14):
+/// One call of `statuslist_revoke` (planned once per connection):
 /// the lists locked in id order, then the revocations appended, each touched list's
 /// version and count moved once per batch (one list-row lock and one commit per batch,
 /// not per revocation); the store notifies the lists that changed after the commit. Each
@@ -164,7 +164,7 @@ async fn revoke_rows(
     for row in client
         .query(
             &stmt,
-            // No channel: the store notifies after the commit (migration 14).
+            // No channel: the store notifies after the commit.
             &[&uris, &idxs, &clients, &None::<&str>],
         )
         .await?

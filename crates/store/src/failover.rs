@@ -3,7 +3,7 @@
 //! - **Incarnations.** Every connection, when opened, reads the database's incarnation
 //!   (system identifier and WAL timeline) and refuses a server in recovery. A list is
 //!   claimable only in the incarnation it was provisioned in, and a lease issues only in the
-//!   incarnation it was claimed in (both checked inside the statements, migration 15): after
+//!   incarnation it was claimed in (both checked inside the statements): after
 //!   a promotion or a restore, no position that may have been handed out before is handed
 //!   out again, whatever was replicated. The lists left Active by an earlier incarnation are
 //!   sealed and replaced ([`Store::seal_past_incarnations`]).

@@ -172,7 +172,7 @@ const PURGE_CHUNK: i64 = 20_000;
 /// it meanwhile) before giving up until the next sweep.
 const DROP_LOCK_TIMEOUT: &str = "500ms";
 
-/// The partition of `entries` holding list `id`'s entries (migration 10).
+/// The partition of `entries` holding list `id`'s entries (see migrations/0015_schema.sql).
 fn partition_of(id: &str) -> Result<String> {
     if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(StoreError::Corrupt(format!("not a list id: {id:?}")));
@@ -215,7 +215,7 @@ const CAPACITY_QUERY: &str = "
 /// over Active lists only, without the per-list counts): what provisioning decides on.
 /// The held leases are counted apart from the others, so that the per-lease count runs
 /// for the few held leases only, not for every lease of the pool. Each count reads one
-/// list's partition, planned alone (`statuslist_entries_in`, migration 12): a subquery
+/// list's partition, planned alone (`statuslist_entries_in`): a subquery
 /// on `entries` correlated on the lease would be planned over every partition there is.
 const FREE_QUERY: &str = "
     SELECT EXISTS (SELECT 1 FROM lists WHERE pool = $1 AND state = 'Active'),

@@ -5,51 +5,17 @@ use deadpool_postgres::Object;
 
 use crate::Result;
 
-/// `(version, sql)`, in order. Never edit a shipped migration: add the next one.
-const MIGRATIONS: &[(i32, &str)] = &[
-    (1, include_str!("../migrations/0001_init.sql")),
-    (2, include_str!("../migrations/0002_resource_identity.sql")),
-    (3, include_str!("../migrations/0003_publish_claims.sql")),
-    (4, include_str!("../migrations/0004_key_lifetimes.sql")),
-    (5, include_str!("../migrations/0005_entry_changes.sql")),
-    (6, include_str!("../migrations/0006_revoked_index.sql")),
-    (
-        7,
-        include_str!("../migrations/0007_drop_redundant_revoked_index.sql"),
-    ),
-    (8, include_str!("../migrations/0008_revocations.sql")),
-    (9, include_str!("../migrations/0009_work_not_data.sql")),
-    (10, include_str!("../migrations/0010_entries_by_list.sql")),
-    (
-        11,
-        include_str!("../migrations/0011_drop_entry_issued_at.sql"),
-    ),
-    (
-        12,
-        include_str!("../migrations/0012_one_partition_per_lookup.sql"),
-    ),
-    (
-        13,
-        include_str!("../migrations/0013_revoke_without_partition_planning.sql"),
-    ),
-    (
-        14,
-        include_str!("../migrations/0014_revoke_plan_kept_notify_after_commit.sql"),
-    ),
-    (
-        15,
-        include_str!("../migrations/0015_failover_incarnations.sql"),
-    ),
-];
+/// The schema every database starts from: version 15 (the current schema, in one file).
+/// A database holding only earlier versions was made by a build from before the baseline
+/// and is refused (nothing released used them).
+const BASELINE: i32 = 15;
+
+/// `(version, sql)`, in order: the baseline, then the migrations since. Never edit a
+/// shipped migration: add the next one.
+const MIGRATIONS: &[(i32, &str)] = &[(BASELINE, include_str!("../migrations/0015_schema.sql"))];
 
 /// The version the migrations bring the schema to.
 pub(crate) const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
-
-/// The SQL of migration `version`.
-#[cfg(feature = "testing")]
-pub(crate) fn sql(version: i32) -> Option<&'static str> {
-    MIGRATIONS.iter().find(|m| m.0 == version).map(|m| m.1)
-}
 
 /// Advisory lock key: "statusls" in ASCII.
 const LOCK_KEY: i64 = 0x7374_6174_7573_6c73;
@@ -91,6 +57,16 @@ async fn apply(client: &mut Object) -> Result<()> {
     {
         return Err(crate::StoreError::Config(format!(
             "database schema version {newest} is newer than this binary knows; upgrade the binary"
+        )));
+    }
+    if let Some(oldest) = applied.first()
+        && *oldest < BASELINE
+        && !applied.contains(&BASELINE)
+    {
+        return Err(crate::StoreError::Config(format!(
+            "database schema version {} predates the baseline schema (version {BASELINE}) and \
+             cannot be migrated: it was made by an unreleased build; recreate the database",
+            applied.last().copied().unwrap_or(*oldest)
         )));
     }
     let mut newly = Vec::new();

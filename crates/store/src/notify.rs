@@ -95,7 +95,7 @@ impl Store {
     }
 }
 
-/// Change notifications sent after the commit (see migration 14: a notification sent
+/// Change notifications sent after the commit (see `statuslist_revoke`: a notification sent
 /// in the revoking transaction holds a database-wide lock through that transaction's WAL
 /// flush, so every notifying commit waits for the one before it). Each changed list is
 /// queued; one task sends what has gathered, in one statement whose transaction writes

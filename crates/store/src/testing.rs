@@ -151,12 +151,6 @@ pub async fn session_setting(store: &crate::Store, name: &str) -> String {
         .get(0)
 }
 
-/// The SQL of shipped migration `version`, for tests of a migration's effect on data
-/// written under the schema before it.
-pub fn migration_sql(version: i32) -> &'static str {
-    crate::migrations::sql(version).expect("a shipped migration")
-}
-
 #[cfg(test)]
 mod tests {
     use super::with_database;

@@ -287,195 +287,6 @@ async fn deletion_policies() {
     assert_eq!(db.count("SELECT count(*) FROM issuance_keys").await, 0);
 }
 
-/// Migration 10 moves every entry into its list's partition and every (client_id, jti)
-/// into `issuance_keys`; a live list without entries gets its (empty) partition too.
-#[tokio::test]
-async fn migration_10_partitions_entries_by_list() {
-    let db = TestDb::new().await;
-    let client = schema_at(&db, 9).await;
-    client
-        .batch_execute(
-            "INSERT INTO lists (id, uri, format, bits, size, secret, state)
-                 VALUES ('0123456789AB', 'https://s.example/t/0123456789AB', 'Token', 2, 100,
-                         '\\x00112233445566778899aabbccddeeff', 'Full'),
-                        ('ABCDEF012345', 'https://s.example/t/ABCDEF012345', 'Token', 2, 100,
-                         '\\x00112233445566778899aabbccddeeff', 'Active'),
-                        ('FEDCBA987654', 'https://s.example/t/FEDCBA987654', 'Token', 2, 100,
-                         '\\x00112233445566778899aabbccddeeff', 'Retired');
-             INSERT INTO entries (list_id, idx, position, client_id, jti, status_expiry)
-             VALUES ('0123456789AB', 7, 0, 'c', '00000000-0000-4000-8000-000000000001', 1),
-                    ('0123456789AB', 8, 1, 'c', '00000000-0000-4000-8000-000000000002', 2),
-                    ('ABCDEF012345', 3, 0, 'd', '00000000-0000-4000-8000-000000000001', 3);",
-        )
-        .await
-        .expect("rows at schema 9");
-    client
-        .batch_execute(statuslist_store::testing::migration_sql(10))
-        .await
-        .expect("migration 10");
-    let rows: Vec<(String, i64, i64, String, String)> = client
-        .query(
-            "SELECT e.list_id, e.idx, e.status_expiry, e.client_id, e.tableoid::regclass::text
-             FROM entries e ORDER BY e.list_id, e.idx",
-            &[],
-        )
-        .await
-        .expect("entries")
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
-        .collect();
-    assert_eq!(
-        rows,
-        vec![
-            (
-                "0123456789AB".into(),
-                7,
-                1,
-                "c".into(),
-                "entries_0123456789ab".into()
-            ),
-            (
-                "0123456789AB".into(),
-                8,
-                2,
-                "c".into(),
-                "entries_0123456789ab".into()
-            ),
-            (
-                "ABCDEF012345".into(),
-                3,
-                3,
-                "d".into(),
-                "entries_abcdef012345".into()
-            ),
-        ]
-    );
-    let keys: Vec<(String, String, String, i64)> = client
-        .query(
-            "SELECT client_id, jti::text, list_id, idx FROM issuance_keys ORDER BY client_id, jti",
-            &[],
-        )
-        .await
-        .expect("keys")
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect();
-    assert_eq!(
-        keys,
-        vec![
-            (
-                "c".into(),
-                "00000000-0000-4000-8000-000000000001".into(),
-                "0123456789AB".into(),
-                7
-            ),
-            (
-                "c".into(),
-                "00000000-0000-4000-8000-000000000002".into(),
-                "0123456789AB".into(),
-                8
-            ),
-            (
-                "d".into(),
-                "00000000-0000-4000-8000-000000000001".into(),
-                "ABCDEF012345".into(),
-                3
-            ),
-        ]
-    );
-    // One partition per live list, none for the retired one; each guards idx and position.
-    assert_eq!(
-        db.count("SELECT count(*) FROM pg_inherits WHERE inhparent = 'entries'::regclass")
-            .await,
-        2
-    );
-    let reused = client
-        .batch_execute(
-            "INSERT INTO entries (list_id, idx, position, client_id, jti, status_expiry)
-             VALUES ('0123456789AB', 9, 1, 'c', gen_random_uuid(), 1)",
-        )
-        .await;
-    assert!(reused.is_err(), "a position used twice");
-    let retired = client
-        .batch_execute(
-            "INSERT INTO entries (list_id, idx, position, client_id, jti, status_expiry)
-             VALUES ('FEDCBA987654', 1, 1, 'c', gen_random_uuid(), 1)",
-        )
-        .await;
-    assert!(retired.is_err(), "no partition for a retired list");
-}
-
-#[tokio::test]
-async fn migration_11_drops_the_entry_issuance_time_and_keeps_every_row() {
-    let db = TestDb::new().await;
-    let client = schema_at(&db, 10).await;
-    client
-        .batch_execute(
-            "INSERT INTO lists (id, uri, format, bits, size, secret, state)
-                 VALUES ('0123456789AB', 'https://s.example/t/0123456789AB', 'Token', 2, 100,
-                         '\\x00112233445566778899aabbccddeeff', 'Active');
-             SELECT statuslist_add_entries_partition('0123456789AB');
-             INSERT INTO entries (list_id, idx, position, client_id, jti, status_expiry)
-             VALUES ('0123456789AB', 7, 0, 'c', gen_random_uuid(), 1);",
-        )
-        .await
-        .expect("a row at schema 10");
-    client
-        .batch_execute(statuslist_store::testing::migration_sql(11))
-        .await
-        .expect("migration 11");
-    // The old partition keeps its row and takes new ones; a new partition has no such
-    // column at all.
-    client
-        .batch_execute(
-            "INSERT INTO lists (id, uri, format, bits, size, secret, state)
-                 VALUES ('ABCDEF012345', 'https://s.example/t/ABCDEF012345', 'Token', 2, 100,
-                         '\\x00112233445566778899aabbccddeeff', 'Active');
-             SELECT statuslist_add_entries_partition('ABCDEF012345');
-             INSERT INTO entries (list_id, idx, position, client_id, jti, status_expiry)
-             VALUES ('0123456789AB', 8, 1, 'c', gen_random_uuid(), 2),
-                    ('ABCDEF012345', 3, 0, 'd', gen_random_uuid(), 3);",
-        )
-        .await
-        .expect("rows at schema 11");
-    let rows: Vec<(String, i64, i64)> = client
-        .query(
-            "SELECT list_id, idx, status_expiry FROM entries ORDER BY list_id, idx",
-            &[],
-        )
-        .await
-        .expect("entries")
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    assert_eq!(
-        rows,
-        vec![
-            ("0123456789AB".into(), 7, 1),
-            ("0123456789AB".into(), 8, 2),
-            ("ABCDEF012345".into(), 3, 3),
-        ]
-    );
-    for table in ["entries", "entries_0123456789ab", "entries_abcdef012345"] {
-        let columns = db
-            .count(&format!(
-                "SELECT count(*) FROM pg_attribute WHERE attrelid = '{table}'::regclass
-                   AND attnum > 0 AND NOT attisdropped"
-            ))
-            .await;
-        assert_eq!(columns, 6, "{table}");
-    }
-    assert_eq!(
-        db.count(
-            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'entries_abcdef012345'::regclass
-               AND attnum > 0"
-        )
-        .await,
-        6,
-        "a partition created after the drop carries no dropped column"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_starts_migrate_once() {
     let db = TestDb::new().await;
@@ -580,71 +391,37 @@ async fn stale_generations_and_deleted_resources_are_refused() {
     assert!(db.store.pool("p").await.expect("read").is_some());
 }
 
-/// Migration 8 moves every revocation out of `entries` (status, revokedAt, the version it
-/// produced; a revocation from before migration 5 has no version: 0, "before any
-/// publisher's copy") and leaves the unrevoked entries as they were.
+/// The schema starts at its baseline (version 15): a database left by a build from before
+/// it (versions 1 to 14 applied) is refused with a clear error and left as it was, and so
+/// is one from a newer build.
 #[tokio::test]
-async fn migration_8_moves_revocations_out_of_entries() {
+async fn databases_from_before_the_baseline_or_a_newer_build_are_refused() {
     let db = TestDb::new().await;
-    let client = schema_at(&db, 7).await;
-    client
-        .batch_execute(
-            "INSERT INTO lists (id, uri, format, bits, size, secret, version)
-                 VALUES ('0123456789AB', 'https://s.example/t/0123456789AB', 'Token', 2, 100,
-                         '\\x00112233445566778899aabbccddeeff', 3);
-             INSERT INTO entries (list_id, idx, position, client_id, jti, status_expiry, status, revoked_at, changed_version)
-             VALUES ('0123456789AB', 7, 0, 'c', gen_random_uuid(), 1, 0, NULL, NULL),
-                    ('0123456789AB', 8, 1, 'c', gen_random_uuid(), 1, 1, '2026-01-02T03:04:05Z', 3),
-                    ('0123456789AB', 9, 2, 'c', gen_random_uuid(), 1, 1, '2026-01-01T00:00:00Z', NULL);",
-        )
-        .await
-        .expect("rows at schema 7");
-    client
-        .batch_execute(statuslist_store::testing::migration_sql(8))
-        .await
-        .expect("migration 8");
-    let rows: Vec<(i64, i16, i64, i64)> = client
-        .query(
-            "SELECT idx, status, extract(epoch FROM revoked_at)::bigint, version
-             FROM revocations ORDER BY idx",
-            &[],
-        )
-        .await
-        .expect("revocations")
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect();
-    assert_eq!(
-        rows,
-        vec![(8, 1, 1_767_323_045, 3), (9, 1, 1_767_225_600, 0)]
-    );
-    assert_eq!(db.count("SELECT count(*) FROM entries").await, 3);
-    assert_eq!(
-        db.count("SELECT revoked FROM lists").await,
-        2,
-        "counted per list"
-    );
-    let columns = db
-        .count(
-            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'entries'
-             AND column_name IN ('status', 'revoked_at', 'changed_version')",
-        )
-        .await;
-    assert_eq!(columns, 0, "the old revocation columns are gone");
-}
-
-/// A client of `db` with its schema emptied and migrations 1 to `version` applied.
-async fn schema_at(db: &TestDb, version: i32) -> tokio_postgres::Client {
-    let client = db.client().await;
-    client
-        .batch_execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
-        .await
-        .expect("empty schema");
-    for v in 1..=version {
+    let config = statuslist_store::testing::config(&db.url);
+    for (versions, expected) in [
+        ("(1), (2), (14)", "predates the baseline schema"),
+        ("(15), (99)", "newer than this binary knows"),
+    ] {
+        let client = db.client().await;
         client
-            .batch_execute(statuslist_store::testing::migration_sql(v))
+            .batch_execute(&format!(
+                "DROP SCHEMA public CASCADE; CREATE SCHEMA public;
+                 CREATE TABLE schema_migrations (version integer PRIMARY KEY,
+                     applied_at timestamptz NOT NULL DEFAULT now());
+                 INSERT INTO schema_migrations (version) VALUES {versions};"
+            ))
             .await
-            .unwrap_or_else(|e| panic!("migration {v}: {e}"));
+            .expect("an old schema");
+        let Err(err) = Store::connect(&config).await else {
+            panic!("{versions}: accepted");
+        };
+        let err = err.to_string();
+        assert!(err.contains(expected), "{versions}: {err}");
+        assert_eq!(
+            db.count("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+                .await,
+            1,
+            "{versions}: nothing created beside schema_migrations"
+        );
     }
-    client
 }
