@@ -46,3 +46,44 @@ fn every_test_security_md_names_exists() {
         );
     }
 }
+
+/// The README stays an entry point (at most 300 lines), and every relative link of the
+/// README, `docs/`, SECURITY.md and CHANGELOG.md names a file that exists.
+#[test]
+fn the_readme_is_short_and_every_relative_link_resolves() {
+    let root = repo_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    assert!(
+        readme.lines().count() <= 300,
+        "README.md has {} lines",
+        readme.lines().count()
+    );
+    let mut files = vec![
+        root.join("README.md"),
+        root.join("SECURITY.md"),
+        root.join("CHANGELOG.md"),
+    ];
+    for entry in std::fs::read_dir(root.join("docs")).expect("docs/") {
+        files.push(entry.expect("an entry").path());
+    }
+    let mut checked = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("a document");
+        for (_, rest) in text.match_indices("](").map(|(i, _)| text.split_at(i + 2)) {
+            let Some(end) = rest.find(')') else { continue };
+            let target = &rest[..end];
+            if target.contains("://") || target.starts_with('#') || target.starts_with("mailto:") {
+                continue;
+            }
+            let path = target.split('#').next().unwrap_or(target);
+            let dir = file.parent().expect("a folder");
+            assert!(
+                dir.join(path).exists(),
+                "{} links to {target}, which does not exist",
+                file.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} links checked");
+}

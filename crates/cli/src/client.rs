@@ -16,7 +16,7 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
-pub(crate) fn http() -> Result<reqwest::Client, String> {
+pub fn http() -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
@@ -136,7 +136,7 @@ async fn send(signer: &Signer, path: &str, claims: Value) -> Result<(), String> 
 }
 
 /// reqwest's message without the URL it repeats.
-pub(crate) fn without_url(e: &reqwest::Error) -> String {
+pub fn without_url(e: &reqwest::Error) -> String {
     let mut msg = e.to_string();
     if let Some(url) = e.url() {
         msg = msg.replace(&format!(" ({url})"), "");
@@ -171,7 +171,7 @@ pub async fn revoke(args: RevokeArgs) -> Result<(), String> {
 }
 
 /// `(origin, kind, id)` of a list URI.
-pub(crate) fn split_uri(uri: &str) -> Result<(&str, &str), String> {
+pub fn split_uri(uri: &str) -> Result<(&str, &str), String> {
     let bad = || format!("{uri} is not a status list URI (http(s)://host/.../t/ID or .../b/ID)");
     if !(uri.starts_with("https://") || uri.starts_with("http://")) {
         return Err(bad());

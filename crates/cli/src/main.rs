@@ -1,11 +1,11 @@
 //! `statuslist`: one binary for the service (`operator`, `worker`, `dev`) and its users
 //! (`issue`, `revoke`, `check`, `keygen`, `crd`).
 
-mod bench;
-mod client;
 mod dev;
 mod dev_issuer;
 mod manifests;
+
+use statuslist_cli::client;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,8 +44,6 @@ enum Command {
     /// Fetch a list, verify it against the service's JWKS, print the entry's status.
     /// Exit code: 0 VALID, 1 any other status, 2 error.
     Check(client::CheckArgs),
-    /// Drive load at a service from this process and print throughput and latency.
-    Bench(bench::BenchArgs),
     /// The chart's pre-delete guard: fails, naming them, while a StatusList of the
     /// release exists (and keeps the release deployed).
     UninstallCheck(manifests::UninstallCheckArgs),
@@ -91,7 +89,6 @@ async fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Keygen { key, jwks } => client::keygen(key, jwks),
-        Command::Bench(args) => bench::run(args).await,
         Command::UninstallCheck(args) => manifests::uninstall_check(args).await,
         Command::DevIssuer(args) => dev_issuer::run(args).await,
     };

@@ -1,4 +1,5 @@
-//! `statuslist bench`: a load generator that runs as its own process (so the server's
+//! `statuslist-bench`: the benchmarks' load generator, a binary of its own (not in the
+//! service's image). A load generator that runs as its own process (so the server's
 //! figures are not flattered by sharing its runtime). Request JWTs are signed before the
 //! clock starts (client crypto is not the server's cost); the run drives one kind of
 //! request at a fixed concurrency over keep-alive connections for a fixed time, and
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use clap::ValueEnum;
 use statuslist_format::SigningKey;
 
-use crate::client::{issue_claims, load_key, request_jwt, revoke_claims};
+use statuslist_cli::client::{issue_claims, load_key, request_jwt, revoke_claims};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -44,7 +45,10 @@ pub enum Mode {
     Claim,
 }
 
-#[derive(Debug, clap::Args)]
+/// Drive load at a service (or its database) from this process and print throughput and
+/// latency.
+#[derive(Debug, clap::Parser)]
+#[command(name = "statuslist-bench", version)]
 pub struct BenchArgs {
     #[arg(long, value_enum)]
     mode: Mode,
@@ -351,7 +355,7 @@ async fn fill(args: &BenchArgs) -> Result<Run, String> {
     let client_id = need(&args.client_id, "--client-id", args.mode)?.clone();
     let store = bench_store(args).await?;
     let left = Arc::new(std::sync::atomic::AtomicI64::new(args.requests as i64));
-    let expiry = crate::client::now() + 30 * 86_400;
+    let expiry = statuslist_cli::client::now() + 30 * 86_400;
     let started = Instant::now();
     let tasks: Vec<_> = (0..args.concurrency)
         .map(|k| {
@@ -445,8 +449,12 @@ async fn store_ops(args: &BenchArgs, duration: Duration) -> Result<Run, String> 
         })?;
         while started.elapsed() < duration {
             let t = Instant::now();
-            match statuslist_operator::core::reconcile_pool(&store, &pool, crate::client::now())
-                .await
+            match statuslist_operator::core::reconcile_pool(
+                &store,
+                &pool,
+                statuslist_cli::client::now(),
+            )
+            .await
             {
                 Ok(_) => {
                     run.latencies_us.push(t.elapsed().as_micros() as u64);
@@ -521,7 +529,19 @@ fn verify_ceiling(threads: usize, duration: Duration) -> Result<Run, String> {
     })
 }
 
-pub async fn run(args: BenchArgs) -> Result<(), String> {
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    use clap::Parser;
+    match run(BenchArgs::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("statuslist-bench: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: BenchArgs) -> Result<(), String> {
     let duration = Duration::from_secs_f64(args.seconds.max(0.1));
     if args.concurrency == 0 {
         return Err("--concurrency must be at least 1".into());
@@ -766,9 +786,10 @@ async fn visibility(args: &BenchArgs, duration: Duration) -> Result<Run, String>
                         continue;
                     };
                     loop {
-                        let status =
-                            crate::client::verified_status(&client, uri, &from, *idx, &jwks_url)
-                                .await;
+                        let status = statuslist_cli::client::verified_status(
+                            &client, uri, &from, *idx, &jwks_url,
+                        )
+                        .await;
                         if matches!(status, Ok(s) if s == statuslist_format::Status::INVALID) {
                             run.latencies_us.push(acked.elapsed().as_micros() as u64);
                             *run.statuses.entry(200).or_default() += 1;
