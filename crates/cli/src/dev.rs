@@ -13,9 +13,10 @@ use clap::Parser;
 use statuslist_format::SigningKey;
 use statuslist_format::keys::jwks;
 use statuslist_operator::core;
+use statuslist_process::LogFormat;
 use statuslist_store::throwaway::PgServer;
 use statuslist_store::{PoolSpec, Store, StoreConfig};
-use statuslist_worker::config::{LogFormat, WorkerArgs};
+use statuslist_worker::config::WorkerArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
@@ -50,7 +51,7 @@ fn program() -> String {
 }
 
 pub async fn run(args: DevArgs) -> Result<(), String> {
-    statuslist_worker::config::init_tracing(LogFormat::Text);
+    statuslist_process::init_tracing(LogFormat::Text);
     // Held until the end: dropping it stops the server and deletes its data.
     let mut server = None;
     let url = match &args.database_url {
@@ -118,17 +119,18 @@ async fn serve(args: &DevArgs, url: &str) -> Result<(), String> {
         |d| d.display().to_string(),
     );
     step(&format!("loading StatusLists from {source}"));
-    let pools: Vec<PoolSpec> = crate::manifests::read_manifests(args.manifests.as_deref())?
-        .into_iter()
-        .map(|(mut pool, _)| {
-            // The examples point at this machine: at the worker and demo issuer started here.
-            pool.settings.base_uri = worker_url.clone();
-            for i in &mut pool.issuers {
-                i.jwks_uri = jwks_url.clone();
-            }
-            pool
-        })
-        .collect();
+    let pools: Vec<PoolSpec> =
+        statuslist_operator::process::read_manifests(args.manifests.as_deref())?
+            .into_iter()
+            .map(|(mut pool, _)| {
+                // The examples point at this machine: at the worker and demo issuer started here.
+                pool.settings.base_uri = worker_url.clone();
+                for i in &mut pool.issuers {
+                    i.jwks_uri = jwks_url.clone();
+                }
+                pool
+            })
+            .collect();
     if pools.is_empty() {
         return Err(format!("no valid StatusList manifest in {source}"));
     }
@@ -244,7 +246,7 @@ async fn serve(args: &DevArgs, url: &str) -> Result<(), String> {
         "Lists: {worker_url}/t/{{ID}} and {worker_url}/b/{{ID}}; keys: {worker_url}/.well-known/jwks.json. Ctrl-C stops everything."
     );
 
-    statuslist_worker::config::shutdown_signal().await;
+    statuslist_process::shutdown_signal().await;
     step("stopping");
     let _ = stop_tx.send(());
     let _ = http.await;

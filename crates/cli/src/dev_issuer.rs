@@ -46,7 +46,7 @@ pub struct DevIssuerArgs {
     client_ids: Vec<String>,
     /// Log format (the chart passes its `logFormat`).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
-    log_format: statuslist_worker::config::LogFormat,
+    log_format: statuslist_process::LogFormat,
 }
 
 struct Issuer {
@@ -171,7 +171,7 @@ async fn check(State(issuer): State<Arc<Issuer>>, Query(which): Query<Which>) ->
 }
 
 pub async fn run(args: DevIssuerArgs) -> Result<(), String> {
-    statuslist_worker::config::init_tracing(args.log_format);
+    statuslist_process::init_tracing(args.log_format);
     if args.client_ids.is_empty() {
         return Err("at least one --client-id".into());
     }
@@ -204,7 +204,7 @@ pub async fn run(args: DevIssuerArgs) -> Result<(), String> {
         "demo issuer running: POST /issue, POST /revoke?uri=&idx=, GET /check?uri=&idx="
     );
     axum::serve(listener, app)
-        .with_graceful_shutdown(statuslist_worker::config::shutdown_signal())
+        .with_graceful_shutdown(statuslist_process::shutdown_signal())
         .await
         .map_err(|e| e.to_string())
 }

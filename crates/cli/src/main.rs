@@ -3,7 +3,6 @@
 
 mod dev;
 mod dev_issuer;
-mod manifests;
 
 use statuslist_cli::client;
 
@@ -26,7 +25,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the StatusList controller (against the Kubernetes API, or on manifest files).
-    Operator(manifests::OperatorArgs),
+    Operator(statuslist_operator::process::OperatorArgs),
     /// Run a worker: /issue, /revoke, the published lists, the publisher.
     Worker(Box<statuslist_worker::config::WorkerArgs>),
     /// Run everything on this machine: database, examples, worker, a demo issuer.
@@ -46,7 +45,7 @@ enum Command {
     Check(client::CheckArgs),
     /// The chart's pre-delete guard: fails, naming them, while a StatusList of the
     /// release exists (and keeps the release deployed).
-    UninstallCheck(manifests::UninstallCheckArgs),
+    UninstallCheck(statuslist_operator::process::UninstallCheckArgs),
     /// A demo issuer for development clusters: serves its JWKS, signs and forwards
     /// `/issue` and `/revoke` to the service.
     DevIssuer(dev_issuer::DevIssuerArgs),
@@ -65,10 +64,10 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Operator(args) => manifests::operator(args).await,
+        Command::Operator(args) => statuslist_operator::process::operator(args).await,
         Command::Worker(args) => {
-            statuslist_worker::config::init_tracing(args.log_format);
-            statuslist_worker::config::run(*args, statuslist_worker::config::shutdown_signal())
+            statuslist_process::init_tracing(args.log_format);
+            statuslist_worker::config::run(*args, statuslist_process::shutdown_signal())
                 .await
                 .map_err(|e| e.to_string())
         }
@@ -89,7 +88,7 @@ async fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Keygen { key, jwks } => client::keygen(key, jwks),
-        Command::UninstallCheck(args) => manifests::uninstall_check(args).await,
+        Command::UninstallCheck(args) => statuslist_operator::process::uninstall_check(args).await,
         Command::DevIssuer(args) => dev_issuer::run(args).await,
     };
     match result {

@@ -9,6 +9,7 @@ pub mod core;
 pub mod leader;
 pub mod manifests;
 pub mod metrics;
+pub mod process;
 pub mod uninstall;
 
 use std::sync::Arc;

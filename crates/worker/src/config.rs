@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use statuslist_format::SigningKey;
+use statuslist_process::LogFormat;
 use statuslist_store::failover::JournalConfig;
 use statuslist_store::{Store, StoreConfig};
 
@@ -16,12 +17,6 @@ use crate::metrics::Metrics;
 use crate::publisher::ArtifactCache;
 use crate::signing::SigningKeys;
 use crate::{AppState, Worker, router};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
 
 /// `statuslist worker`: answers issuers and verifiers, publishes lists.
 #[derive(Debug, Clone, Parser)]
@@ -207,26 +202,6 @@ impl WorkerArgs {
     }
 }
 
-pub fn init_tracing(format: LogFormat) {
-    // Dependencies speak at warn unless RUST_LOG says otherwise (tokio_postgres logs every
-    // server notice at info).
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(
-            "info,tokio_postgres=warn,deadpool=warn,hyper=warn,hyper_util=warn,reqwest=warn,rustls=warn,tower=warn",
-        )
-    });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match format {
-        // The enclosing spans once (`spans`), not also the innermost again (`span`).
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
-
 /// Runs a worker until `shutdown` resolves: stops accepting, finishes in-flight
 /// requests, stops the background tasks and releases the leases.
 pub async fn run(
@@ -267,20 +242,4 @@ pub async fn run(
     worker.shutdown().await;
     tracing::info!("worker stopped");
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
 }

@@ -4,6 +4,7 @@
 //! (the name sorting last: name keys by date, `2026-11.pem`) once verifiers have had time
 //! to see it. File names, unlike modification times, are the same in every pod.
 
+use statuslist_process::fingerprint;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -40,27 +41,6 @@ pub enum KeyError {
     Key(String, String),
     #[error("no signing key (*.pem) in {0}")]
     Empty(String),
-}
-
-/// What identifies a directory's content: names, modification times and sizes of its
-/// entries, links followed (a mounted Secret or ConfigMap update swaps the `..data` link,
-/// which changes them).
-pub fn fingerprint(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .map(|e| {
-            let m = std::fs::metadata(e.path()).ok();
-            (
-                e.path(),
-                m.as_ref().and_then(|m| m.modified().ok()),
-                m.map_or(0, |m| m.len()),
-            )
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 fn read_dir(dir: &Path) -> Result<Vec<Arc<SigningKey>>, KeyError> {

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::controller::Context;
+use crate::core;
+use crate::leader::{Election, Stop, serve};
+use crate::manifests::{FileScan, scan_dir, scan_text};
+use crate::metrics::Metrics;
 use statuslist_crd::DeletionPolicy;
-use statuslist_operator::controller::Context;
-use statuslist_operator::core;
-use statuslist_operator::leader::{Election, Stop, serve};
-use statuslist_operator::manifests::{FileScan, scan_dir, scan_text};
-use statuslist_operator::metrics::Metrics;
 use statuslist_store::{PoolSpec, Store, StoreConfig};
 
 #[derive(Debug, clap::Args)]
@@ -29,7 +29,7 @@ pub struct OperatorArgs {
     pub listen_addr: SocketAddr,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
-    pub log_format: statuslist_worker::config::LogFormat,
+    pub log_format: statuslist_process::LogFormat,
     /// Reported in Events as the instance and used as the leader-election identity;
     /// defaults to POD_NAME (a random name when neither is set).
     #[arg(long, env = "POD_NAME")]
@@ -199,7 +199,7 @@ pub async fn watch_manifests(
     }
     let (mut capacity, _listener) = store.listen(&[statuslist_store::notify::CHANNEL_CAPACITY]);
     loop {
-        let print = statuslist_worker::signing::fingerprint(&dir);
+        let print = statuslist_process::fingerprint(&dir);
         let due = if short {
             Duration::from_secs(1)
         } else {
@@ -235,7 +235,7 @@ pub async fn watch_manifests(
 }
 
 pub async fn operator(args: OperatorArgs) -> Result<(), String> {
-    statuslist_worker::config::init_tracing(args.log_format);
+    statuslist_process::init_tracing(args.log_format);
     // Started before the database answers: migrations are retried in the background.
     let store = Store::start(&StoreConfig::new(&args.database_url)).map_err(|e| e.to_string())?;
     if let Some(dir) = args.manifests {
@@ -244,12 +244,12 @@ pub async fn operator(args: OperatorArgs) -> Result<(), String> {
             store,
             dir,
             Duration::from_secs(30),
-            statuslist_worker::config::shutdown_signal(),
+            statuslist_process::shutdown_signal(),
         )
         .await;
         return Ok(());
     }
-    let stop = Stop::new(statuslist_worker::config::shutdown_signal());
+    let stop = Stop::new(statuslist_process::shutdown_signal());
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("Kubernetes client: {e}"))?;
@@ -269,7 +269,7 @@ pub async fn operator(args: OperatorArgs) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(args.listen_addr)
         .await
         .map_err(|e| format!("{}: {e}", args.listen_addr))?;
-    let app = statuslist_operator::router(ctx.clone());
+    let app = crate::router(ctx.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     tracing::info!(addr = %args.listen_addr, "operator running");
     tokio::select! {
@@ -306,8 +306,8 @@ pub struct ScopeArgs {
 impl ScopeArgs {
     /// The watched namespace (`None`: all) and this operator instance
     /// (`namespace/lease name`).
-    pub fn scope(&self) -> statuslist_operator::uninstall::Scope {
-        statuslist_operator::uninstall::Scope {
+    pub fn scope(&self) -> crate::uninstall::Scope {
+        crate::uninstall::Scope {
             namespace: self.watch_namespace.clone().filter(|n| !n.is_empty()),
             owner: format!("{}/{}", self.lease_namespace, self.lease_name),
         }
@@ -332,17 +332,12 @@ pub async fn uninstall_check(args: UninstallCheckArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("Kubernetes client: {e}"))?;
     let scope = args.scope.scope();
-    let remaining = statuslist_operator::uninstall::remaining(client.clone(), &scope)
+    let remaining = crate::uninstall::remaining(client.clone(), &scope)
         .await
         .map_err(|e| format!("listing StatusLists: {e}"))?;
-    if let Err(refusal) = statuslist_operator::uninstall::verdict(&remaining) {
+    if let Err(refusal) = crate::uninstall::verdict(&remaining) {
         if let Some(secret) = &args.helm_release_secret {
-            match statuslist_operator::uninstall::keep_deployed(
-                client,
-                &args.scope.lease_namespace,
-                secret,
-            )
-            .await
+            match crate::uninstall::keep_deployed(client, &args.scope.lease_namespace, secret).await
             {
                 Ok(()) => eprintln!(
                     "the release stays deployed: it can be upgraded, and uninstalled once the StatusLists are gone"
