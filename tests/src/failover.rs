@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use statuslist_devdb::{PgServer, ServerOptions};
 use statuslist_format::SigningKey;
 use statuslist_format::keys::jwks;
-use statuslist_store::throwaway::{PgServer, ServerOptions};
 
 use crate::envtest::eventually;
 use crate::process::Process;

@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::json;
+use statuslist_devdb::{PgServer, ServerOptions};
 use statuslist_format::keys::{Jwks, jwks};
 use statuslist_format::verify::{ListKind, verify_list};
 use statuslist_format::{SigningKey, Status};
-use statuslist_store::throwaway::{PgServer, ServerOptions};
 
 use crate::process::{Process, free_port};
 use crate::proxy::Proxy;
@@ -468,7 +468,7 @@ impl Cluster {
     }
 
     /// Runs `f` on the database server off the async threads.
-    async fn pg(self: &Arc<Self>, f: fn(&mut PgServer) -> statuslist_store::Result<()>) {
+    async fn pg(self: &Arc<Self>, f: fn(&mut PgServer) -> statuslist_devdb::Result<()>) {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut pg = this.pg.lock().expect("pg lock");

@@ -10,11 +10,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use clap::Parser;
+use statuslist_devdb::PgServer;
 use statuslist_format::SigningKey;
 use statuslist_format::keys::jwks;
 use statuslist_operator::core;
 use statuslist_process::LogFormat;
-use statuslist_store::throwaway::PgServer;
 use statuslist_store::{PoolSpec, Store, StoreConfig};
 use statuslist_worker::config::WorkerArgs;
 

@@ -8,7 +8,6 @@
 //! - pools and issuers ([`pools`]), lists and their lifecycle ([`lists`]), leases
 //!   ([`leases`]), issuance and revocation ([`entries`]), publish state ([`publish`]);
 //! - [`notify`]: LISTEN/NOTIFY with a listener that reconnects;
-//! - [`throwaway`]: a private PostgreSQL server for `statuslist dev` and the tests.
 
 mod batch;
 pub mod entries;
@@ -24,7 +23,6 @@ pub mod pools;
 pub mod publish;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod throwaway;
 pub mod tls;
 
 use std::ops::{Deref, DerefMut};

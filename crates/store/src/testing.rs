@@ -1,8 +1,8 @@
 //! A fresh database per test: on the server named by `DATABASE_URL` (the test command
 //! starts one), or else on a private throwaway server of the test's own.
 
-use crate::throwaway::PgServer;
 use crate::{Store, StoreConfig, connect_one};
+use statuslist_devdb::PgServer;
 
 /// A database created for one test and dropped with it.
 #[derive(Debug)]

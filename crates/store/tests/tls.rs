@@ -3,8 +3,8 @@
 //! the test: every `sslmode`, root and client certificates, and the errors a user sees.
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use statuslist_devdb::{PgServer, ServerOptions};
 use statuslist_store::notify::{CHANNEL_CONFIG, Event};
-use statuslist_store::throwaway::{PgServer, ServerOptions};
 use statuslist_store::{Store, StoreConfig, connect_one};
 
 struct Pki {

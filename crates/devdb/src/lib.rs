@@ -1,12 +1,19 @@
-//! A private, throwaway PostgreSQL server: `statuslist dev` and the tests start one when
-//! `DATABASE_URL` is not set. Data lives in a temporary directory removed on drop.
+//! A private, throwaway PostgreSQL server: `statuslist dev`, the tests and `scripts/test`
+//! (through the `statuslist-devdb` binary) start one when `DATABASE_URL` is not set. Data
+//! lives in a temporary directory removed on drop. A development and test tool: it runs
+//! `initdb`, `pg_ctl` and `pg_basebackup` from the machine's PostgreSQL binaries.
 
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::{Result, StoreError};
+/// Why a server could not be started, stopped or configured (the message says what to do).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DevDbError(String);
+
+pub type Result<T> = std::result::Result<T, DevDbError>;
 
 /// Extra setup of a throwaway server (TLS tests: certificates, `ssl = on`, `hostssl`).
 #[derive(Debug, Default, Clone)]
@@ -21,6 +28,8 @@ pub struct ServerOptions {
     /// acknowledged commit survives an immediate-mode stop (a crash of the server
     /// process). Off by default: faster, and a fast stop loses nothing either.
     pub synchronous_commit: bool,
+    /// `max_connections` (200 when unset).
+    pub max_connections: Option<u32>,
 }
 
 /// A running server; stopped and deleted when dropped.
@@ -33,6 +42,7 @@ pub struct PgServer {
     run_as: Option<String>,
     running: bool,
     synchronous_commit: bool,
+    max_connections: u32,
 }
 
 /// Where the PostgreSQL server binaries are: `$PG_BIN`, then `PATH`, then the highest
@@ -77,12 +87,12 @@ fn id_of(user: &str, flag: &str) -> Result<u32> {
     let out = Command::new("id")
         .args([flag, user])
         .output()
-        .map_err(|e| StoreError::Config(format!("cannot run id: {e}")))?;
+        .map_err(|e| DevDbError(format!("cannot run id: {e}")))?;
     String::from_utf8_lossy(&out.stdout)
         .trim()
         .parse()
         .map_err(|_| {
-            StoreError::Config(format!(
+            DevDbError(format!(
                 "running as root needs a '{user}' user to run PostgreSQL"
             ))
         })
@@ -99,7 +109,7 @@ impl PgServer {
     /// [`PgServer::start`] with extra files and settings in place before it starts.
     pub fn start_with(options: &ServerOptions) -> Result<Self> {
         let bin = find_bin_dir().ok_or_else(|| {
-            StoreError::Config(
+            DevDbError(
                 "no PostgreSQL server binaries (initdb, pg_ctl) found on PATH or under \
                  /usr/lib/postgresql; install them (Debian/Ubuntu: apt-get install postgresql) \
                  or set DATABASE_URL"
@@ -107,6 +117,7 @@ impl PgServer {
             )
         })?;
         let (mut server, owner) = Self::unstarted(bin, options.synchronous_commit)?;
+        server.max_connections = options.max_connections.unwrap_or(200);
         server.run(
             "initdb",
             &[
@@ -134,13 +145,13 @@ impl PgServer {
         let dir = tempfile::Builder::new()
             .prefix("statuslist-pg-")
             .tempdir()
-            .map_err(|e| StoreError::Config(format!("cannot create a temporary directory: {e}")))?;
+            .map_err(|e| DevDbError(format!("cannot create a temporary directory: {e}")))?;
         let run_as = is_root().then(|| "postgres".to_owned());
         let owner = match &run_as {
             Some(user) => {
                 let (uid, gid) = (id_of(user, "-u")?, id_of(user, "-g")?);
                 std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).map_err(|e| {
-                    StoreError::Config(format!("cannot hand the data directory to {user}: {e}"))
+                    DevDbError(format!("cannot hand the data directory to {user}: {e}"))
                 })?;
                 Some((uid, gid))
             }
@@ -153,6 +164,7 @@ impl PgServer {
             run_as,
             running: false,
             synchronous_commit,
+            max_connections: 200,
         };
         Ok((server, owner))
     }
@@ -163,6 +175,7 @@ impl PgServer {
     /// promoted (`synchronous_standby_names` cleared).
     pub fn standby_of(primary: &PgServer, name: &str) -> Result<Self> {
         let (mut server, _) = Self::unstarted(primary.bin.clone(), primary.synchronous_commit)?;
+        server.max_connections = primary.max_connections;
         let port = primary.port.to_string();
         server.run(
             "pg_basebackup",
@@ -188,10 +201,10 @@ impl PgServer {
         );
         let auto = server.dir.path().join("data/postgresql.auto.conf");
         let mut text = std::fs::read_to_string(&auto)
-            .map_err(|e| StoreError::Config(format!("postgresql.auto.conf: {e}")))?;
+            .map_err(|e| DevDbError(format!("postgresql.auto.conf: {e}")))?;
         text.push_str(&conf);
         std::fs::write(&auto, text)
-            .map_err(|e| StoreError::Config(format!("postgresql.auto.conf: {e}")))?;
+            .map_err(|e| DevDbError(format!("postgresql.auto.conf: {e}")))?;
         server.port = free_port()?;
         server.start_again()?;
         Ok(server)
@@ -209,7 +222,7 @@ impl PgServer {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let data = self.dir.path().join("data");
-        let fail = |what: &str, e: std::io::Error| StoreError::Config(format!("{what}: {e}"));
+        let fail = |what: &str, e: std::io::Error| DevDbError(format!("{what}: {e}"));
         for (name, content) in &options.files {
             let path = data.join(name);
             std::fs::OpenOptions::new()
@@ -256,11 +269,11 @@ impl PgServer {
             .args(args)
             .current_dir(self.dir.path())
             .output()
-            .map_err(|e| StoreError::Config(format!("cannot run {}: {e}", program.display())))?;
+            .map_err(|e| DevDbError(format!("cannot run {}: {e}", program.display())))?;
         if !out.status.success() {
             let log =
                 std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
-            return Err(StoreError::Config(format!(
+            return Err(DevDbError(format!(
                 "{tool} failed: {}{}\n{log}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
@@ -273,10 +286,11 @@ impl PgServer {
     pub fn start_again(&mut self) -> Result<()> {
         let options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c synchronous_commit={} \
-             -c full_page_writes=off -c max_connections=200",
+             -c full_page_writes=off -c max_connections={}",
             self.port,
             self.dir.path().display(),
             if self.synchronous_commit { "on" } else { "off" },
+            self.max_connections,
         );
         let log = self.dir.path().join("server.log").display().to_string();
         self.run(
@@ -341,10 +355,10 @@ impl Drop for PgServer {
 }
 
 fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| StoreError::Config(format!("no free port: {e}")))?;
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| DevDbError(format!("no free port: {e}")))?;
     listener
         .local_addr()
         .map(|a| a.port())
-        .map_err(|e| StoreError::Config(e.to_string()))
+        .map_err(|e| DevDbError(e.to_string()))
 }
