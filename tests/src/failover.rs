@@ -19,6 +19,7 @@ use serde_json::json;
 use statuslist_devdb::{PgServer, ServerOptions};
 use statuslist_format::SigningKey;
 use statuslist_format::keys::jwks;
+use statuslist_format::unix_now;
 
 use crate::envtest::eventually;
 use crate::process::Process;
@@ -167,13 +168,6 @@ impl Issuer {
     fn sign(&self, claims: serde_json::Value) -> String {
         self.key.sign_jwt("JWT", &claims).expect("sign")
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// One acknowledged issuance: by which worker, what it answered, for which `jti`.

@@ -20,6 +20,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use statuslist_devdb::{PgServer, ServerOptions};
 use statuslist_format::keys::{Jwks, jwks};
+use statuslist_format::unix_now;
 use statuslist_format::verify::{ListKind, verify_list};
 use statuslist_format::{SigningKey, Status};
 
@@ -703,13 +704,6 @@ impl Client {
             None => record.gave_up += 1,
         }
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// A list URI's path on worker `w` (every worker serves every list).

@@ -355,7 +355,7 @@ async fn fill(args: &BenchArgs) -> Result<Run, String> {
     let client_id = need(&args.client_id, "--client-id", args.mode)?.clone();
     let store = bench_store(args).await?;
     let left = Arc::new(std::sync::atomic::AtomicI64::new(args.requests as i64));
-    let expiry = statuslist_cli::client::now() + 30 * 86_400;
+    let expiry = statuslist_format::unix_now() + 30 * 86_400;
     let started = Instant::now();
     let tasks: Vec<_> = (0..args.concurrency)
         .map(|k| {
@@ -452,7 +452,7 @@ async fn store_ops(args: &BenchArgs, duration: Duration) -> Result<Run, String> 
             match statuslist_operator::core::reconcile_pool(
                 &store,
                 &pool,
-                statuslist_cli::client::now(),
+                statuslist_format::unix_now(),
             )
             .await
             {

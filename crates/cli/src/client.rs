@@ -2,19 +2,13 @@
 //! make keys.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use statuslist_format::keys::{Jwks, jwks};
+use statuslist_format::unix_now;
 use statuslist_format::verify::{ListKind, verify_list};
 use statuslist_format::{FormatError, SigningKey, Status};
-
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 pub fn http() -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
@@ -102,7 +96,7 @@ pub fn request_jwt(key: &SigningKey, kid: &str, claims: &Value) -> Result<String
 
 /// Fresh `/issue` claims.
 pub fn issue_claims(client_id: &str, status_expiry: Option<i64>) -> Value {
-    let now = now();
+    let now = unix_now();
     json!({
         "iss": client_id,
         "iat": now,
@@ -158,7 +152,7 @@ pub async fn issue(args: IssueArgs) -> Result<(), String> {
 pub fn revoke_claims(client_id: &str, uri: &str, idx: u64) -> Value {
     json!({
         "iss": client_id,
-        "iat": now(),
+        "iat": unix_now(),
         "jti": uuid::Uuid::new_v4().to_string(),
         "uri": uri,
         "idx": idx,
@@ -242,7 +236,7 @@ pub async fn verified_status(
         }
         e => format!("the list does not verify: {e}"),
     })?;
-    if verified.exp.is_some_and(|e| e <= now()) {
+    if verified.exp.is_some_and(|e| e <= unix_now()) {
         return Err("the list has expired".into());
     }
     Ok(Status(verified.list.get(idx).map_err(|e| e.to_string())?))

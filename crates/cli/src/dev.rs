@@ -134,14 +134,8 @@ async fn serve(args: &DevArgs, url: &str) -> Result<(), String> {
     if pools.is_empty() {
         return Err(format!("no valid StatusList manifest in {source}"));
     }
-    let now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0)
-    };
     for pool in &pools {
-        let report = core::reconcile_pool(&store, pool, now())
+        let report = core::reconcile_pool(&store, pool, statuslist_format::unix_now())
             .await
             .map_err(|e| e.to_string())?;
         if let Some(c) = report.conflicts.first() {
@@ -169,7 +163,9 @@ async fn serve(args: &DevArgs, url: &str) -> Result<(), String> {
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 for pool in &pools {
-                    if let Err(e) = core::reconcile_pool(&store, pool, now()).await {
+                    if let Err(e) =
+                        core::reconcile_pool(&store, pool, statuslist_format::unix_now()).await
+                    {
                         tracing::warn!(pool = %pool.name, error = %e, "reconcile failed");
                     }
                 }

@@ -12,6 +12,7 @@
 
 mod array;
 pub mod bitstring;
+mod clock;
 mod error;
 pub mod keys;
 pub mod permutation;
@@ -19,6 +20,7 @@ pub mod token;
 pub mod verify;
 
 pub use array::{Bits, Status, StatusArray};
+pub use clock::unix_now;
 pub use error::FormatError;
 pub use keys::{Jwks, SigningKey, VerifyingKey};
 pub use permutation::Permutation;

@@ -5,8 +5,9 @@
 //! object. Reconcile is `finalizer(apply | cleanup)`; apply runs the reconcile core and
 //! writes status with server-side apply; Events mark transitions only.
 
+use statuslist_format::unix_now;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
@@ -103,13 +104,6 @@ impl Context {
             None => Api::all_with(self.client.clone(), &self.resource),
         }
     }
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// The typed resource, or why it is not one.
@@ -224,7 +218,7 @@ async fn apply(obj: Arc<DynamicObject>, ctx: &Context) -> Result<Action, Error> 
     };
     pool.uid = obj.uid();
     let started = std::time::Instant::now();
-    let mut report = match core::prepare(&ctx.store, &pool, now()).await {
+    let mut report = match core::prepare(&ctx.store, &pool, unix_now()).await {
         Ok(report) => report,
         Err(statuslist_store::StoreError::Superseded(why)) => {
             // This object is an older view than what the database holds (a newer
@@ -302,7 +296,7 @@ async fn apply(obj: Arc<DynamicObject>, ctx: &Context) -> Result<Action, Error> 
     let unrestored: Vec<&str> = report
         .failover
         .as_ref()
-        .map(|f| core::unrestored_lists(f, now()))
+        .map(|f| core::unrestored_lists(f, unix_now()))
         .unwrap_or_default();
     ctx.metrics
         .failover_unrestored_lists
@@ -504,7 +498,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             let mut tick = tokio::time::interval(SWEEP_INTERVAL);
             loop {
                 tick.tick().await;
-                match core::sweep_retained(&store, now()).await {
+                match core::sweep_retained(&store, unix_now()).await {
                     Ok(drained) => core::log_drained(&drained),
                     Err(e) => tracing::warn!(error = %e, "sweep of retained pools failed"),
                 }

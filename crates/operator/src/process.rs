@@ -2,11 +2,12 @@
 //! core on StatusList manifests read from files (`--manifests DIR`), re-read when they
 //! change, so workers can run against one database without a cluster.
 
+use statuslist_format::unix_now;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::controller::Context;
 use crate::core;
@@ -44,13 +45,6 @@ pub struct OperatorArgs {
     /// takes over after at most this).
     #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15)]
     pub lease_duration_seconds: u64,
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// The example StatusLists, built in: what `statuslist dev` loads without `--manifests`.
@@ -142,7 +136,7 @@ pub async fn reconcile_manifests(store: &Store, dir: &Path, known: &mut Known) -
         }
     }
     for (pool, _) in next.values() {
-        match core::reconcile_pool(store, pool, now()).await {
+        match core::reconcile_pool(store, pool, unix_now()).await {
             Ok(report) => {
                 short |= report.capacity_low() && report.conflicts.is_empty();
                 for list in &report.provisioned {
@@ -169,7 +163,7 @@ pub async fn reconcile_manifests(store: &Store, dir: &Path, known: &mut Known) -
         }
     }
     known.pools = next;
-    match core::sweep_retained(store, now()).await {
+    match core::sweep_retained(store, unix_now()).await {
         Ok(drained) => core::log_drained(&drained),
         Err(e) => tracing::warn!(error = %e, "sweep of retained pools failed"),
     }

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use statuslist_format::{Bits, Permutation, SigningKey, Status, StatusArray};
 use statuslist_store::{ArtifactKind, ListFormat, ListInfo, ListState, PublishJob, StoredArtifact};
-use statuslist_worker::publisher::{Served, apply, render_array};
+use statuslist_worker::render::{apply, render_array};
+use statuslist_worker::served::Served;
 
 const ENTRIES: u64 = 1_000_000;
 const RUNS: usize = 21;

@@ -14,7 +14,7 @@ use statuslist_store::{Store, StoreConfig};
 use crate::jwks::{JwksCache, JwksSettings};
 use crate::leases::Leases;
 use crate::metrics::Metrics;
-use crate::publisher::ArtifactCache;
+use crate::served::ArtifactCache;
 use crate::signing::SigningKeys;
 use crate::{AppState, Worker, router};
 

@@ -14,8 +14,10 @@ pub mod jwks;
 pub mod leases;
 pub mod metrics;
 pub mod publisher;
+pub mod render;
 pub mod request;
 mod routes;
+pub mod served;
 pub mod signing;
 pub mod summary;
 
@@ -39,7 +41,8 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use crate::jwks::JwksCache;
 use crate::leases::Leases;
 use crate::metrics::{Metrics, RequestLabels, RouteLabel};
-use crate::publisher::{ArtifactCache, Publisher};
+use crate::publisher::Publisher;
+use crate::served::ArtifactCache;
 use crate::signing::SigningKeys;
 
 /// Everything a request needs, built once at startup.

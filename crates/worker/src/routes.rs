@@ -15,8 +15,10 @@ use statuslist_store::{ArtifactKind, IssueRequest, RevokeOutcome};
 use crate::AppState;
 use crate::error::{self as e, ApiError};
 use crate::jwks::Lookup;
-use crate::publisher::{Served, unix_now};
+use statuslist_format::unix_now;
+
 use crate::request::{Jws, MAX_BODY_BYTES, is_list_id};
+use crate::served::Served;
 
 const JWT_MEDIA_TYPE: &str = "application/statuslist+jwt";
 

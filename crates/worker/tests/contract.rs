@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use common::*;
 use serde_json::{Value, json};
-use statuslist_worker::publisher::unix_now;
+use statuslist_format::unix_now;
 
 fn spec(name: &str) -> Value {
     let path = format!("{}/../../contract/{name}", env!("CARGO_MANIFEST_DIR"));

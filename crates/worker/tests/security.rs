@@ -127,8 +127,8 @@ async fn jwks_uris_that_reach_internal_addresses_are_refused_without_a_connectio
 
     for (client, uri) in &clients {
         // Signed with some key under the kid the endpoint would be asked for.
-        let claims = json!({"iss": client, "iat": statuslist_worker::publisher::unix_now(),
-            "jti": uuid::Uuid::new_v4().to_string(), "statusExpiry": statuslist_worker::publisher::unix_now() + 3600});
+        let claims = json!({"iss": client, "iat": statuslist_format::unix_now(),
+            "jti": uuid::Uuid::new_v4().to_string(), "statusExpiry": statuslist_format::unix_now() + 3600});
         let jwt = env.issuers.sign("a", &Issuers::header("a"), &claims);
         let (status, body) = post_to(
             &env.http,

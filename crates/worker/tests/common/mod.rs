@@ -13,13 +13,14 @@ use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
+use statuslist_format::unix_now;
 use statuslist_format::{Bits, SigningKey};
 use statuslist_store::testing::TestDb;
 use statuslist_store::{IssuerSpec, ListFormat, PoolSettings, PoolSpec, Store, StoreConfig};
 use statuslist_worker::jwks::{JwksCache, JwksSettings};
 use statuslist_worker::leases::Leases;
 use statuslist_worker::metrics::Metrics;
-use statuslist_worker::publisher::{ArtifactCache, unix_now};
+use statuslist_worker::served::ArtifactCache;
 use statuslist_worker::signing::SigningKeys;
 use statuslist_worker::{AppState, Worker, router};
 
