@@ -5,6 +5,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use statuslist_store::StoreError;
 
 /// Every non-2xx answer of the worker. Variants carry the client-facing text; internal
 /// details are logged where they happen, never sent.
@@ -94,6 +95,63 @@ impl ApiError {
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::Internal(_) => "INTERNAL_SERVER_ERROR",
             ApiError::Unavailable => "TEMPORARILY_UNAVAILABLE",
+        }
+    }
+}
+
+/// What a request was doing when the store failed: names the log line and picks the
+/// contract's 500 text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Issue,
+    Revoke,
+    ReadList,
+}
+
+impl Operation {
+    fn failed(self) -> &'static str {
+        match self {
+            Operation::Issue => ISSUE_FAILED,
+            Operation::Revoke => REVOKE_FAILED,
+            Operation::ReadList => LIST_FAILED,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Operation::Issue => "issuance",
+            Operation::Revoke => "revocation",
+            Operation::ReadList => "reading a published list",
+        }
+    }
+}
+
+impl ApiError {
+    /// The one conversion from a store error to the contract's answer, and the one place
+    /// such an error is logged: an unreachable database or a missing schema is 503 (logged
+    /// once per change by the store's health, so only at debug here), a reused idempotency
+    /// key with another `statusExpiry` is the client's 400, and anything else is an ERROR
+    /// line and the operation's 500, which never carries the details.
+    pub fn from_store(err: StoreError, op: Operation) -> Self {
+        match err {
+            err if err.is_unavailable() => {
+                tracing::debug!(error = %err, operation = op.name(), "database unavailable");
+                ApiError::Unavailable
+            }
+            StoreError::IdempotencyConflict => ApiError::BadRequest(IDEMPOTENCY_CHANGED),
+            other => {
+                tracing::error!(error = %other, "{} failed", op.name());
+                ApiError::Internal(op.failed())
+            }
+        }
+    }
+}
+
+impl From<crate::leases::IssueError> for ApiError {
+    fn from(err: crate::leases::IssueError) -> Self {
+        match err {
+            crate::leases::IssueError::NoCapacity => ApiError::Unavailable,
+            crate::leases::IssueError::Store(err) => ApiError::from_store(err, Operation::Issue),
         }
     }
 }

@@ -10,8 +10,6 @@ use statuslist_store::pools::Pool;
 use statuslist_store::{IssueOutcome, IssueRequest, Lease, Store, StoreError};
 use tokio::sync::Mutex;
 
-use crate::error::{self as e, ApiError};
-
 /// One pool's slot: the lease held for it, behind its own lock (held across a claim, so
 /// that concurrent requests of this worker claim one lease, and a pool whose claim is
 /// slow, or finds no capacity, delays no other pool).
@@ -41,19 +39,14 @@ impl std::fmt::Debug for Leases {
 /// Claims and replays that fail this many times in a row give up with 503.
 const ATTEMPTS: usize = 4;
 
-fn map_store(err: StoreError, what: &'static str) -> ApiError {
-    match err {
-        StoreError::Unavailable(m) => {
-            // The transition is logged once by the store's health; not once per request.
-            tracing::debug!(error = %m, "database unavailable");
-            ApiError::Unavailable
-        }
-        StoreError::IdempotencyConflict => ApiError::BadRequest(e::IDEMPOTENCY_CHANGED),
-        other => {
-            tracing::error!(error = %other, "{what}");
-            ApiError::Internal(e::ISSUE_FAILED)
-        }
-    }
+/// Why an issuance got no entry: the pool has no lease to give (503, retry later), or the
+/// store failed (see `ApiError::from_store`).
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("no lease can be claimed in the pool")]
+    NoCapacity,
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl Leases {
@@ -76,21 +69,16 @@ impl Leases {
 
     /// Issues from the pool's lease, claiming one when needed. A repeated request is
     /// answered even when the pool has no capacity left.
-    pub async fn issue(&self, pool: &Pool, req: &IssueRequest) -> Result<IssueOutcome, ApiError> {
+    pub async fn issue(&self, pool: &Pool, req: &IssueRequest) -> Result<IssueOutcome, IssueError> {
         for _ in 0..ATTEMPTS {
             let Some(lease) = self.lease(pool).await? else {
-                if let Some(found) = self
-                    .store
-                    .find_issued(req)
-                    .await
-                    .map_err(|e| map_store(e, "replay lookup"))?
-                {
+                if let Some(found) = self.store.find_issued(req).await? {
                     return Ok(found);
                 }
                 if self.dry_set().insert(pool.name.clone()) {
                     tracing::warn!(pool = %pool.name, "no lease can be claimed (the pool has no free capacity): /issue answers 503 until the operator provisions a list");
                 }
-                return Err(ApiError::Unavailable);
+                return Err(IssueError::NoCapacity);
             };
             match self.store.issue(&lease, req).await {
                 Ok(out) => {
@@ -112,11 +100,11 @@ impl Leases {
                 }
                 Err(StoreError::LeaseLost) => self.drop_lease(&pool.name, &lease, false).await,
                 Err(StoreError::LeaseExhausted) => self.drop_lease(&pool.name, &lease, true).await,
-                Err(err) => return Err(map_store(err, "issuance failed")),
+                Err(err) => return Err(err.into()),
             }
         }
         tracing::warn!(pool = %pool.name, attempts = ATTEMPTS, "503: every lease tried was lost or used up meanwhile");
-        Err(ApiError::Unavailable)
+        Err(IssueError::NoCapacity)
     }
 
     fn dry_set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
@@ -142,7 +130,7 @@ impl Leases {
             .collect()
     }
 
-    async fn lease(&self, pool: &Pool) -> Result<Option<Arc<Lease>>, ApiError> {
+    async fn lease(&self, pool: &Pool) -> Result<Option<Arc<Lease>>, StoreError> {
         let slot = self.slot(&pool.name);
         let mut held = slot.lock().await;
         if let Some(lease) = held.as_ref() {
@@ -167,7 +155,7 @@ impl Leases {
                 self.ask_for_capacity(&pool.name).await;
                 Ok(None)
             }
-            Err(err) => Err(map_store(err, "lease claim failed")),
+            Err(err) => Err(err),
         }
     }
 

@@ -13,7 +13,7 @@ use statuslist_format::token::CWT_TYP;
 use statuslist_store::{ArtifactKind, IssueRequest, RevokeOutcome};
 
 use crate::AppState;
-use crate::error::{self as e, ApiError};
+use crate::error::{self as e, ApiError, Operation};
 use crate::jwks::Lookup;
 use statuslist_format::unix_now;
 
@@ -44,7 +44,7 @@ struct Verified {
 
 /// Everything `/issue` and `/revoke` share: content type, size, decoding, header checks,
 /// issuer lookup, key lookup and the ES256 signature.
-async fn verify(state: &AppState, request: Request) -> Result<Verified, ApiError> {
+async fn verify(state: &AppState, request: Request, op: Operation) -> Result<Verified, ApiError> {
     check_content_type(request.headers())?;
     // A declared length over the limit is refused before reading any of the body.
     let declared = request
@@ -65,11 +65,7 @@ async fn verify(state: &AppState, request: Request) -> Result<Verified, ApiError
     let issuer = match state.issuers.get(&state.store, client_id).await {
         Ok(Some(issuer)) => issuer,
         Ok(None) => return Err(ApiError::Unauthorized(e::UNKNOWN_CLIENT)),
-        Err(err) if err.is_unavailable() => return Err(ApiError::Unavailable),
-        Err(err) => {
-            tracing::error!(error = %err, "issuer lookup failed");
-            return Err(ApiError::Internal(e::ISSUE_FAILED));
-        }
+        Err(err) => return Err(ApiError::from_store(err, op)),
     };
     let key = match state.jwks.key(&issuer.jwks_uri, &kid).await {
         Lookup::Found(key) => key,
@@ -85,7 +81,7 @@ pub async fn issue(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let Verified { jws, issuer } = verify(&state, request).await?;
+    let Verified { jws, issuer } = verify(&state, request, Operation::Issue).await?;
     let now = unix_now();
     jws.iat(now)?;
     let req = IssueRequest {
@@ -106,7 +102,7 @@ pub async fn revoke(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let Verified { jws, issuer } = verify(&state, request).await?;
+    let Verified { jws, issuer } = verify(&state, request, Operation::Revoke).await?;
     jws.iat(unix_now())?;
     jws.jti()?;
     let idx = jws.idx()?;
@@ -115,11 +111,7 @@ pub async fn revoke(
         Ok(RevokeOutcome::Revoked { at }) => ("Request processed for revocation", at),
         Ok(RevokeOutcome::AlreadyRevoked { at }) => ("Credential already revoked", at),
         Ok(RevokeOutcome::NotFound) => return Err(ApiError::Forbidden(e::CANNOT_REVOKE)),
-        Err(err) if err.is_unavailable() => return Err(ApiError::Unavailable),
-        Err(err) => {
-            tracing::error!(error = %err, "revocation failed");
-            return Err(ApiError::Internal(e::REVOKE_FAILED));
-        }
+        Err(err) => return Err(ApiError::from_store(err, Operation::Revoke)),
     };
     tracing::debug!(client_id = %issuer.client_id, uri, idx, message, "revocation");
     Ok((
@@ -195,11 +187,7 @@ async fn serve(
     let artifact = match state.cache.get(&state.store, id, kind).await {
         Ok(Some(a)) => a,
         Ok(None) => return Err(ApiError::NotFound(e::LIST_NOT_FOUND)),
-        Err(err) if err.is_unavailable() => return Err(ApiError::Unavailable),
-        Err(err) => {
-            tracing::error!(error = %err, list = id, "reading a published list failed");
-            return Err(ApiError::Internal(e::LIST_FAILED));
-        }
+        Err(err) => return Err(ApiError::from_store(err, Operation::ReadList)),
     };
     Ok(respond(headers, &artifact, media))
 }
