@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::json;
 use statuslist_devdb::{PgServer, ServerOptions};
+use statuslist_format::ListFormat;
 use statuslist_format::keys::{Jwks, jwks};
 use statuslist_format::unix_now;
-use statuslist_format::verify::{ListKind, verify_list};
+use statuslist_format::verify::verify_list;
 use statuslist_format::{SigningKey, Status};
 
 use crate::process::{Process, free_port};
@@ -732,7 +733,7 @@ async fn fetch_list_at(
     w: usize,
     uri: &str,
 ) -> Result<Option<(Instant, statuslist_format::verify::VerifiedList)>, String> {
-    let kind = ListKind::of_uri(uri).ok_or_else(|| format!("{uri}: not a list URI"))?;
+    let kind = ListFormat::of_uri(uri).ok_or_else(|| format!("{uri}: not a list URI"))?;
     let Ok(response) = http
         .get(on_worker(cluster, w, uri))
         .header("accept", kind.media_type())

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use statuslist_format::ListFormat;
 use statuslist_format::keys::{Jwks, jwks};
 use statuslist_format::unix_now;
-use statuslist_format::verify::{ListKind, verify_list};
+use statuslist_format::verify::verify_list;
 use statuslist_format::{FormatError, SigningKey, Status};
 
 pub fn http() -> Result<reqwest::Client, String> {
@@ -225,7 +226,7 @@ pub async fn verified_status(
     jwks_url: &str,
 ) -> Result<Status, String> {
     split_uri(uri)?;
-    let kind = ListKind::of_uri(uri).ok_or_else(|| format!("{uri} is not a status list URI"))?;
+    let kind = ListFormat::of_uri(uri).ok_or_else(|| format!("{uri} is not a status list URI"))?;
     let set: Jwks = serde_json::from_slice(&fetch(client, jwks_url, "application/json").await?)
         .map_err(|e| format!("{jwks_url}: not a JWK Set: {e}"))?;
     let body = fetch(client, from, kind.media_type()).await?;

@@ -171,11 +171,8 @@ pub struct IssuerSpec {
     pub jwks_uri: String,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
-pub enum Format {
-    Token,
-    Bitstring,
-}
+/// The list format of a pool (`spec.format`): the one type of `statuslist-format`.
+pub use statuslist_format::ListFormat as Format;
 
 #[derive(
     Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,

@@ -36,6 +36,8 @@ pub enum FormatError {
     EmptyDomain,
     #[error("invalid timestamp {0}")]
     Timestamp(i64),
+    #[error("unknown list format {0:?} (Token or Bitstring)")]
+    UnknownListFormat(String),
 }
 
 impl From<jsonwebtoken::errors::Error> for FormatError {

@@ -15,6 +15,7 @@ pub mod bitstring;
 mod clock;
 mod error;
 pub mod keys;
+mod list_format;
 pub mod permutation;
 pub mod token;
 pub mod verify;
@@ -23,6 +24,7 @@ pub use array::{Bits, Status, StatusArray};
 pub use clock::unix_now;
 pub use error::FormatError;
 pub use keys::{Jwks, SigningKey, VerifyingKey};
+pub use list_format::ListFormat;
 pub use permutation::Permutation;
 
 /// Largest decompressed list this crate will inflate (16 MiB: 2^27 one-bit entries, 2^24

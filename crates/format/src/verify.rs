@@ -5,39 +5,7 @@
 use crate::bitstring;
 use crate::keys::{Jwks, VerifyingKey};
 use crate::token;
-use crate::{FormatError, StatusArray};
-
-/// Which encoding a list URI serves: `.../t/ID` a Token Status List, `.../b/ID` a
-/// Bitstring Status List credential.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListKind {
-    Token,
-    Bitstring,
-}
-
-impl ListKind {
-    /// The kind of a list URI (`http(s)://host/.../t/ID` or `.../b/ID`), or `None`.
-    pub fn of_uri(uri: &str) -> Option<Self> {
-        if !(uri.starts_with("https://") || uri.starts_with("http://")) {
-            return None;
-        }
-        let mut parts = uri.rsplitn(3, '/');
-        let (_id, kind, _base) = (parts.next()?, parts.next()?, parts.next()?);
-        match kind {
-            "t" => Some(Self::Token),
-            "b" => Some(Self::Bitstring),
-            _ => None,
-        }
-    }
-
-    /// The media type to ask for: the JWT encoding of either kind.
-    pub fn media_type(self) -> &'static str {
-        match self {
-            Self::Token => "application/statuslist+jwt",
-            Self::Bitstring => bitstring::VC_JWT_MEDIA_TYPE,
-        }
-    }
-}
+use crate::{FormatError, ListFormat, StatusArray};
 
 /// A verified list: its statuses and its expiry (unix seconds), if it has one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +17,7 @@ pub struct VerifiedList {
 /// Verifies `body` (the compact JWT served at `uri`) with the key of `set` its header
 /// names, and decodes it. Expiry is the caller's to judge (see [`VerifiedList::exp`]).
 pub fn verify_list(uri: &str, body: &str, set: &Jwks) -> Result<VerifiedList, FormatError> {
-    let kind = ListKind::of_uri(uri)
+    let kind = ListFormat::of_uri(uri)
         .ok_or_else(|| FormatError::Token(format!("{uri} is not a status list URI")))?;
     let kid = header_kid(body)?;
     let jwk = set.find(&kid).ok_or_else(|| {
@@ -57,7 +25,7 @@ pub fn verify_list(uri: &str, body: &str, set: &Jwks) -> Result<VerifiedList, Fo
     })?;
     let key = VerifyingKey::from_jwk(jwk)?;
     match kind {
-        ListKind::Token => {
+        ListFormat::Token => {
             let verified = token::verify_jwt(body, &key)?;
             if verified.claims.sub != uri {
                 return Err(FormatError::Token(format!(
@@ -70,7 +38,7 @@ pub fn verify_list(uri: &str, body: &str, set: &Jwks) -> Result<VerifiedList, Fo
                 exp: verified.claims.exp,
             })
         }
-        ListKind::Bitstring => {
+        ListFormat::Bitstring => {
             let (vc, list) = bitstring::verify_vc_jwt(body, &key)?;
             if vc.id != uri {
                 return Err(FormatError::Token(format!(
@@ -100,21 +68,4 @@ pub fn header_kid(token: &str) -> Result<String, FormatError> {
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| FormatError::Token("the JWT header has no kid".into()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn list_kinds_of_uris() {
-        assert_eq!(ListKind::of_uri("https://h/x/t/ABC"), Some(ListKind::Token));
-        assert_eq!(
-            ListKind::of_uri("http://h/b/ABC"),
-            Some(ListKind::Bitstring)
-        );
-        assert_eq!(ListKind::of_uri("https://h/x/ABC"), None);
-        assert_eq!(ListKind::of_uri("ftp://h/t/ABC"), None);
-        assert_eq!(ListKind::of_uri("t/ABC"), None);
-    }
 }

@@ -18,8 +18,7 @@ use statuslist_format::Bits;
 use statuslist_store::failover::{FailoverReport, Replication};
 use statuslist_store::pools::IssuerConflict;
 use statuslist_store::{
-    Capacity, IssuerSpec, ListFormat, ListInfo, ListState, PoolSettings, PoolSpec, Store,
-    StoreError,
+    Capacity, IssuerSpec, ListInfo, ListState, PoolSettings, PoolSpec, Store, StoreError,
 };
 
 /// The pool name of a resource: unique across namespaces.
@@ -123,10 +122,7 @@ pub fn pool_spec(
         generation,
         uid: None,
         settings: PoolSettings {
-            format: match spec.format {
-                Format::Token => ListFormat::Token,
-                Format::Bitstring => ListFormat::Bitstring,
-            },
+            format: spec.format,
             bits,
             base_uri: base.trim_end_matches('/').to_owned(),
             entries_per_list: entries,

@@ -35,6 +35,13 @@ pub enum StoreError {
     Internal(String),
 }
 
+impl From<statuslist_format::FormatError> for StoreError {
+    /// A stored value the format does not accept (an unknown list format, say).
+    fn from(err: statuslist_format::FormatError) -> Self {
+        StoreError::Corrupt(err.to_string())
+    }
+}
+
 impl StoreError {
     /// Whether a retry later may succeed (the contract's 503).
     pub fn is_unavailable(&self) -> bool {

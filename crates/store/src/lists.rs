@@ -6,41 +6,7 @@ use tokio_postgres::Row;
 use crate::notify::CHANNEL_CONFIG;
 use crate::{Result, Store, StoreError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ListFormat {
-    /// IETF Token Status List, served at `/t/{id}`.
-    Token,
-    /// W3C Bitstring Status List, served at `/b/{id}`.
-    Bitstring,
-}
-
-impl ListFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ListFormat::Token => "Token",
-            ListFormat::Bitstring => "Bitstring",
-        }
-    }
-
-    /// The URI path segment of the format.
-    pub fn path(self) -> &'static str {
-        match self {
-            ListFormat::Token => "t",
-            ListFormat::Bitstring => "b",
-        }
-    }
-}
-
-impl std::str::FromStr for ListFormat {
-    type Err = StoreError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "Token" => Ok(ListFormat::Token),
-            "Bitstring" => Ok(ListFormat::Bitstring),
-            other => Err(StoreError::Corrupt(format!("unknown format {other}"))),
-        }
-    }
-}
+pub use statuslist_format::ListFormat;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ListState {
