@@ -333,24 +333,7 @@ pub async fn wait_established(client: &Client, name: &str) -> Result<(), String>
     }
 }
 
-/// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` with `what`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await; // polling a condition
-    }
-}
+pub use statuslist_testkit::eventually;
 
 /// Waits until the StatusList `name` reports `Ready=True`.
 pub async fn wait_ready(lists: &Api<StatusList>, name: &str, timeout: Duration) {

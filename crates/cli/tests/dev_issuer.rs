@@ -71,18 +71,17 @@ async fn the_demo_issuer_issues_checks_and_revokes_through_the_service() {
     for (client, kind) in [("demo-token", "/t/"), ("demo-bits", "/b/")] {
         // The pools are provisioned and the worker learns the issuer: until then the
         // service answers 503 or 401 (printed if it never comes).
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let answer = loop {
-            let answer = try_post(&format!("{demo}/issue?client={client}")).await;
-            if let Some((200, body)) = &answer {
-                break body.clone();
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no issuance through the demo issuer in 30 s; last answer: {answer:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await; // polling a condition
-        };
+        let answer = statuslist_testkit::eventually(
+            Duration::from_secs(30),
+            &format!("an issuance through the demo issuer ({client})"),
+            || async {
+                match try_post(&format!("{demo}/issue?client={client}")).await {
+                    Some((200, body)) => Some(body),
+                    _ => None,
+                }
+            },
+        )
+        .await;
         let answer: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
         let uri = answer["uri"].as_str().expect("uri").to_owned();
         let idx = answer["idx"].as_u64().expect("idx");

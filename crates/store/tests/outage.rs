@@ -30,12 +30,13 @@ async fn unavailable<T: std::fmt::Debug>(
 }
 
 async fn wait_until_ready(store: &Store) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while store.ping().await.is_err() {
-        assert!(Instant::now() < deadline, "the store did not recover");
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(20)).await; // polling interval of the condition wait
-    }
+    statuslist_testkit::eventually_every(
+        Duration::from_millis(20),
+        Duration::from_secs(30),
+        "the store recovered",
+        || async { store.ping().await.ok() },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -638,11 +638,13 @@ async fn with_the_database_down_lists_are_still_served_and_the_worker_stays_read
     // Ready: it can answer verifiers from its cache. The database's state is separate.
     assert_eq!(env.get_status("/readyz").await, 200);
     assert_eq!(env.get_status("/healthz").await, 200);
-    let until = Instant::now() + Duration::from_secs(10);
-    while env.get_status("/healthz/database").await != 503 {
-        assert!(Instant::now() < until, "the outage is not reported");
-        tokio::time::sleep(Duration::from_millis(20)).await; // polling a condition
-    }
+    eventually_every(
+        ms(20),
+        Duration::from_secs(10),
+        "the outage reported",
+        || async { (env.get_status("/healthz/database").await == 503).then_some(()) },
+    )
+    .await;
     let (status, _) = env.try_issue("a").await;
     assert_eq!(status, 503);
     tokio::task::block_in_place(|| {
@@ -652,15 +654,13 @@ async fn with_the_database_down_lists_are_still_served_and_the_worker_stays_read
             .start_again()
             .expect("start")
     });
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, _) = env.try_issue("a").await;
-        if status == 200 {
-            break;
-        }
-        assert!(Instant::now() < until, "no recovery");
-        tokio::time::sleep(Duration::from_millis(50)).await; // polling a condition
-    }
+    eventually_every(
+        ms(50),
+        Duration::from_secs(30),
+        "issuance again",
+        || async { (env.try_issue("a").await.0 == 200).then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -423,15 +423,16 @@ async fn every_documented_status_of_the_token_list() {
     let id = uri.rsplit('/').next().expect("id").to_owned();
     let url = format!("{}/t/{id}", env.worker.url);
     // 200, once the publisher has rendered the new list.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let resp = loop {
-        let resp = env.http.get(&url).send().await.expect("get");
-        if resp.status() == 200 || std::time::Instant::now() > deadline {
-            break resp;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await; // polling a condition
-    };
-    assert_eq!(resp.status(), 200);
+    let resp = statuslist_testkit::eventually_every(
+        std::time::Duration::from_millis(20),
+        std::time::Duration::from_secs(10),
+        "the list published",
+        || async {
+            let resp = env.http.get(&url).send().await.expect("get");
+            (resp.status() == 200).then_some(resp)
+        },
+    )
+    .await;
     assert_eq!(resp.headers()["content-type"], "application/statuslist+jwt");
     let body = Value::String(resp.text().await.expect("body"));
     let ok = &public["paths"]["/t/{statusListIdentifier}"]["get"]["responses"]["200"]["content"]["application/statuslist+jwt"]

@@ -178,11 +178,13 @@ async fn unknown_list_ids_and_jwks_requests_cost_a_bounded_number_of_queries() {
         .strip_prefix(&env.worker.url)
         .expect("served here")
         .to_owned();
-    let published = Instant::now() + Duration::from_secs(30);
-    while env.get_status(&path).await != 200 {
-        assert!(Instant::now() < published, "the list was never published");
-        tokio::time::sleep(Duration::from_millis(50)).await; // polling a condition
-    }
+    eventually_every(
+        ms(50),
+        Duration::from_secs(30),
+        "the list published",
+        || async { (env.get_status(&path).await == 200).then_some(()) },
+    )
+    .await;
     let cache = &env.worker.state.cache;
 
     // 10,000 GETs of well-formed ids that name no list.
@@ -233,18 +235,16 @@ async fn unknown_list_ids_and_jwks_requests_cost_a_bounded_number_of_queries() {
     .await;
     // Traffic reaches a worker once it is ready (subscribed to notifications, whose
     // first arrival empties the cache), as a Service routes it.
-    let ready = Instant::now() + Duration::from_secs(30);
-    while env
-        .http
-        .get(format!("{}/readyz", cold.url))
-        .send()
-        .await
-        .map_or(0, |r| r.status().as_u16())
-        != 200
-    {
-        assert!(Instant::now() < ready, "the cold worker never became ready");
-        tokio::time::sleep(Duration::from_millis(20)).await; // polling a condition
-    }
+    eventually_every(
+        ms(20),
+        Duration::from_secs(30),
+        "the cold worker ready",
+        || async {
+            let ready = env.http.get(format!("{}/readyz", cold.url)).send().await;
+            (ready.map_or(0, |r| r.status().as_u16()) == 200).then_some(())
+        },
+    )
+    .await;
     let cold_url = format!("{}{path}", cold.url);
     let statuses: Vec<u16> = futures_util::stream::iter(0..500)
         .map(|_| {

@@ -1,5 +1,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
+#[allow(unused_imports)] // each test binary uses some of them
+pub use statuslist_testkit::{eventually, eventually_every};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -443,14 +445,13 @@ impl Env {
     /// Waits until the worker's notification connection is up (it clears the caches
     /// when it connects).
     pub async fn wait_listening(&self) {
-        let until = std::time::Instant::now() + Duration::from_secs(30);
-        while self.worker.state.store.health().is_up() != Some(true) {
-            assert!(
-                std::time::Instant::now() < until,
-                "the worker never listened"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await; // polling a condition
-        }
+        statuslist_testkit::eventually_every(
+            Duration::from_millis(20),
+            Duration::from_secs(30),
+            "the worker listening",
+            || async { (self.worker.state.store.health().is_up() == Some(true)).then_some(()) },
+        )
+        .await;
     }
 
     pub async fn sql(&self) -> tokio_postgres::Client {
@@ -503,4 +504,9 @@ pub async fn post_to(
         );
     }
     (status, json)
+}
+
+/// `n` milliseconds (a polling interval).
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
 }
