@@ -273,6 +273,10 @@ pub struct Totals {
 }
 
 /// Condition types.
+/// The specs the CRD must reject, for the tests of this crate and of the whole system.
+#[cfg(feature = "testing")]
+pub mod rejections;
+
 pub mod conditions {
     pub const READY: &str = "Ready";
     pub const INVALID_SPEC: &str = "InvalidSpec";

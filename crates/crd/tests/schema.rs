@@ -254,89 +254,26 @@ fn valid_specs_pass() {
     );
 }
 
+/// Every case of the shared rejection table this client-side check covers (the real
+/// apiserver checks them all: `tests/tests/crd.rs`).
 #[test]
 fn invalid_specs_are_rejected_with_a_message() {
-    let cases = [
-        (
-            with("Bitstring", "entriesPerList", json!(100_000)),
-            "131072",
-        ),
-        (with("Token", "bits", json!(3)), "bits must be 1, 2, 4 or 8"),
-        (
-            with("Token", "bits", json!(16)),
-            "bits must be 1, 2, 4 or 8",
-        ),
-        (with("Token", "format", json!("Other")), "not one of"),
-        (
-            with("Token", "baseUri", json!("crs.example.gov.uk")),
-            "absolute http(s) URI",
-        ),
-        (
-            with("Token", "baseUri", json!("https://crs.example.gov.uk/?x=1")),
-            "without query or fragment",
-        ),
-        (
-            with("Token", "baseUri", json!("https://crs.example.gov.uk/#f")),
-            "without query or fragment",
-        ),
-        (
-            with("Token", "leaseSize", json!(200_000)),
-            "leaseSize must not exceed entriesPerList",
-        ),
-        (with("Token", "leaseSize", json!(0)), "below"),
-        (
-            with("Token", "entriesPerList", json!(999)),
-            "leaseSize must not exceed entriesPerList",
-        ),
-        (with("Token", "deletionPolicy", json!("Keep")), "not one of"),
-        (
-            with(
-                "Token",
-                "issuers",
-                json!([{"clientId": "a", "jwksUri": "https://a/j"}, {"clientId": "a", "jwksUri": "https://b/j"}]),
-            ),
-            "duplicate",
-        ),
-        (
-            with(
-                "Token",
-                "issuers",
-                json!([{"clientId": "", "jwksUri": "https://a/j"}]),
-            ),
-            "clientId: shorter than minLength",
-        ),
-        (
-            with("Token", "minFreeEntries", json!(100_000)),
-            "minFreeEntries must be less than entriesPerList",
-        ),
-        (
-            with("Token", "ttlSeconds", json!(86_401)),
-            "ttlSeconds must not exceed validitySeconds",
-        ),
-        (with("Token", "validitySeconds", json!(604_801)), "above"),
-        (with("Token", "leaseSize", json!(9)), "below"),
-        (
-            with(
-                "Token",
-                "issuers",
-                json!(
-                    (0..65)
-                        .map(|i| json!({"clientId": format!("c{i}"), "jwksUri": "https://a/j"}))
-                        .collect::<Vec<_>>()
-                ),
-            ),
-            "more than maxItems",
-        ),
-        // (jwksUri's `pattern` is checked by the real apiserver: tests/tests/crd.rs.)
-        (with("Token", "tll", json!(5)), "unknown field"),
-    ];
-    for (obj, expected) in cases {
-        let errors = admit(&obj, None);
-        assert!(
-            errors.iter().any(|e| e.contains(expected)),
-            "{obj}: expected {expected:?}, got {errors:?}"
-        );
+    let cases = statuslist_crd::rejections::rejections();
+    let mut failures = Vec::new();
+    for case in &cases {
+        let Some(expected) = case.locally else {
+            continue;
+        };
+        let errors = admit(&object(case.spec.clone()), None);
+        if !errors.iter().any(|e| e.contains(expected)) {
+            failures.push(format!(
+                "{}: expected {expected:?}, got {errors:?}",
+                case.spec
+            ));
+        }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(cases.iter().filter(|c| c.locally.is_some()).count() >= 25);
 }
 
 #[test]
