@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{
     AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse, ThumbprintHash,
 };
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -19,10 +19,22 @@ use crate::FormatError;
 /// A JSON Web Key Set document (`{"keys": [...]}`).
 pub type Jwks = JwkSet;
 
+/// Where a key's private half lives and signs: in this process, or behind an interface
+/// that never lets it out (a PKCS#11 token: see `statuslist-pkcs11`).
+pub trait ExternalSigner: Send + Sync + std::fmt::Debug {
+    /// The ES256 signature of `message` (SHA-256, then ECDSA on P-256), as `r || s`
+    /// (64 bytes).
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, FormatError>;
+}
+
+enum Private {
+    Local(EcdsaKeyPair),
+    External(std::sync::Arc<dyn ExternalSigner>),
+}
+
 /// A P-256 private key that signs lists (ES256), with its public JWK and `kid`.
 pub struct SigningKey {
-    pair: EcdsaKeyPair,
-    encoding: EncodingKey,
+    private: Private,
     public: VerifyingKey,
 }
 
@@ -55,14 +67,29 @@ impl SigningKey {
             EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der).map_err(|e| {
                 FormatError::Key(format!("not a PKCS#8 P-256 (ES256) private key: {e}"))
             })?;
-        let encoding = EncodingKey::from_ec_der(der);
         let point = pair.public_key().as_ref();
         let public = VerifyingKey::from_point(point)?;
         Ok(Self {
-            pair,
-            encoding,
+            private: Private::Local(pair),
             public,
         })
+    }
+
+    /// A key whose private half is held elsewhere (`signer`), with its public point
+    /// (uncompressed SEC1: `04 || x || y`).
+    pub fn external(
+        point: &[u8],
+        signer: std::sync::Arc<dyn ExternalSigner>,
+    ) -> Result<Self, FormatError> {
+        Ok(Self {
+            private: Private::External(signer),
+            public: VerifyingKey::from_point(point)?,
+        })
+    }
+
+    /// Whether the private half is held outside this process.
+    pub fn is_external(&self) -> bool {
+        matches!(self.private, Private::External(_))
     }
 
     /// A fresh random key.
@@ -75,8 +102,12 @@ impl SigningKey {
 
     /// The key as PKCS#8 PEM (secret material: write it only where secrets belong).
     pub fn to_pkcs8_pem(&self) -> Result<String, FormatError> {
-        let doc = self
-            .pair
+        let Private::Local(pair) = &self.private else {
+            return Err(FormatError::Key(
+                "the key is held outside this process and cannot be exported".into(),
+            ));
+        };
+        let doc = pair
             .to_pkcs8v1()
             .map_err(|_| FormatError::Key("cannot serialise the key".into()))?;
         Ok(pem::encode(&pem::Pem::new("PRIVATE KEY", doc.as_ref())))
@@ -96,21 +127,54 @@ impl SigningKey {
         self.public.jwk()
     }
 
-    /// Signs `claims` as a compact JWS with header `{alg: ES256, typ, kid}`.
+    /// Signs `claims` as a compact JWS with header `{alg: ES256, typ, kid}` (the header
+    /// and claims serialised as `jsonwebtoken` does; ES256's JWS signature is `r || s`).
     pub fn sign_jwt<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, FormatError> {
         let mut header = Header::new(Algorithm::ES256);
         header.typ = Some(typ.to_owned());
         header.kid = Some(self.public.kid.clone());
-        Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)
+        let json = |v: &dyn erased::Json| v.to_vec().map_err(|e| FormatError::Token(e.to_string()));
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(json(&header)?),
+            URL_SAFE_NO_PAD.encode(json(claims)?)
+        );
+        let signature = self.sign_raw(input.as_bytes())?;
+        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
     }
 
     /// Raw ES256 signature (`r || s`, 64 bytes), as COSE wants it.
     pub fn sign_raw(&self, message: &[u8]) -> Result<Vec<u8>, FormatError> {
-        let sig = self
-            .pair
-            .sign(&SystemRandom::new(), message)
-            .map_err(|_| FormatError::Key("signing failed".into()))?;
-        Ok(sig.as_ref().to_vec())
+        match &self.private {
+            Private::Local(pair) => {
+                let sig = pair
+                    .sign(&SystemRandom::new(), message)
+                    .map_err(|_| FormatError::Key("signing failed".into()))?;
+                Ok(sig.as_ref().to_vec())
+            }
+            Private::External(signer) => {
+                let sig = signer.sign(message)?;
+                if sig.len() != 64 {
+                    return Err(FormatError::Key(format!(
+                        "the signer answered {} bytes, not an ES256 signature (64)",
+                        sig.len()
+                    )));
+                }
+                Ok(sig)
+            }
+        }
+    }
+}
+
+mod erased {
+    /// Serialising either the header or the claims through one closure.
+    pub trait Json {
+        fn to_vec(&self) -> serde_json::Result<Vec<u8>>;
+    }
+    impl<T: serde::Serialize + ?Sized> Json for T {
+        fn to_vec(&self) -> serde_json::Result<Vec<u8>> {
+            serde_json::to_vec(self)
+        }
     }
 }
 
@@ -194,6 +258,11 @@ impl VerifyingKey {
 
     pub fn kid(&self) -> &str {
         &self.kid
+    }
+
+    /// The uncompressed SEC1 point (`04 || x || y`).
+    pub fn point(&self) -> &[u8] {
+        &self.point
     }
 
     pub fn jwk(&self) -> Jwk {
