@@ -246,11 +246,32 @@ pub async fn verified_status(
 pub fn keygen(key_path: Option<PathBuf>, jwks_path: Option<PathBuf>) -> Result<(), String> {
     let key = SigningKey::generate().map_err(|e| e.to_string())?;
     let pem = key.to_pkcs8_pem().map_err(|e| e.to_string())?;
-    let doc = serde_json::to_string_pretty(&jwks([&key])).map_err(|e| e.to_string())?;
     match key_path {
         Some(path) => write_private(&path, &pem)?,
         None => print!("{pem}"),
     }
+    write_jwks(&key, jwks_path)
+}
+
+/// `keygen --pkcs11-module ...`: a key pair generated in the token under `label`; only
+/// its public JWKS is written.
+pub fn keygen_in_token(
+    config: &statuslist_pkcs11::TokenConfig,
+    label: &str,
+    jwks_path: Option<PathBuf>,
+) -> Result<(), String> {
+    let token = statuslist_pkcs11::Token::open(config).map_err(|e| e.to_string())?;
+    let key = token.generate(label).map_err(|e| e.to_string())?;
+    eprintln!(
+        "generated {label} in token {} (kid {})",
+        config.token_label,
+        key.kid()
+    );
+    write_jwks(&key, jwks_path)
+}
+
+fn write_jwks(key: &SigningKey, jwks_path: Option<PathBuf>) -> Result<(), String> {
+    let doc = serde_json::to_string_pretty(&jwks([key])).map_err(|e| e.to_string())?;
     match jwks_path {
         Some(path) => std::fs::write(&path, format!("{doc}\n"))
             .map_err(|e| format!("{}: {e}", path.display()))?,

@@ -51,12 +51,30 @@ enum Command {
     DevIssuer(dev_issuer::DevIssuerArgs),
     /// Generate an ES256 key: PKCS#8 PEM and its public JWKS.
     Keygen {
-        /// Where to write the private key (PEM); stdout when absent.
-        #[arg(long)]
+        /// Where to write the private key (PEM); stdout when absent. Not with
+        /// `--pkcs11-module`: the key is made in the token and never leaves it.
+        #[arg(long, conflicts_with = "pkcs11_module")]
         key: Option<PathBuf>,
         /// Where to write the public JWKS; stdout when absent.
         #[arg(long)]
         jwks: Option<PathBuf>,
+        /// Generate the key in a PKCS#11 token instead (sensitive, not extractable):
+        /// the module (shared library) to load.
+        #[arg(long, env = "PKCS11_MODULE", requires_all = ["pkcs11_token_label", "pkcs11_pin_file", "label"])]
+        pkcs11_module: Option<PathBuf>,
+        /// The token's label.
+        #[arg(long, env = "PKCS11_TOKEN_LABEL")]
+        pkcs11_token_label: Option<String>,
+        /// A file holding the token's user PIN.
+        #[arg(long, env = "PKCS11_PIN_FILE")]
+        pkcs11_pin_file: Option<PathBuf>,
+        /// The new key's label: the key prefix and something that sorts after the labels
+        /// already there (a date: `statuslist-2027-01`), since the label sorting last signs.
+        #[arg(long)]
+        label: Option<String>,
+        /// The label prefix of the service's keys.
+        #[arg(long, env = "PKCS11_KEY_PREFIX", default_value = statuslist_pkcs11::DEFAULT_PREFIX)]
+        pkcs11_key_prefix: String,
     },
 }
 
@@ -87,7 +105,27 @@ async fn main() -> ExitCode {
             Ok(false) => return ExitCode::from(1),
             Err(e) => Err(e),
         },
-        Command::Keygen { key, jwks } => client::keygen(key, jwks),
+        Command::Keygen {
+            key: _,
+            jwks,
+            pkcs11_module: Some(module),
+            pkcs11_token_label,
+            pkcs11_pin_file,
+            label,
+            pkcs11_key_prefix,
+        } => client::keygen_in_token(
+            &statuslist_pkcs11::TokenConfig {
+                module,
+                token_label: pkcs11_token_label.unwrap_or_default(),
+                pin_file: pkcs11_pin_file.unwrap_or_default(),
+                key_prefix: pkcs11_key_prefix,
+                sessions: 1,
+                sign_timeout: std::time::Duration::from_secs(30),
+            },
+            &label.unwrap_or_default(),
+            jwks,
+        ),
+        Command::Keygen { key, jwks, .. } => client::keygen(key, jwks),
         Command::UninstallCheck(args) => statuslist_operator::process::uninstall_check(args).await,
         Command::DevIssuer(args) => dev_issuer::run(args).await,
     };

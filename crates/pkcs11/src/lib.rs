@@ -79,7 +79,10 @@ pub struct TokenConfig {
 /// An open token: the module, the slot, the pooled sessions and the signer's health.
 pub struct Token {
     ctx: Pkcs11,
-    slot: Slot,
+    /// The token's slot; found again by label when a session cannot be opened (a token
+    /// removed and put back, in this slot or another).
+    slot: Mutex<Slot>,
+    label: String,
     pin: String,
     key_prefix: String,
     pool: Mutex<Pool>,
@@ -101,7 +104,7 @@ impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the PIN.
         f.debug_struct("Token")
-            .field("slot", &self.slot)
+            .field("label", &self.label)
             .field("key_prefix", &self.key_prefix)
             .finish_non_exhaustive()
     }
@@ -125,21 +128,11 @@ impl Token {
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
             Err(e) => return Err(Pkcs11Error::Module(shown, e.to_string())),
         }
-        let mut labels = Vec::new();
-        let mut found = None;
-        for slot in ctx.get_slots_with_token()? {
-            let label = ctx.get_token_info(slot)?.label().trim_end().to_owned();
-            if label == config.token_label {
-                found = Some(slot);
-                break;
-            }
-            labels.push(label);
-        }
-        let slot = found
-            .ok_or_else(|| Pkcs11Error::NoToken(config.token_label.clone(), labels.join(", ")))?;
+        let slot = find_slot(&ctx, &config.token_label)?;
         Ok(Arc::new(Self {
             ctx,
-            slot,
+            slot: Mutex::new(slot),
+            label: config.token_label.clone(),
             pin,
             key_prefix: config.key_prefix.clone(),
             pool: Mutex::default(),
@@ -178,8 +171,25 @@ impl Token {
         }
     }
 
+    /// A new logged-in session. When that fails, the module's slots are listed again
+    /// (which makes modules such as SoftHSM2 look at their tokens afresh) and the token is
+    /// found again by its label, once.
     fn open_session(&self) -> Result<Session, Pkcs11Error> {
-        let session = self.ctx.open_rw_session(self.slot)?;
+        let slot = *self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        match self.login(slot) {
+            Ok(session) => Ok(session),
+            Err(first) => {
+                let Ok(again) = find_slot(&self.ctx, &self.label) else {
+                    return Err(first);
+                };
+                *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = again;
+                self.login(again)
+            }
+        }
+    }
+
+    fn login(&self, slot: Slot) -> Result<Session, Pkcs11Error> {
+        let session = self.ctx.open_rw_session(slot)?;
         match session.login(UserType::User, Some(&AuthPin::new(self.pin.clone().into()))) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
             Err(e) => Err(e.into()),
@@ -216,7 +226,11 @@ impl Token {
         result
     }
 
-    fn find(&self, session: &Session, template: &[Attribute]) -> Result<Vec<ObjectHandle>, Pkcs11Error> {
+    fn find(
+        &self,
+        session: &Session,
+        template: &[Attribute],
+    ) -> Result<Vec<ObjectHandle>, Pkcs11Error> {
         Ok(session.find_objects(template)?)
     }
 
@@ -230,8 +244,8 @@ impl Token {
                 Attribute::KeyType(KeyType::EC),
             ];
             for handle in self.find(session, &template)? {
-                let attrs =
-                    session.get_attributes(handle, &[AttributeType::Label, AttributeType::EcPoint])?;
+                let attrs = session
+                    .get_attributes(handle, &[AttributeType::Label, AttributeType::EcPoint])?;
                 let mut label = None;
                 let mut point = None;
                 for attr in attrs {
@@ -262,14 +276,19 @@ impl Token {
         Ok(keys)
     }
 
-    fn signing_key(self: &Arc<Self>, label: &str, ec_point: &[u8]) -> Result<SigningKey, Pkcs11Error> {
+    fn signing_key(
+        self: &Arc<Self>,
+        label: &str,
+        ec_point: &[u8],
+    ) -> Result<SigningKey, Pkcs11Error> {
         let point = uncompressed_point(ec_point)
             .ok_or_else(|| Pkcs11Error::Key(label.to_owned(), "not a P-256 public point".into()))?;
         let signer = Arc::new(TokenKey {
             token: self.clone(),
             label: label.to_owned(),
         });
-        SigningKey::external(point, signer).map_err(|e| Pkcs11Error::Key(label.to_owned(), e.to_string()))
+        SigningKey::external(point, signer)
+            .map_err(|e| Pkcs11Error::Key(label.to_owned(), e.to_string()))
     }
 
     /// Generates a P-256 key pair in the token under `label` (which must carry the key
@@ -282,7 +301,10 @@ impl Token {
             ));
         }
         let point = self.with_session(|session| {
-            if !self.find(session, &[Attribute::Label(label.as_bytes().to_vec())])?.is_empty() {
+            if !self
+                .find(session, &[Attribute::Label(label.as_bytes().to_vec())])?
+                .is_empty()
+            {
                 return Err(Pkcs11Error::Key(label.to_owned(), "exists already".into()));
             }
             let id = label.as_bytes().to_vec();
@@ -305,8 +327,12 @@ impl Token {
                 Attribute::Label(id.clone()),
                 Attribute::Id(id),
             ];
-            let (public, _) = session.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)?;
-            match session.get_attributes(public, &[AttributeType::EcPoint])?.pop() {
+            let (public, _) =
+                session.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)?;
+            match session
+                .get_attributes(public, &[AttributeType::EcPoint])?
+                .pop()
+            {
                 Some(Attribute::EcPoint(p)) => Ok(p),
                 _ => Err(Pkcs11Error::Key(label.to_owned(), "no public point".into())),
             }
@@ -326,7 +352,10 @@ impl Token {
             let info = session.get_attribute_info(handle, &[AttributeType::Value])?;
             match info.first() {
                 Some(AttributeInfo::Available(_)) => {
-                    match session.get_attributes(handle, &[AttributeType::Value])?.pop() {
+                    match session
+                        .get_attributes(handle, &[AttributeType::Value])?
+                        .pop()
+                    {
                         Some(Attribute::Value(v)) => Ok(v),
                         _ => Err(Pkcs11Error::Key(label.to_owned(), "no value".into())),
                     }
@@ -335,7 +364,10 @@ impl Token {
                     label.to_owned(),
                     "the module refuses CKA_VALUE: CKR_ATTRIBUTE_SENSITIVE".into(),
                 )),
-                other => Err(Pkcs11Error::Key(label.to_owned(), format!("CKA_VALUE: {other:?}"))),
+                other => Err(Pkcs11Error::Key(
+                    label.to_owned(),
+                    format!("CKA_VALUE: {other:?}"),
+                )),
             }
         })
     }
@@ -348,7 +380,10 @@ impl Token {
                 .first()
                 .ok_or_else(|| Pkcs11Error::Key(label.to_owned(), "not in the token".into()))?;
             let (mut extractable, mut sensitive) = (true, false);
-            for attr in session.get_attributes(handle, &[AttributeType::Extractable, AttributeType::Sensitive])? {
+            for attr in session.get_attributes(
+                handle,
+                &[AttributeType::Extractable, AttributeType::Sensitive],
+            )? {
                 match attr {
                     Attribute::Extractable(v) => extractable = v,
                     Attribute::Sensitive(v) => sensitive = v,
@@ -374,7 +409,9 @@ impl Token {
                     let key = *token
                         .find(session, &private_template(&label))?
                         .first()
-                        .ok_or_else(|| Pkcs11Error::Key(label.clone(), "not in the token".into()))?;
+                        .ok_or_else(|| {
+                            Pkcs11Error::Key(label.clone(), "not in the token".into())
+                        })?;
                     Ok(session.sign(&Mechanism::Ecdsa, key, &digest)?)
                 });
                 let _ = tx.send(result);
@@ -417,6 +454,19 @@ impl Token {
             self.failures.load(Ordering::Relaxed),
         )
     }
+}
+
+/// The slot holding the token labelled `label`.
+fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, Pkcs11Error> {
+    let mut labels = Vec::new();
+    for slot in ctx.get_slots_with_token()? {
+        let found = ctx.get_token_info(slot)?.label().trim_end().to_owned();
+        if found == label {
+            return Ok(slot);
+        }
+        labels.push(found);
+    }
+    Err(Pkcs11Error::NoToken(label.to_owned(), labels.join(", ")))
 }
 
 fn private_template(label: &str) -> [Attribute; 3] {
@@ -512,15 +562,40 @@ pub mod testing {
         /// `Some` in the child (go on with the test) and `None` in the parent, once the
         /// child passed (and where SoftHSM2 is not installed, with a line saying so).
         pub fn for_test(test: &str) -> Option<Self> {
-            let module = module();
             if let Some(dir) = std::env::var_os("STATUSLIST_SOFTHSM_DIR") {
                 return Some(Self {
                     _owned: None,
                     dir: PathBuf::from(dir),
-                    module: module.expect("SoftHSM2 module"),
+                    module: module().expect("SoftHSM2 module"),
                 });
             }
-            let Some(module) = module else {
+            let hsm = Self::new()?;
+            let exe = std::env::current_exe().expect("the test binary");
+            let out = Command::new(exe)
+                .args([test, "--exact", "--nocapture", "--test-threads", "1"])
+                .env("SOFTHSM2_CONF", hsm.conf())
+                .env("STATUSLIST_SOFTHSM_DIR", &hsm.dir)
+                .output()
+                .expect("run the test again");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            print!("{text}");
+            assert!(
+                out.status.success(),
+                "{test} failed in its SoftHSM2 process"
+            );
+            assert!(text.contains("1 passed"), "{test} did not run in the child");
+            None
+        }
+
+        /// A configuration and token directory of its own, for processes started with
+        /// `SOFTHSM2_CONF` = [`SoftHsm::conf`]; `None` (with a line saying so) where
+        /// SoftHSM2 is not installed.
+        pub fn new() -> Option<Self> {
+            let Some(module) = module() else {
                 println!("skipped: SoftHSM2 is not installed (apt-get install softhsm2)");
                 return None;
             };
@@ -543,22 +618,7 @@ pub mod testing {
             )
             .expect("configuration");
             std::fs::write(hsm.pin_file(), format!("{PIN}\n")).expect("PIN file");
-            let exe = std::env::current_exe().expect("the test binary");
-            let out = Command::new(exe)
-                .args([test, "--exact", "--nocapture", "--test-threads", "1"])
-                .env("SOFTHSM2_CONF", hsm.conf())
-                .env("STATUSLIST_SOFTHSM_DIR", &hsm.dir)
-                .output()
-                .expect("run the test again");
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            print!("{text}");
-            assert!(out.status.success(), "{test} failed in its SoftHSM2 process");
-            assert!(text.contains("1 passed"), "{test} did not run in the child");
-            None
+            Some(hsm)
         }
 
         /// `SOFTHSM2_CONF` for processes that use this configuration.
@@ -578,7 +638,16 @@ pub mod testing {
         pub fn init_token(&self, label: &str) {
             let out = Command::new("softhsm2-util")
                 .env("SOFTHSM2_CONF", self.conf())
-                .args(["--init-token", "--free", "--label", label, "--pin", PIN, "--so-pin", "5432109876"])
+                .args([
+                    "--init-token",
+                    "--free",
+                    "--label",
+                    label,
+                    "--pin",
+                    PIN,
+                    "--so-pin",
+                    "5432109876",
+                ])
                 .output()
                 .expect("softhsm2-util (apt-get install softhsm2)");
             assert!(

@@ -59,7 +59,10 @@ fn a_key_generated_in_the_token_signs_lists_that_independent_verifiers_accept() 
     assert_eq!(verified.list.get(500).expect("500"), 1);
     assert_eq!(verified.list.get(501).expect("501"), 0);
     let point = key.verifying_key().point().to_vec();
-    assert!(verifies_independently(&jwt, &point), "p256 rejects the signature");
+    assert!(
+        verifies_independently(&jwt, &point),
+        "p256 rejects the signature"
+    );
     let cwt = token::sign_cwt(&claims, &CompressedList::new(&list, 6), &key).expect("CWT");
     token::verify_cwt(&cwt, key.verifying_key()).expect("the CWT verifies");
     // Listed again from the token, with the same kid (RFC 7638 thumbprint).

@@ -45,9 +45,31 @@ pub struct WorkerArgs {
     #[arg(
         long,
         env = "SIGNING_KEY_DIR",
-        required_unless_present = "generate_signing_key"
+        required_unless_present_any = ["generate_signing_key", "pkcs11_module"],
+        conflicts_with = "pkcs11_module"
     )]
     pub signing_key_dir: Option<PathBuf>,
+    /// Sign with keys held in a PKCS#11 token (an HSM, a cloud KMS's PKCS#11 library,
+    /// SoftHSM2) instead of key files: the module (shared library) to load. The keys are
+    /// the token's key pairs labelled `--pkcs11-key-prefix...`; the label sorting last is
+    /// the newest (docs/operations.md, "Signing keys in an HSM").
+    #[arg(long, env = "PKCS11_MODULE", requires_all = ["pkcs11_token_label", "pkcs11_pin_file"])]
+    pub pkcs11_module: Option<PathBuf>,
+    /// The token's label.
+    #[arg(long, env = "PKCS11_TOKEN_LABEL")]
+    pub pkcs11_token_label: Option<String>,
+    /// A file holding the token's user PIN (a mounted Secret; never a flag value).
+    #[arg(long, env = "PKCS11_PIN_FILE")]
+    pub pkcs11_pin_file: Option<PathBuf>,
+    /// The label prefix of the service's keys in the token.
+    #[arg(long, env = "PKCS11_KEY_PREFIX", default_value = statuslist_pkcs11::DEFAULT_PREFIX)]
+    pub pkcs11_key_prefix: String,
+    /// PKCS#11 sessions at most (signatures at once).
+    #[arg(long, env = "PKCS11_SESSIONS", default_value_t = 4)]
+    pub pkcs11_sessions: usize,
+    /// How long one signature through the module may take, in milliseconds.
+    #[arg(long, env = "PKCS11_SIGN_TIMEOUT_MS", default_value_t = 5000)]
+    pub pkcs11_sign_timeout_ms: u64,
     /// Sign with a key generated at start (development only: verifiers lose it on restart).
     #[arg(long, env = "GENERATE_SIGNING_KEY")]
     pub generate_signing_key: bool,
@@ -160,9 +182,21 @@ impl WorkerArgs {
     /// keys, caches. Fails only on configuration errors: a database that is not there yet
     /// makes the worker not ready, not absent.
     pub async fn state(&self) -> Result<Arc<AppState>, StartError> {
-        let mut keys = match &self.signing_key_dir {
-            Some(dir) => SigningKeys::from_dir(dir)?,
-            None => {
+        let mut keys = match (&self.signing_key_dir, &self.pkcs11_module) {
+            (Some(dir), _) => SigningKeys::from_dir(dir)?,
+            (None, Some(module)) => {
+                let token = statuslist_pkcs11::Token::open(&statuslist_pkcs11::TokenConfig {
+                    module: module.clone(),
+                    token_label: self.pkcs11_token_label.clone().unwrap_or_default(),
+                    pin_file: self.pkcs11_pin_file.clone().unwrap_or_default(),
+                    key_prefix: self.pkcs11_key_prefix.clone(),
+                    sessions: self.pkcs11_sessions,
+                    sign_timeout: Duration::from_millis(self.pkcs11_sign_timeout_ms.max(1)),
+                })
+                .map_err(crate::signing::KeyError::Token)?;
+                SigningKeys::from_token(token)?
+            }
+            (None, None) => {
                 tracing::warn!(
                     "signing with a generated key: verifiers lose it on restart (development only)"
                 );

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub jwks_fetch_failures: Counter,
     /// Failovers and the journal ([`Metrics::failover`] sets them at each scrape).
     failover: FailoverGauges,
+    /// Signing through a PKCS#11 module ([`Metrics::signer`] sets them at each scrape).
+    signer: SignerGauges,
     registry: Arc<Registry>,
 }
 
@@ -91,6 +93,7 @@ impl Default for Metrics {
             database_up.clone(),
         );
         let failover = FailoverGauges::register(&mut registry);
+        let signer = SignerGauges::register(&mut registry);
         Self {
             requests,
             latency,
@@ -100,12 +103,42 @@ impl Default for Metrics {
             database_up,
             jwks_fetch_failures,
             failover,
+            signer,
             registry: Arc::new(registry),
         }
     }
 }
 
 /// Gauges of what the store knows of failovers and replication.
+#[derive(Clone, Default)]
+struct SignerGauges {
+    failing: Gauge,
+    signatures: Gauge,
+    failures: Gauge,
+}
+
+impl SignerGauges {
+    fn register(registry: &mut Registry) -> Self {
+        let g = Self::default();
+        registry.register(
+            "signer_failing",
+            "1 while the last signature through the PKCS#11 module failed (publishing of lists that need a new signature waits), else 0",
+            g.failing.clone(),
+        );
+        registry.register(
+            "signer_signatures",
+            "Signatures made through the PKCS#11 module since the worker started",
+            g.signatures.clone(),
+        );
+        registry.register(
+            "signer_failures",
+            "Signatures through the PKCS#11 module that failed or timed out since the worker started",
+            g.failures.clone(),
+        );
+        g
+    }
+}
+
 #[derive(Clone, Default)]
 struct FailoverGauges {
     failovers: Gauge,
@@ -161,6 +194,16 @@ impl FailoverGauges {
 
 impl Metrics {
     /// Sets the failover and replication gauges from what the store knows.
+    /// The PKCS#11 signer's state (all 0 with key files).
+    pub fn signer(&self, token: Option<&statuslist_pkcs11::Token>) {
+        let Some(token) = token else { return };
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let (signed, failed) = token.counts();
+        self.signer.failing.set(i64::from(token.failing()));
+        self.signer.signatures.set(n(signed));
+        self.signer.failures.set(n(failed));
+    }
+
     pub fn failover(&self, stats: &statuslist_store::failover::FailoverStats) {
         let g = &self.failover;
         let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);

@@ -377,6 +377,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .database_up
         .set(i64::from(database_up(&state).is_ok()));
     state.metrics.failover(&state.store.failover_stats());
+    state.metrics.signer(state.keys.token().map(|t| t.as_ref()));
     (
         [(
             header::CONTENT_TYPE,

@@ -25,16 +25,29 @@ type Keys = Arc<Vec<Arc<SigningKey>>>;
 pub struct SigningKeys {
     /// Newest first.
     keys: RwLock<Keys>,
-    /// Where they come from (none: generated at start).
-    dir: Option<PathBuf>,
+    /// Where they come from.
+    source: Source,
     seen: RwLock<Vec<(PathBuf, Option<SystemTime>, u64)>>,
     /// The JWKS `max-age`, and the announcement period of a new key.
     pub jwks_max_age: Duration,
     pub reload_every: Duration,
 }
 
+/// Where the keys come from.
+#[derive(Debug)]
+enum Source {
+    /// Generated at start (development).
+    Generated,
+    /// PKCS#8 PEM files in a directory (a mounted Secret).
+    Dir(PathBuf),
+    /// Key pairs in a PKCS#11 token: only their public halves are here.
+    Token(Arc<statuslist_pkcs11::Token>),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    #[error("{0}")]
+    Token(#[from] statuslist_pkcs11::Pkcs11Error),
     #[error("cannot read signing key directory {0}: {1}")]
     Dir(String, std::io::Error),
     #[error("signing key {0}: {1}")]
@@ -67,11 +80,23 @@ fn read_dir(dir: &Path) -> Result<Vec<Arc<SigningKey>>, KeyError> {
     Ok(found.into_iter().map(|(_, k)| Arc::new(k)).collect())
 }
 
+/// The token's service keys, newest label first; a token without one is an error (as an
+/// empty key directory is).
+fn read_token(token: &Arc<statuslist_pkcs11::Token>) -> Result<Vec<Arc<SigningKey>>, KeyError> {
+    let keys = token.keys()?;
+    if keys.is_empty() {
+        return Err(KeyError::Empty(
+            "the PKCS#11 token (create one: statuslist keygen --pkcs11-module ...)".into(),
+        ));
+    }
+    Ok(keys.into_iter().map(|(_, k)| Arc::new(k)).collect())
+}
+
 impl SigningKeys {
     pub fn new(keys: Vec<SigningKey>) -> Option<Self> {
         (!keys.is_empty()).then(|| Self {
             keys: RwLock::new(Arc::new(keys.into_iter().map(Arc::new).collect())),
-            dir: None,
+            source: Source::Generated,
             seen: RwLock::default(),
             jwks_max_age: JWKS_MAX_AGE,
             reload_every: RELOAD_EVERY,
@@ -83,11 +108,32 @@ impl SigningKeys {
         let seen = fingerprint(dir);
         Ok(Self {
             keys: RwLock::new(Arc::new(read_dir(dir)?)),
-            dir: Some(dir.to_owned()),
+            source: Source::Dir(dir.to_owned()),
             seen: RwLock::new(seen),
             jwks_max_age: JWKS_MAX_AGE,
             reload_every: RELOAD_EVERY,
         })
+    }
+
+    /// The keys of a PKCS#11 token (newest label first), checked again every
+    /// `reload_every` as a key directory is.
+    pub fn from_token(token: Arc<statuslist_pkcs11::Token>) -> Result<Self, KeyError> {
+        let keys = read_token(&token)?;
+        Ok(Self {
+            keys: RwLock::new(Arc::new(keys)),
+            source: Source::Token(token),
+            seen: RwLock::default(),
+            jwks_max_age: JWKS_MAX_AGE,
+            reload_every: RELOAD_EVERY,
+        })
+    }
+
+    /// The token the keys are in, if they are in one.
+    pub fn token(&self) -> Option<&Arc<statuslist_pkcs11::Token>> {
+        match &self.source {
+            Source::Token(t) => Some(t),
+            _ => None,
+        }
     }
 
     /// Every key, newest first.
@@ -110,15 +156,19 @@ impl SigningKeys {
     /// Re-reads the directory when it changed; a directory that cannot be read (or holds
     /// no valid key) leaves the keys as they were. `Ok(true)` when the keys changed.
     pub fn reload_if_changed(&self) -> Result<bool, KeyError> {
-        let Some(dir) = &self.dir else {
-            return Ok(false);
+        let keys = match &self.source {
+            Source::Generated => return Ok(false),
+            Source::Token(token) => read_token(token)?,
+            Source::Dir(dir) => {
+                let now = fingerprint(dir);
+                if *self.seen.read().unwrap_or_else(|e| e.into_inner()) == now {
+                    return Ok(false);
+                }
+                let keys = read_dir(dir)?;
+                *self.seen.write().unwrap_or_else(|e| e.into_inner()) = now;
+                keys
+            }
         };
-        let now = fingerprint(dir);
-        if *self.seen.read().unwrap_or_else(|e| e.into_inner()) == now {
-            return Ok(false);
-        }
-        let keys = read_dir(dir)?;
-        *self.seen.write().unwrap_or_else(|e| e.into_inner()) = now;
         let changed = {
             let old = self.all();
             old.iter().map(|k| k.kid()).ne(keys.iter().map(|k| k.kid()))
@@ -142,7 +192,7 @@ impl SigningKeys {
                 Err(e) => {
                     let text = e.to_string();
                     if text != last_error {
-                        tracing::error!(error = %text, "signing key directory unreadable; keeping the keys loaded before");
+                        tracing::error!(error = %text, "signing keys unreadable; keeping the keys loaded before");
                         last_error = text;
                     }
                 }

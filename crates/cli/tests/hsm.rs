@@ -1,0 +1,173 @@
+//! Signing keys in a PKCS#11 token, with real processes and a real module (SoftHSM2): the
+//! worker signs lists through the module (no key file anywhere), `statuslist check`
+//! verifies them against the service's JWKS, and a key generated in the token while the
+//! worker runs (`statuslist keygen --pkcs11-module ...`) is announced before it signs,
+//! the old one staying in the JWKS, as with key files.
+
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine;
+use statuslist_pkcs11::testing::SoftHsm;
+use statuslist_store::testing::TestDb;
+use statuslist_tests::envtest::eventually;
+use statuslist_tests::service::{
+    Issuer, Worker, check, get, issue_eventually, manifest, operator_on_manifests, revoke,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_statuslist");
+const TOKEN: &str = "statuslist-lists";
+
+/// `statuslist keygen --pkcs11-module ...`: the new key's kid.
+fn keygen_in_token(hsm: &SoftHsm, label: &str) -> String {
+    let out = std::process::Command::new(BIN)
+        .env("SOFTHSM2_CONF", hsm.conf())
+        .arg("keygen")
+        .arg("--pkcs11-module")
+        .arg(&hsm.module)
+        .args(["--pkcs11-token-label", TOKEN, "--label", label])
+        .arg("--pkcs11-pin-file")
+        .arg(hsm.pin_file())
+        .output()
+        .expect("statuslist keygen");
+    assert!(
+        out.status.success(),
+        "keygen --pkcs11: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JWKS on stdout");
+    assert!(
+        doc["keys"][0].get("d").is_none(),
+        "a private part in the output"
+    );
+    doc["keys"][0]["kid"].as_str().expect("kid").to_owned()
+}
+
+async fn jwks_kids(worker: &Worker) -> Vec<String> {
+    let (_, body) = get(&format!("{}/.well-known/jwks.json", worker.url)).await;
+    let doc: serde_json::Value = serde_json::from_str(&body).expect("JWKS");
+    doc["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["kid"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The `kid` of the token served at `uri`.
+async fn signed_by(uri: &str) -> Option<String> {
+    let (status, body) = get(uri).await;
+    if status != Some(200) {
+        return None;
+    }
+    let header = body.split('.').next()?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    v["kid"].as_str().map(str::to_owned)
+}
+
+async fn metric(worker: &Worker, name: &str) -> Option<f64> {
+    let (_, body) = get(&format!("{}/metrics", worker.metrics_url)).await;
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_are_signed_in_the_token_and_a_new_token_key_rotates_in() {
+    let Some(hsm) = SoftHsm::new() else {
+        return;
+    };
+    hsm.init_token(TOKEN);
+    let bin = Path::new(BIN);
+    let a = keygen_in_token(&hsm, "statuslist-2026-01");
+    let db = TestDb::new().await;
+    let issuer = Issuer::start(bin, "hsm-issuer").await;
+    let conf = hsm.conf();
+    let module = hsm.module.clone();
+    let pin = hsm.pin_file();
+    let worker = Worker::start(
+        bin,
+        "worker-hsm",
+        &db.url,
+        &[
+            ("GENERATE_SIGNING_KEY", "false"),
+            ("SOFTHSM2_CONF", conf.to_str().expect("path")),
+            ("PKCS11_MODULE", module.to_str().expect("path")),
+            ("PKCS11_TOKEN_LABEL", TOKEN),
+            ("PKCS11_PIN_FILE", pin.to_str().expect("path")),
+            ("JWKS_MAX_AGE_SECONDS", "3"),
+            ("KEY_RELOAD_SECONDS", "1"),
+        ],
+    );
+    let manifests = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        manifests.path().join("pool.yaml"),
+        manifest("pool", "Token", &worker.url, "Delete", &issuer, ""),
+    )
+    .expect("write");
+    let _operator = operator_on_manifests(bin, "operator", &db.url, manifests.path());
+    let (uri, idx) = issue_eventually(bin, &worker.url, &issuer, Duration::from_secs(30)).await;
+    eventually(
+        Duration::from_secs(10),
+        "the list signed in the token",
+        || async { (signed_by(&uri).await.as_deref() == Some(a.as_str())).then_some(()) },
+    )
+    .await;
+    // `statuslist check` fetches the list and verifies it against the service's JWKS.
+    assert_eq!(check(bin, &uri, idx).await.as_deref(), Ok("VALID"));
+    revoke(bin, &worker.url, &issuer, &uri, idx)
+        .await
+        .expect("revoke");
+    eventually(Duration::from_secs(10), "INVALID, verified", || async {
+        (check(bin, &uri, idx).await.as_deref() == Ok("INVALID")).then_some(())
+    })
+    .await;
+    assert!(metric(&worker, "statuslist_signer_signatures").await >= Some(2.0));
+    assert_eq!(
+        metric(&worker, "statuslist_signer_failing").await,
+        Some(0.0)
+    );
+
+    // B is generated in the token by another process while the worker runs: announced,
+    // then signing; A stays in the JWKS (its tokens are unexpired).
+    let b = keygen_in_token(&hsm, "statuslist-2026-02");
+    let announced = eventually(Duration::from_secs(15), "B in the JWKS", || async {
+        let kids = jwks_kids(&worker).await;
+        kids.contains(&b).then_some(kids)
+    })
+    .await;
+    assert!(announced.contains(&a), "A left the JWKS: {announced:?}");
+    let mut spare = Vec::new();
+    while spare.len() < 60 {
+        let (u, i) = statuslist_tests::service::issue(bin, &worker.url, &issuer)
+            .await
+            .expect("issue");
+        if u == uri {
+            spare.push(i);
+        }
+    }
+    let spare = std::sync::Mutex::new(spare);
+    eventually(Duration::from_secs(30), "a list signed with B", || async {
+        // A change to publish: each revocation re-signs the list.
+        let next = spare.lock().expect("spare").pop()?;
+        revoke(bin, &worker.url, &issuer, &uri, next).await.ok()?;
+        (signed_by(&uri).await.as_deref() == Some(b.as_str())).then_some(())
+    })
+    .await;
+    assert_eq!(check(bin, &uri, idx).await.as_deref(), Ok("INVALID"));
+    let kids = jwks_kids(&worker).await;
+    assert!(kids.contains(&a) && kids.contains(&b), "{kids:?}");
+    // Nothing of the keys is on disk but the token's own (encrypted) objects.
+    assert!(
+        !worker
+            .process
+            .output()
+            .iter()
+            .any(|l| l.contains("BEGIN PRIVATE KEY")),
+        "key material in the log"
+    );
+}
