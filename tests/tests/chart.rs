@@ -84,7 +84,19 @@ async fn every_rendered_object_passes_a_server_side_dry_run() {
         .expect("discovery");
     let mut checked = 0;
     let mut skipped = Vec::new();
-    for args in [&["--set", "crds.install=true"][..], &all_on[..]] {
+    let pkcs11 = [
+        "--set",
+        "pkcs11.enabled=true,pkcs11.module=/opt/hsm/lib/libpkcs11.so,pkcs11.tokenLabel=lists,pkcs11.pinSecret=hsm-pin",
+        "--set-json",
+        r#"pkcs11.volumes=[{"name":"hsm-config","configMap":{"name":"hsm-config"}}]"#,
+        "--set-json",
+        r#"pkcs11.volumeMounts=[{"name":"hsm-config","mountPath":"/etc/hsm","readOnly":true}]"#,
+    ];
+    for args in [
+        &["--set", "crds.install=true"][..],
+        &all_on[..],
+        &pkcs11[..],
+    ] {
         for doc in helm::template(&helm, &ns, &ns, args) {
             let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
             // The Prometheus Operator's CRDs are not installed on a bare API server.
@@ -102,6 +114,91 @@ async fn every_rendered_object_passes_a_server_side_dry_run() {
     eprintln!("dry-run applied {checked} objects; skipped (no CRD on this server): {skipped:?}");
     assert!(checked >= 20, "only {checked} objects rendered");
     assert_eq!(skipped, ["PodMonitor", "ServiceMonitor"]);
+}
+
+/// With `pkcs11.enabled` no key Secret is mounted anywhere: the worker gets the module,
+/// the token label and the PIN as a file from its Secret (mode 0400), and the volumes the
+/// module needs; without it, the key Secret as before.
+#[test]
+fn in_pkcs11_mode_no_key_secret_is_mounted() {
+    let Some(helm) = helm::helm() else { return };
+    let worker = |args: &[&str]| {
+        helm::template(&helm, "hsm", "hsm", args)
+            .into_iter()
+            .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "hsm-statuslist-worker")
+            .expect("the worker Deployment")
+    };
+    let env = |d: &serde_json::Value| -> Vec<(String, String)> {
+        d["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap_or_default().to_owned(),
+                    e["value"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let files = worker(&[]);
+    let volumes = files["spec"]["template"]["spec"]["volumes"].to_string();
+    assert!(volumes.contains("statuslist-signing-keys"), "{volumes}");
+    assert!(env(&files).iter().any(|(n, _)| n == "SIGNING_KEY_DIR"));
+    assert!(!env(&files).iter().any(|(n, _)| n.starts_with("PKCS11_")));
+
+    let hsm = worker(&[
+        "--set",
+        "pkcs11.enabled=true,pkcs11.module=/opt/hsm/lib/libpkcs11.so,pkcs11.tokenLabel=lists,pkcs11.pinSecret=hsm-pin",
+        "--set-json",
+        r#"pkcs11.volumes=[{"name":"hsm-config","configMap":{"name":"hsm-config"}}]"#,
+        "--set-json",
+        r#"pkcs11.volumeMounts=[{"name":"hsm-config","mountPath":"/etc/hsm","readOnly":true}]"#,
+    ]);
+    let spec = &hsm["spec"]["template"]["spec"];
+    let env = env(&hsm);
+    for (name, value) in [
+        ("PKCS11_MODULE", "/opt/hsm/lib/libpkcs11.so"),
+        ("PKCS11_TOKEN_LABEL", "lists"),
+        ("PKCS11_PIN_FILE", "/etc/statuslist/pkcs11-pin/pin"),
+        ("PKCS11_KEY_PREFIX", "statuslist-"),
+    ] {
+        assert!(
+            env.iter().any(|(n, v)| n == name && v == value),
+            "{name}={value} missing: {env:?}"
+        );
+    }
+    assert!(!env.iter().any(|(n, _)| n == "SIGNING_KEY_DIR"), "{env:?}");
+    let volumes = spec["volumes"].as_array().expect("volumes");
+    assert!(
+        !spec["volumes"].to_string().contains("signing-keys"),
+        "a key Secret is mounted: {volumes:?}"
+    );
+    let pin = volumes
+        .iter()
+        .find(|v| v["name"] == "pkcs11-pin")
+        .expect("the PIN volume");
+    assert_eq!(pin["secret"]["secretName"], "hsm-pin");
+    assert_eq!(pin["secret"]["defaultMode"], 256);
+    assert!(volumes.iter().any(|v| v["name"] == "hsm-config"));
+    let mounts = spec["containers"][0]["volumeMounts"].to_string();
+    assert!(
+        mounts.contains("/etc/hsm") && mounts.contains("/etc/statuslist/pkcs11-pin"),
+        "{mounts}"
+    );
+    // Half a configuration is refused by the values schema, with the field named.
+    let out = std::process::Command::new(&helm)
+        .args(["template", "hsm"])
+        .arg(statuslist_tests::repo_root().join("charts/statuslist"))
+        .args(["--set", "pkcs11.enabled=true,pkcs11.module=/x.so"])
+        .output()
+        .expect("helm");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tokenLabel") && err.contains("pinSecret"),
+        "{err}"
+    );
 }
 
 /// The Ingress routes only the public port; `/metrics` is on another one, and the

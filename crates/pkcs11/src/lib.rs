@@ -591,6 +591,26 @@ pub mod testing {
             None
         }
 
+        /// [`SoftHsm::for_test`] for a benchmark binary (`harness = false`): runs it again
+        /// with `SOFTHSM2_CONF` set; `Some` in that run.
+        pub fn for_bench() -> Option<Self> {
+            if let Some(dir) = std::env::var_os("STATUSLIST_SOFTHSM_DIR") {
+                return Some(Self {
+                    _owned: None,
+                    dir: PathBuf::from(dir),
+                    module: module().expect("SoftHSM2 module"),
+                });
+            }
+            let hsm = Self::new()?;
+            let status = Command::new(std::env::current_exe().expect("the bench binary"))
+                .env("SOFTHSM2_CONF", hsm.conf())
+                .env("STATUSLIST_SOFTHSM_DIR", &hsm.dir)
+                .status()
+                .expect("run the bench again");
+            assert!(status.success(), "the bench failed in its SoftHSM2 process");
+            None
+        }
+
         /// A configuration and token directory of its own, for processes started with
         /// `SOFTHSM2_CONF` = [`SoftHsm::conf`]; `None` (with a line saying so) where
         /// SoftHSM2 is not installed.
