@@ -171,3 +171,123 @@ async fn lists_are_signed_in_the_token_and_a_new_token_key_rotates_in() {
         "key material in the log"
     );
 }
+
+/// The object files of a SoftHSM2 token directory other than the token's own.
+fn key_objects(tokens: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for token in std::fs::read_dir(tokens).expect("tokens") {
+        for entry in std::fs::read_dir(token.expect("token").path()).expect("token dir") {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if name.ends_with(".object") && name != "token.object" {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// The token's key goes away under a running worker (its objects moved out of the
+/// module's reach) and comes back: issuance and revocation go on (200, 202: they do not
+/// sign), the list is served as last signed, the worker says so once (a WARN line, and
+/// `statuslist_signer_failing` 1), and the revocation made meanwhile is published by
+/// itself once the key is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_waits_while_the_key_is_away_and_resumes_by_itself() {
+    let Some(hsm) = SoftHsm::new() else {
+        return;
+    };
+    hsm.init_token(TOKEN);
+    let bin = Path::new(BIN);
+    let a = keygen_in_token(&hsm, "statuslist-2026-01");
+    let db = TestDb::new().await;
+    let issuer = Issuer::start(bin, "hsm-away").await;
+    let (conf, module, pin) = (hsm.conf(), hsm.module.clone(), hsm.pin_file());
+    let worker = Worker::start(
+        bin,
+        "worker-away",
+        &db.url,
+        &[
+            ("GENERATE_SIGNING_KEY", "false"),
+            ("SOFTHSM2_CONF", conf.to_str().expect("path")),
+            ("PKCS11_MODULE", module.to_str().expect("path")),
+            ("PKCS11_TOKEN_LABEL", TOKEN),
+            ("PKCS11_PIN_FILE", pin.to_str().expect("path")),
+        ],
+    );
+    let manifests = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        manifests.path().join("pool.yaml"),
+        manifest("pool", "Token", &worker.url, "Delete", &issuer, ""),
+    )
+    .expect("write");
+    let _operator = operator_on_manifests(bin, "operator", &db.url, manifests.path());
+    let (uri, idx) = issue_eventually(bin, &worker.url, &issuer, Duration::from_secs(30)).await;
+    eventually(Duration::from_secs(10), "the list signed", || async {
+        (signed_by(&uri).await.as_deref() == Some(a.as_str())).then_some(())
+    })
+    .await;
+
+    let objects = key_objects(&hsm.token_dir());
+    assert_eq!(objects.len(), 2, "{objects:?}");
+    let aside = tempfile::tempdir().expect("aside");
+    for o in &objects {
+        std::fs::rename(o, aside.path().join(o.file_name().expect("name"))).expect("away");
+    }
+    // Issuance and revocation do not sign.
+    let (_, second) = statuslist_tests::service::issue(bin, &worker.url, &issuer)
+        .await
+        .expect("issued while the key is away");
+    revoke(bin, &worker.url, &issuer, &uri, idx)
+        .await
+        .expect("revoked while the key is away");
+    eventually(Duration::from_secs(10), "the signer failing", || async {
+        (metric(&worker, "statuslist_signer_failing").await == Some(1.0)).then_some(())
+    })
+    .await;
+    // Served as last signed (VALID: the revocation is not published yet), never a 5xx.
+    assert_eq!(check(bin, &uri, idx).await.as_deref(), Ok("VALID"));
+    let (status, _) = get(&format!("{}/readyz", worker.url)).await;
+    assert_eq!(status, Some(200));
+
+    // Back (as files the module has not seen, and another process writing to the token,
+    // which is how SoftHSM2's processes tell each other of a change).
+    for o in &objects {
+        let name = o.file_name().and_then(|n| n.to_str()).expect("name");
+        std::fs::rename(
+            aside.path().join(name),
+            o.with_file_name(format!("back-{name}")),
+        )
+        .expect("back");
+    }
+    keygen_in_token(&hsm, "statuslist-2026-01-spare");
+    eventually(
+        Duration::from_secs(15),
+        "the revocation published",
+        || async { (check(bin, &uri, idx).await.as_deref() == Ok("INVALID")).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        metric(&worker, "statuslist_signer_failing").await,
+        Some(0.0)
+    );
+    assert!(metric(&worker, "statuslist_signer_failures").await >= Some(1.0));
+    assert_eq!(check(bin, &uri, second).await.as_deref(), Ok("VALID"));
+    let lines = worker.process.output();
+    let warned = lines
+        .iter()
+        .filter(|l| l.contains("signing through the PKCS#11 module failed"))
+        .count();
+    let resumed = lines
+        .iter()
+        .filter(|l| l.contains("signing through the PKCS#11 module works again"))
+        .count();
+    assert_eq!((warned, resumed), (1, 1), "one line per change: {lines:#?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("rendering failed")),
+        "a line per list while the signer was down: {lines:#?}"
+    );
+}

@@ -124,3 +124,86 @@ fn newest_label_first_and_a_missing_token_is_named() {
     let err = Token::open(&hsm.config("absent")).expect_err("no such token");
     assert!(err.to_string().contains("rotation"), "{err}");
 }
+
+/// The key goes away under a running signer (its object files moved out of the module's
+/// reach, as a token pulled or a network HSM unreachable looks from here) and comes back:
+/// signatures fail meanwhile, with an error and no panic, one state change counted, and
+/// resume by themselves once the module sees the key again.
+#[test]
+fn signatures_fail_while_the_key_is_away_and_resume_when_it_is_back() {
+    let Some(hsm) =
+        SoftHsm::for_test("signatures_fail_while_the_key_is_away_and_resume_when_it_is_back")
+    else {
+        return;
+    };
+    hsm.init_token("away");
+    let token = Token::open(&hsm.config("away")).expect("token");
+    let key = token.generate("statuslist-a").expect("generate");
+    key.sign_raw(b"before").expect("signs");
+    let objects = key_objects(&hsm.token_dir());
+    assert_eq!(
+        objects.len(),
+        2,
+        "the key pair's two object files: {objects:?}"
+    );
+    let aside = hsm.token_dir().with_extension("aside");
+    std::fs::create_dir(&aside).expect("a place aside");
+    for o in &objects {
+        std::fs::rename(o, aside.join(o.file_name().expect("name"))).expect("move away");
+    }
+    let err = key
+        .sign_raw(b"while away")
+        .expect_err("no key, no signature");
+    println!("while away: {err}");
+    assert!(token.failing());
+    // Back, as files the module has not seen (it keeps those it found missing as gone),
+    // and announced the way SoftHSM2's processes tell each other of a change: another
+    // process writes to the token.
+    for o in &objects {
+        let name = o.file_name().and_then(|n| n.to_str()).expect("name");
+        std::fs::rename(aside.join(name), o.with_file_name(format!("back-{name}")))
+            .expect("move back");
+    }
+    let other = hsm.token_dir().with_extension("pem");
+    let pem = statuslist_format::SigningKey::generate()
+        .and_then(|k| k.to_pkcs8_pem())
+        .expect("a key");
+    std::fs::write(&other, pem).expect("write");
+    let out = std::process::Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", hsm.conf())
+        .arg("--import")
+        .arg(&other)
+        .args(["--token", "away", "--label", "unrelated", "--id", "01"])
+        .args(["--pin", statuslist_pkcs11::testing::PIN])
+        .output()
+        .expect("softhsm2-util --import");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let signature = key.sign_raw(b"after").expect("signs again");
+    key.verifying_key()
+        .verify_raw(b"after", &signature)
+        .expect("the signature verifies");
+    assert!(!token.failing());
+    assert_eq!(token.counts(), (2, 1));
+}
+
+/// The object files of a SoftHSM2 token directory other than the token's own.
+fn key_objects(tokens: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for token in std::fs::read_dir(tokens).expect("tokens") {
+        for entry in std::fs::read_dir(token.expect("token").path()).expect("token dir") {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if name.ends_with(".object") && name != "token.object" {
+                found.push(path);
+            }
+        }
+    }
+    found
+}

@@ -132,8 +132,15 @@ impl Publisher {
                 },
             )
             .await?;
+        // While the PKCS#11 signer fails, it has said so once (and says when it works
+        // again); each list it could not sign is not a line of its own.
+        let signer_down = self.keys.token().is_some_and(|t| t.failing());
         for (id, err) in &report.failed {
-            tracing::error!(list = %id, error = %err, "rendering failed");
+            if signer_down {
+                tracing::debug!(list = %id, error = %err, "rendering waits for the signer");
+            } else {
+                tracing::error!(list = %id, error = %err, "rendering failed");
+            }
         }
         self.metrics.published.inc_by(report.published.len() as u64);
         Ok(report.published.len())
