@@ -247,6 +247,33 @@ pub fn operator_on_manifests(bin: &Path, name: &str, database_url: &str, dir: &P
 }
 
 /// An HTTP answer: status (`None`: no answer), body.
+/// The `kid`s of the worker's JWKS.
+pub async fn jwks_kids(worker: &Worker) -> Vec<String> {
+    let (_, body) = get(&format!("{}/.well-known/jwks.json", worker.url)).await;
+    let doc: serde_json::Value = serde_json::from_str(&body).expect("JWKS");
+    doc["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["kid"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The `kid` of the token served at `uri` (`None` while it is not served).
+pub async fn signed_by(uri: &str) -> Option<String> {
+    use base64::Engine as _;
+    let (status, body) = get(uri).await;
+    if status != Some(200) {
+        return None;
+    }
+    let header = body.split('.').next()?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    v["kid"].as_str().map(str::to_owned)
+}
+
 pub async fn get(url: &str) -> (Option<u16>, String) {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))

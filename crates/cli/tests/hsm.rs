@@ -7,12 +7,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use base64::Engine;
 use statuslist_pkcs11::testing::SoftHsm;
 use statuslist_store::testing::TestDb;
 use statuslist_tests::envtest::eventually;
 use statuslist_tests::service::{
-    Issuer, Worker, check, get, issue_eventually, manifest, operator_on_manifests, revoke,
+    Issuer, Worker, check, get, issue_eventually, jwks_kids, manifest, operator_on_manifests,
+    revoke, signed_by,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_statuslist");
@@ -43,29 +43,41 @@ fn keygen_in_token(hsm: &SoftHsm, label: &str) -> String {
     doc["keys"][0]["kid"].as_str().expect("kid").to_owned()
 }
 
-async fn jwks_kids(worker: &Worker) -> Vec<String> {
-    let (_, body) = get(&format!("{}/.well-known/jwks.json", worker.url)).await;
-    let doc: serde_json::Value = serde_json::from_str(&body).expect("JWKS");
-    doc["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .filter_map(|k| k["kid"].as_str().map(str::to_owned))
-        .collect()
-}
-
-/// The `kid` of the token served at `uri`.
-async fn signed_by(uri: &str) -> Option<String> {
-    let (status, body) = get(uri).await;
-    if status != Some(200) {
-        return None;
-    }
-    let header = body.split('.').next()?;
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header)
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&json).ok()?;
-    v["kid"].as_str().map(str::to_owned)
+/// A worker signing through the token (keys re-read every second, announced for 3 s before
+/// they sign) and the reconcile core on a manifest of one Token pool for `issuer`.
+fn start(
+    hsm: &SoftHsm,
+    db: &TestDb,
+    issuer: &Issuer,
+    name: &str,
+) -> (
+    Worker,
+    (statuslist_tests::process::Process, tempfile::TempDir),
+) {
+    let path = |p: &Path| p.to_str().expect("path").to_owned();
+    let (conf, module, pin) = (path(&hsm.conf()), path(&hsm.module), path(&hsm.pin_file()));
+    let worker = Worker::start(
+        Path::new(BIN),
+        name,
+        &db.url,
+        &[
+            ("GENERATE_SIGNING_KEY", "false"),
+            ("SOFTHSM2_CONF", &conf),
+            ("PKCS11_MODULE", &module),
+            ("PKCS11_TOKEN_LABEL", TOKEN),
+            ("PKCS11_PIN_FILE", &pin),
+            ("JWKS_MAX_AGE_SECONDS", "3"),
+            ("KEY_RELOAD_SECONDS", "1"),
+        ],
+    );
+    let manifests = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        manifests.path().join("pool.yaml"),
+        manifest("pool", "Token", &worker.url, "Delete", issuer, ""),
+    )
+    .expect("write");
+    let operator = operator_on_manifests(Path::new(BIN), "operator", &db.url, manifests.path());
+    (worker, (operator, manifests))
 }
 
 async fn metric(worker: &Worker, name: &str) -> Option<f64> {
@@ -86,30 +98,7 @@ async fn lists_are_signed_in_the_token_and_a_new_token_key_rotates_in() {
     let a = keygen_in_token(&hsm, "statuslist-2026-01");
     let db = TestDb::new().await;
     let issuer = Issuer::start(bin, "hsm-issuer").await;
-    let conf = hsm.conf();
-    let module = hsm.module.clone();
-    let pin = hsm.pin_file();
-    let worker = Worker::start(
-        bin,
-        "worker-hsm",
-        &db.url,
-        &[
-            ("GENERATE_SIGNING_KEY", "false"),
-            ("SOFTHSM2_CONF", conf.to_str().expect("path")),
-            ("PKCS11_MODULE", module.to_str().expect("path")),
-            ("PKCS11_TOKEN_LABEL", TOKEN),
-            ("PKCS11_PIN_FILE", pin.to_str().expect("path")),
-            ("JWKS_MAX_AGE_SECONDS", "3"),
-            ("KEY_RELOAD_SECONDS", "1"),
-        ],
-    );
-    let manifests = tempfile::tempdir().expect("dir");
-    std::fs::write(
-        manifests.path().join("pool.yaml"),
-        manifest("pool", "Token", &worker.url, "Delete", &issuer, ""),
-    )
-    .expect("write");
-    let _operator = operator_on_manifests(bin, "operator", &db.url, manifests.path());
+    let (worker, _operator) = start(&hsm, &db, &issuer, "worker-hsm");
     let (uri, idx) = issue_eventually(bin, &worker.url, &issuer, Duration::from_secs(30)).await;
     eventually(
         Duration::from_secs(10),
@@ -172,24 +161,6 @@ async fn lists_are_signed_in_the_token_and_a_new_token_key_rotates_in() {
     );
 }
 
-/// The object files of a SoftHSM2 token directory other than the token's own.
-fn key_objects(tokens: &Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for token in std::fs::read_dir(tokens).expect("tokens") {
-        for entry in std::fs::read_dir(token.expect("token").path()).expect("token dir") {
-            let path = entry.expect("entry").path();
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            if name.ends_with(".object") && name != "token.object" {
-                found.push(path);
-            }
-        }
-    }
-    found
-}
-
 /// The token's key goes away under a running worker (its objects moved out of the
 /// module's reach) and comes back: issuance and revocation go on (200, 202: they do not
 /// sign), the list is served as last signed, the worker says so once (a WARN line, and
@@ -205,38 +176,14 @@ async fn publishing_waits_while_the_key_is_away_and_resumes_by_itself() {
     let a = keygen_in_token(&hsm, "statuslist-2026-01");
     let db = TestDb::new().await;
     let issuer = Issuer::start(bin, "hsm-away").await;
-    let (conf, module, pin) = (hsm.conf(), hsm.module.clone(), hsm.pin_file());
-    let worker = Worker::start(
-        bin,
-        "worker-away",
-        &db.url,
-        &[
-            ("GENERATE_SIGNING_KEY", "false"),
-            ("SOFTHSM2_CONF", conf.to_str().expect("path")),
-            ("PKCS11_MODULE", module.to_str().expect("path")),
-            ("PKCS11_TOKEN_LABEL", TOKEN),
-            ("PKCS11_PIN_FILE", pin.to_str().expect("path")),
-        ],
-    );
-    let manifests = tempfile::tempdir().expect("dir");
-    std::fs::write(
-        manifests.path().join("pool.yaml"),
-        manifest("pool", "Token", &worker.url, "Delete", &issuer, ""),
-    )
-    .expect("write");
-    let _operator = operator_on_manifests(bin, "operator", &db.url, manifests.path());
+    let (worker, _operator) = start(&hsm, &db, &issuer, "worker-away");
     let (uri, idx) = issue_eventually(bin, &worker.url, &issuer, Duration::from_secs(30)).await;
     eventually(Duration::from_secs(10), "the list signed", || async {
         (signed_by(&uri).await.as_deref() == Some(a.as_str())).then_some(())
     })
     .await;
 
-    let objects = key_objects(&hsm.token_dir());
-    assert_eq!(objects.len(), 2, "{objects:?}");
-    let aside = tempfile::tempdir().expect("aside");
-    for o in &objects {
-        std::fs::rename(o, aside.path().join(o.file_name().expect("name"))).expect("away");
-    }
+    let away = hsm.take_keys_away();
     // Issuance and revocation do not sign.
     let (_, second) = statuslist_tests::service::issue(bin, &worker.url, &issuer)
         .await
@@ -253,16 +200,8 @@ async fn publishing_waits_while_the_key_is_away_and_resumes_by_itself() {
     let (status, _) = get(&format!("{}/readyz", worker.url)).await;
     assert_eq!(status, Some(200));
 
-    // Back (as files the module has not seen, and another process writing to the token,
-    // which is how SoftHSM2's processes tell each other of a change).
-    for o in &objects {
-        let name = o.file_name().and_then(|n| n.to_str()).expect("name");
-        std::fs::rename(
-            aside.path().join(name),
-            o.with_file_name(format!("back-{name}")),
-        )
-        .expect("back");
-    }
+    // Back, and another process writes to the token (so the worker's module looks again).
+    away.bring_back();
     keygen_in_token(&hsm, "statuslist-2026-01-spare");
     eventually(
         Duration::from_secs(15),

@@ -6,39 +6,14 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use statuslist_store::testing::TestDb;
 use statuslist_tests::envtest::eventually;
 use statuslist_tests::service::{
-    Issuer, Worker, check, get, issue_eventually, manifest, operator_on_manifests, revoke, run,
+    Issuer, Worker, check, get, issue_eventually, jwks_kids, manifest, operator_on_manifests,
+    revoke, run, signed_by,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_statuslist");
-
-async fn jwks_kids(worker: &Worker) -> Vec<String> {
-    let (_, body) = get(&format!("{}/.well-known/jwks.json", worker.url)).await;
-    let doc: serde_json::Value = serde_json::from_str(&body).expect("JWKS");
-    doc["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .filter_map(|k| k["kid"].as_str().map(str::to_owned))
-        .collect()
-}
-
-/// The `kid` of the token served at `uri`.
-async fn signed_by(uri: &str) -> Option<String> {
-    let (status, body) = get(uri).await;
-    if status != Some(200) {
-        return None;
-    }
-    let header = body.split('.').next()?;
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header)
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&json).ok()?;
-    v["kid"].as_str().map(str::to_owned)
-}
 
 async fn keygen(bin: &Path, key: &Path) -> String {
     let jwks = key.with_extension("jwks.json");

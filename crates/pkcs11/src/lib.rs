@@ -555,6 +555,30 @@ pub mod testing {
 
     pub const PIN: &str = "0123456789";
 
+    /// Key objects moved aside by [`SoftHsm::take_keys_away`].
+    #[derive(Debug)]
+    pub struct KeysAway {
+        pub objects: Vec<PathBuf>,
+        aside: tempfile::TempDir,
+    }
+
+    impl KeysAway {
+        /// Puts the objects back, as files the module has not seen (SoftHSM2 keeps those it
+        /// found missing as gone). A running module looks again once another process
+        /// writes to the token, which is how SoftHSM2's processes tell each other of a
+        /// change: the caller does that next.
+        pub fn bring_back(self) {
+            for o in &self.objects {
+                let name = o.file_name().and_then(|n| n.to_str()).expect("name");
+                std::fs::rename(
+                    self.aside.path().join(name),
+                    o.with_file_name(format!("back-{name}")),
+                )
+                .expect("move back");
+            }
+        }
+    }
+
     impl SoftHsm {
         /// For the test named `test`. The module reads `SOFTHSM2_CONF` when it is
         /// initialised, and a process cannot safely set its own environment, so the test
@@ -562,12 +586,8 @@ pub mod testing {
         /// `Some` in the child (go on with the test) and `None` in the parent, once the
         /// child passed (and where SoftHSM2 is not installed, with a line saying so).
         pub fn for_test(test: &str) -> Option<Self> {
-            if let Some(dir) = std::env::var_os("STATUSLIST_SOFTHSM_DIR") {
-                return Some(Self {
-                    _owned: None,
-                    dir: PathBuf::from(dir),
-                    module: module().expect("SoftHSM2 module"),
-                });
+            if let Some(hsm) = Self::of_parent() {
+                return Some(hsm);
             }
             let hsm = Self::new()?;
             let exe = std::env::current_exe().expect("the test binary");
@@ -594,12 +614,8 @@ pub mod testing {
         /// [`SoftHsm::for_test`] for a benchmark binary (`harness = false`): runs it again
         /// with `SOFTHSM2_CONF` set; `Some` in that run.
         pub fn for_bench() -> Option<Self> {
-            if let Some(dir) = std::env::var_os("STATUSLIST_SOFTHSM_DIR") {
-                return Some(Self {
-                    _owned: None,
-                    dir: PathBuf::from(dir),
-                    module: module().expect("SoftHSM2 module"),
-                });
+            if let Some(hsm) = Self::of_parent() {
+                return Some(hsm);
             }
             let hsm = Self::new()?;
             let status = Command::new(std::env::current_exe().expect("the bench binary"))
@@ -609,6 +625,48 @@ pub mod testing {
                 .expect("run the bench again");
             assert!(status.success(), "the bench failed in its SoftHSM2 process");
             None
+        }
+
+        /// In the process [`SoftHsm::for_test`] or [`SoftHsm::for_bench`] started: the
+        /// configuration its parent made.
+        fn of_parent() -> Option<Self> {
+            let dir = std::env::var_os("STATUSLIST_SOFTHSM_DIR")?;
+            Some(Self {
+                _owned: None,
+                dir: PathBuf::from(dir),
+                module: module().expect("SoftHSM2 module"),
+            })
+        }
+
+        /// The object files of the tokens other than the tokens' own.
+        pub fn key_objects(&self) -> Vec<PathBuf> {
+            let mut found = Vec::new();
+            for token in std::fs::read_dir(self.token_dir()).expect("tokens") {
+                for entry in std::fs::read_dir(token.expect("token").path()).expect("a token") {
+                    let path = entry.expect("entry").path();
+                    let name = path
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or_default();
+                    if name.ends_with(".object") && name != "token.object" {
+                        found.push(path);
+                    }
+                }
+            }
+            found
+        }
+
+        /// Moves every key object out of the module's reach (a token pulled, a network
+        /// HSM unreachable, as a running module sees it); [`KeysAway::bring_back`] undoes it.
+        pub fn take_keys_away(&self) -> KeysAway {
+            let objects = self.key_objects();
+            assert!(!objects.is_empty(), "no key in the token");
+            let aside = tempfile::tempdir().expect("a place aside");
+            for o in &objects {
+                std::fs::rename(o, aside.path().join(o.file_name().expect("name")))
+                    .expect("move away");
+            }
+            KeysAway { objects, aside }
         }
 
         /// A configuration and token directory of its own, for processes started with

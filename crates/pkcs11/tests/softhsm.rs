@@ -140,30 +140,15 @@ fn signatures_fail_while_the_key_is_away_and_resume_when_it_is_back() {
     let token = Token::open(&hsm.config("away")).expect("token");
     let key = token.generate("statuslist-a").expect("generate");
     key.sign_raw(b"before").expect("signs");
-    let objects = key_objects(&hsm.token_dir());
-    assert_eq!(
-        objects.len(),
-        2,
-        "the key pair's two object files: {objects:?}"
-    );
-    let aside = hsm.token_dir().with_extension("aside");
-    std::fs::create_dir(&aside).expect("a place aside");
-    for o in &objects {
-        std::fs::rename(o, aside.join(o.file_name().expect("name"))).expect("move away");
-    }
+    let away = hsm.take_keys_away();
+    assert_eq!(away.objects.len(), 2, "the key pair's two object files");
     let err = key
         .sign_raw(b"while away")
         .expect_err("no key, no signature");
     println!("while away: {err}");
     assert!(token.failing());
-    // Back, as files the module has not seen (it keeps those it found missing as gone),
-    // and announced the way SoftHSM2's processes tell each other of a change: another
-    // process writes to the token.
-    for o in &objects {
-        let name = o.file_name().and_then(|n| n.to_str()).expect("name");
-        std::fs::rename(aside.join(name), o.with_file_name(format!("back-{name}")))
-            .expect("move back");
-    }
+    // Back, and another process writes to the token (so the running module looks again).
+    away.bring_back();
     let other = hsm.token_dir().with_extension("pem");
     let pem = statuslist_format::SigningKey::generate()
         .and_then(|k| k.to_pkcs8_pem())
@@ -188,22 +173,4 @@ fn signatures_fail_while_the_key_is_away_and_resume_when_it_is_back() {
         .expect("the signature verifies");
     assert!(!token.failing());
     assert_eq!(token.counts(), (2, 1));
-}
-
-/// The object files of a SoftHSM2 token directory other than the token's own.
-fn key_objects(tokens: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for token in std::fs::read_dir(tokens).expect("tokens") {
-        for entry in std::fs::read_dir(token.expect("token").path()).expect("token dir") {
-            let path = entry.expect("entry").path();
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            if name.ends_with(".object") && name != "token.object" {
-                found.push(path);
-            }
-        }
-    }
-    found
 }
