@@ -21,6 +21,19 @@ pub fn helm() -> Option<PathBuf> {
     found
 }
 
+/// What `helm template RELEASE charts/statuslist ARGS..` says when it refuses (it must).
+pub fn refusal(helm: &PathBuf, release: &str, args: &[&str]) -> String {
+    let out = Command::new(helm)
+        .arg("template")
+        .arg(release)
+        .arg(crate::repo_root().join("charts/statuslist"))
+        .args(args)
+        .output()
+        .expect("run helm");
+    assert!(!out.status.success(), "helm template accepted {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// The documents `helm template RELEASE charts/statuslist --namespace NS ARGS..` renders.
 pub fn template(helm: &PathBuf, release: &str, namespace: &str, args: &[&str]) -> Vec<Value> {
     let out = Command::new(helm)

@@ -187,14 +187,11 @@ fn in_pkcs11_mode_no_key_secret_is_mounted() {
         "{mounts}"
     );
     // Half a configuration is refused by the values schema, with the field named.
-    let out = std::process::Command::new(&helm)
-        .args(["template", "hsm"])
-        .arg(statuslist_tests::repo_root().join("charts/statuslist"))
-        .args(["--set", "pkcs11.enabled=true,pkcs11.module=/x.so"])
-        .output()
-        .expect("helm");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = helm::refusal(
+        &helm,
+        "hsm",
+        &["--set", "pkcs11.enabled=true,pkcs11.module=/x.so"],
+    );
     assert!(
         err.contains("tokenLabel") && err.contains("pinSecret"),
         "{err}"
@@ -599,14 +596,7 @@ fn uninstall_guard_crd_lifecycle_operator_strategy_and_metrics() {
     assert!(find(&docs, "PodMonitor").is_empty());
     // Where the Prometheus Operator's API is absent, a clear refusal instead of a failed
     // upgrade ("no matches for kind PodMonitor").
-    let out = std::process::Command::new(&helm)
-        .args(["template", "day2"])
-        .arg(statuslist_tests::repo_root().join("charts/statuslist"))
-        .args(["--set", "serviceMonitor.enabled=true"])
-        .output()
-        .expect("run helm");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = helm::refusal(&helm, "day2", &["--set", "serviceMonitor.enabled=true"]);
     assert!(err.contains("Prometheus Operator's CRDs"), "{err}");
     let docs = render(&[
         "--set",
