@@ -5,12 +5,13 @@
 //! ```
 //!
 //! Starts a server (see the library), writes its URL (database `postgres`) into FILE once
-//! it accepts connections, then runs until its standard input reaches end of file — the
-//! caller closing its end, or exiting for any reason — and then stops the server and
-//! removes its directory. `scripts/test` runs it that way (`exec {fd}> >(...)`), so the
-//! server never outlives the script.
+//! it accepts connections, then runs until it reads a line `stop` on its standard input,
+//! the input ends, or the process that started it is gone — and then stops the server and
+//! removes its directory. `scripts/test` runs it that way (`exec {fd}> >(...)`, and
+//! `echo stop >&$fd` at exit). The `stop` line matters: every process the script starts
+//! afterwards inherits the pipe (a daemon started by an end-to-end script keeps it open for
+//! good), so its end of file may never come.
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -51,8 +52,29 @@ fn run() -> Result<(), String> {
     std::fs::write(&partial, server.url("postgres"))
         .and_then(|()| std::fs::rename(&partial, &url_file))
         .map_err(|e| format!("{}: {e}", url_file.display()))?;
-    let mut sink = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut sink);
+    let parent = std::os::unix::process::parent_id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            match line {
+                Ok(l) if l.trim() == "stop" => break,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        let _ = tx.send(());
+    });
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(500)) {
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            // Re-parented: whoever started it is gone without a word.
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if std::os::unix::process::parent_id() != parent {
+                    break;
+                }
+            }
+        }
+    }
     drop(server);
     Ok(())
 }
