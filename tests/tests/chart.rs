@@ -50,6 +50,17 @@ async fn server_side_apply(
         .map_err(|e| format!("{kind} {name}: {e}"))
 }
 
+/// The chart in HSM mode: the module, the token, the PIN Secret and a volume the module
+/// needs.
+const PKCS11: [&str; 6] = [
+    "--set",
+    "pkcs11.enabled=true,pkcs11.module=/opt/hsm/lib/libpkcs11.so,pkcs11.tokenLabel=lists,pkcs11.pinSecret=hsm-pin",
+    "--set-json",
+    r#"pkcs11.volumes=[{"name":"hsm-config","configMap":{"name":"hsm-config"}}]"#,
+    "--set-json",
+    r#"pkcs11.volumeMounts=[{"name":"hsm-config","mountPath":"/etc/hsm","readOnly":true}]"#,
+];
+
 #[tokio::test]
 async fn every_rendered_object_passes_a_server_side_dry_run() {
     let server = require_apiserver!();
@@ -84,18 +95,10 @@ async fn every_rendered_object_passes_a_server_side_dry_run() {
         .expect("discovery");
     let mut checked = 0;
     let mut skipped = Vec::new();
-    let pkcs11 = [
-        "--set",
-        "pkcs11.enabled=true,pkcs11.module=/opt/hsm/lib/libpkcs11.so,pkcs11.tokenLabel=lists,pkcs11.pinSecret=hsm-pin",
-        "--set-json",
-        r#"pkcs11.volumes=[{"name":"hsm-config","configMap":{"name":"hsm-config"}}]"#,
-        "--set-json",
-        r#"pkcs11.volumeMounts=[{"name":"hsm-config","mountPath":"/etc/hsm","readOnly":true}]"#,
-    ];
     for args in [
         &["--set", "crds.install=true"][..],
         &all_on[..],
-        &pkcs11[..],
+        &PKCS11[..],
     ] {
         for doc in helm::template(&helm, &ns, &ns, args) {
             let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
@@ -147,14 +150,7 @@ fn in_pkcs11_mode_no_key_secret_is_mounted() {
     assert!(env(&files).iter().any(|(n, _)| n == "SIGNING_KEY_DIR"));
     assert!(!env(&files).iter().any(|(n, _)| n.starts_with("PKCS11_")));
 
-    let hsm = worker(&[
-        "--set",
-        "pkcs11.enabled=true,pkcs11.module=/opt/hsm/lib/libpkcs11.so,pkcs11.tokenLabel=lists,pkcs11.pinSecret=hsm-pin",
-        "--set-json",
-        r#"pkcs11.volumes=[{"name":"hsm-config","configMap":{"name":"hsm-config"}}]"#,
-        "--set-json",
-        r#"pkcs11.volumeMounts=[{"name":"hsm-config","mountPath":"/etc/hsm","readOnly":true}]"#,
-    ]);
+    let hsm = worker(&PKCS11);
     let spec = &hsm["spec"]["template"]["spec"];
     let env = env(&hsm);
     for (name, value) in [

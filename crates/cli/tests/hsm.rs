@@ -43,41 +43,70 @@ fn keygen_in_token(hsm: &SoftHsm, label: &str) -> String {
     doc["keys"][0]["kid"].as_str().expect("kid").to_owned()
 }
 
-/// A worker signing through the token (keys re-read every second, announced for 3 s before
-/// they sign) and the reconcile core on a manifest of one Token pool for `issuer`.
-fn start(
-    hsm: &SoftHsm,
-    db: &TestDb,
-    issuer: &Issuer,
-    name: &str,
-) -> (
-    Worker,
-    (statuslist_tests::process::Process, tempfile::TempDir),
-) {
-    let path = |p: &Path| p.to_str().expect("path").to_owned();
-    let (conf, module, pin) = (path(&hsm.conf()), path(&hsm.module), path(&hsm.pin_file()));
-    let worker = Worker::start(
-        Path::new(BIN),
-        name,
-        &db.url,
-        &[
-            ("GENERATE_SIGNING_KEY", "false"),
-            ("SOFTHSM2_CONF", &conf),
-            ("PKCS11_MODULE", &module),
-            ("PKCS11_TOKEN_LABEL", TOKEN),
-            ("PKCS11_PIN_FILE", &pin),
-            ("JWKS_MAX_AGE_SECONDS", "3"),
-            ("KEY_RELOAD_SECONDS", "1"),
-        ],
-    );
-    let manifests = tempfile::tempdir().expect("dir");
-    std::fs::write(
-        manifests.path().join("pool.yaml"),
-        manifest("pool", "Token", &worker.url, "Delete", issuer, ""),
-    )
-    .expect("write");
-    let operator = operator_on_manifests(Path::new(BIN), "operator", &db.url, manifests.path());
-    (worker, (operator, manifests))
+/// A token with key A (`statuslist-2026-01`), a worker signing through it (keys re-read
+/// every second, announced for 3 s before they sign), the reconcile core on a manifest of
+/// one Token pool for the issuer, and one entry issued in a list signed with A.
+struct Signing {
+    hsm: SoftHsm,
+    a: String,
+    _db: TestDb,
+    issuer: Issuer,
+    worker: Worker,
+    _operator: (statuslist_tests::process::Process, tempfile::TempDir),
+    uri: String,
+    idx: u64,
+}
+
+impl Signing {
+    /// `None` where SoftHSM2 is not installed (the test then skips, with a line).
+    async fn start(name: &str) -> Option<Self> {
+        let hsm = SoftHsm::new()?;
+        hsm.init_token(TOKEN);
+        let bin = Path::new(BIN);
+        let a = keygen_in_token(&hsm, "statuslist-2026-01");
+        let db = TestDb::new().await;
+        let issuer = Issuer::start(bin, &format!("{name}-issuer")).await;
+        let path = |p: &Path| p.to_str().expect("path").to_owned();
+        let (conf, module, pin) = (path(&hsm.conf()), path(&hsm.module), path(&hsm.pin_file()));
+        let worker = Worker::start(
+            bin,
+            &format!("worker-{name}"),
+            &db.url,
+            &[
+                ("GENERATE_SIGNING_KEY", "false"),
+                ("SOFTHSM2_CONF", &conf),
+                ("PKCS11_MODULE", &module),
+                ("PKCS11_TOKEN_LABEL", TOKEN),
+                ("PKCS11_PIN_FILE", &pin),
+                ("JWKS_MAX_AGE_SECONDS", "3"),
+                ("KEY_RELOAD_SECONDS", "1"),
+            ],
+        );
+        let manifests = tempfile::tempdir().expect("dir");
+        std::fs::write(
+            manifests.path().join("pool.yaml"),
+            manifest("pool", "Token", &worker.url, "Delete", &issuer, ""),
+        )
+        .expect("write");
+        let operator = operator_on_manifests(bin, "operator", &db.url, manifests.path());
+        let (uri, idx) = issue_eventually(bin, &worker.url, &issuer, Duration::from_secs(30)).await;
+        eventually(
+            Duration::from_secs(10),
+            "the list signed in the token",
+            || async { (signed_by(&uri).await.as_deref() == Some(a.as_str())).then_some(()) },
+        )
+        .await;
+        Some(Self {
+            hsm,
+            a,
+            _db: db,
+            issuer,
+            worker,
+            _operator: (operator, manifests),
+            uri,
+            idx,
+        })
+    }
 }
 
 async fn metric(worker: &Worker, name: &str) -> Option<f64> {
@@ -90,22 +119,20 @@ async fn metric(worker: &Worker, name: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_are_signed_in_the_token_and_a_new_token_key_rotates_in() {
-    let Some(hsm) = SoftHsm::new() else {
+    let Some(Signing {
+        hsm,
+        a,
+        _db,
+        issuer,
+        worker,
+        _operator,
+        uri,
+        idx,
+    }) = Signing::start("hsm").await
+    else {
         return;
     };
-    hsm.init_token(TOKEN);
     let bin = Path::new(BIN);
-    let a = keygen_in_token(&hsm, "statuslist-2026-01");
-    let db = TestDb::new().await;
-    let issuer = Issuer::start(bin, "hsm-issuer").await;
-    let (worker, _operator) = start(&hsm, &db, &issuer, "worker-hsm");
-    let (uri, idx) = issue_eventually(bin, &worker.url, &issuer, Duration::from_secs(30)).await;
-    eventually(
-        Duration::from_secs(10),
-        "the list signed in the token",
-        || async { (signed_by(&uri).await.as_deref() == Some(a.as_str())).then_some(()) },
-    )
-    .await;
     // `statuslist check` fetches the list and verifies it against the service's JWKS.
     assert_eq!(check(bin, &uri, idx).await.as_deref(), Ok("VALID"));
     revoke(bin, &worker.url, &issuer, &uri, idx)
@@ -168,20 +195,20 @@ async fn lists_are_signed_in_the_token_and_a_new_token_key_rotates_in() {
 /// itself once the key is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishing_waits_while_the_key_is_away_and_resumes_by_itself() {
-    let Some(hsm) = SoftHsm::new() else {
+    let Some(Signing {
+        hsm,
+        a: _,
+        _db,
+        issuer,
+        worker,
+        _operator,
+        uri,
+        idx,
+    }) = Signing::start("away").await
+    else {
         return;
     };
-    hsm.init_token(TOKEN);
     let bin = Path::new(BIN);
-    let a = keygen_in_token(&hsm, "statuslist-2026-01");
-    let db = TestDb::new().await;
-    let issuer = Issuer::start(bin, "hsm-away").await;
-    let (worker, _operator) = start(&hsm, &db, &issuer, "worker-away");
-    let (uri, idx) = issue_eventually(bin, &worker.url, &issuer, Duration::from_secs(30)).await;
-    eventually(Duration::from_secs(10), "the list signed", || async {
-        (signed_by(&uri).await.as_deref() == Some(a.as_str())).then_some(())
-    })
-    .await;
 
     let away = hsm.take_keys_away();
     // Issuance and revocation do not sign.

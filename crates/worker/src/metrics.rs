@@ -109,7 +109,7 @@ impl Default for Metrics {
     }
 }
 
-/// Gauges of what the store knows of failovers and replication.
+/// Gauges of signing through a PKCS#11 module.
 #[derive(Clone, Default)]
 struct SignerGauges {
     failing: Gauge,
@@ -139,6 +139,7 @@ impl SignerGauges {
     }
 }
 
+/// Gauges of what the store knows of failovers and replication.
 #[derive(Clone, Default)]
 struct FailoverGauges {
     failovers: Gauge,
