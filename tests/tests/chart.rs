@@ -176,6 +176,11 @@ fn in_pkcs11_mode_no_key_secret_is_mounted() {
         .expect("the PIN volume");
     assert_eq!(pin["secret"]["secretName"], "hsm-pin");
     assert_eq!(pin["secret"]["defaultMode"], 256);
+    // The user PIN alone: an SO PIN kept in the same Secret stays out of the pod.
+    assert_eq!(
+        pin["secret"]["items"],
+        json!([{"key": "pin", "path": "pin"}])
+    );
     assert!(volumes.iter().any(|v| v["name"] == "hsm-config"));
     let mounts = spec["containers"][0]["volumeMounts"].to_string();
     assert!(

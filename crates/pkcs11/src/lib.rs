@@ -442,6 +442,11 @@ impl Token {
         }
     }
 
+    /// The token's label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
     /// Whether the last signature failed.
     pub fn failing(&self) -> bool {
         self.failing.load(Ordering::Relaxed)

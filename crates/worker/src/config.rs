@@ -204,6 +204,7 @@ impl WorkerArgs {
                     .ok_or(crate::signing::KeyError::Empty("generated".into()))?
             }
         };
+        tracing::info!(kids = ?keys.kids(), "signing keys: {}", keys.origin());
         keys.jwks_max_age = Duration::from_secs(self.jwks_max_age_seconds);
         keys.reload_every = Duration::from_secs(self.key_reload_seconds.max(1));
         let store = Store::start(&self.store_config())?;

@@ -136,6 +136,20 @@ impl SigningKeys {
         }
     }
 
+    /// Where the keys are, for the start-up log line.
+    pub fn origin(&self) -> String {
+        match &self.source {
+            Source::Generated => "generated at start".into(),
+            Source::Dir(dir) => format!("key files in {}", dir.display()),
+            Source::Token(token) => format!("PKCS#11 token {}", token.label()),
+        }
+    }
+
+    /// The kids of every key, newest first.
+    pub fn kids(&self) -> Vec<String> {
+        self.all().iter().map(|k| k.kid().to_owned()).collect()
+    }
+
     /// Every key, newest first.
     pub fn all(&self) -> Keys {
         self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -184,8 +198,7 @@ impl SigningKeys {
             tokio::time::sleep(self.reload_every).await;
             match self.reload_if_changed() {
                 Ok(true) => {
-                    let kids: Vec<String> = self.all().iter().map(|k| k.kid().to_owned()).collect();
-                    tracing::info!(?kids, "signing keys reloaded");
+                    tracing::info!(kids = ?self.kids(), "signing keys reloaded");
                     last_error.clear();
                 }
                 Ok(false) => {}
