@@ -317,6 +317,7 @@ fn list_decoders() {
         iat: 1_760_000_000,
         exp: Some(4_000_000_000),
         ttl: Some(300),
+        aggregation_uri: None,
     };
     let compressed = CompressedList::new(&list, 9);
     let jwt = token::sign_jwt(&claims, &compressed, &key).expect("jwt");

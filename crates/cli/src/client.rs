@@ -65,11 +65,15 @@ pub struct RevokeArgs {
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     /// The list URI (`.../t/{ID}` or `.../b/{ID}`).
-    #[arg(long)]
-    uri: String,
+    #[arg(long, required_unless_present = "all", requires = "idx")]
+    uri: Option<String>,
     /// The entry's index.
-    #[arg(long)]
-    idx: u64,
+    #[arg(long, required_unless_present = "all")]
+    idx: Option<u64>,
+    /// A Status List Aggregation URI (a list's `aggregation_uri`): verifies every list it
+    /// names and prints one line each (its statuses counted); exit 1 if any fails.
+    #[arg(long, conflicts_with_all = ["uri", "idx"])]
+    all: Option<String>,
     /// The service's JWKS; default: `{origin of uri}/.well-known/jwks.json`.
     #[arg(long)]
     jwks: Option<String>,
@@ -206,14 +210,66 @@ async fn fetch(client: &reqwest::Client, url: &str, accept: &str) -> Result<Vec<
 
 /// Verifies the list at `uri` and prints the status of `idx`; `Ok(true)` when VALID.
 pub async fn check(args: CheckArgs) -> Result<bool, String> {
-    let (base, _) = split_uri(&args.uri)?;
-    let jwks_url = args
-        .jwks
-        .clone()
-        .unwrap_or_else(|| format!("{base}/.well-known/jwks.json"));
-    let status = verified_status(&http()?, &args.uri, &args.uri, args.idx, &jwks_url).await?;
+    if let Some(aggregation) = &args.all {
+        return check_all(aggregation, args.jwks.as_deref()).await;
+    }
+    let (Some(uri), Some(idx)) = (&args.uri, args.idx) else {
+        return Err("--uri and --idx, or --all".into());
+    };
+    let jwks_url = jwks_of(uri, args.jwks.as_deref())?;
+    let status = verified_status(&http()?, uri, uri, idx, &jwks_url).await?;
     println!("{status}");
     Ok(status == Status::VALID)
+}
+
+/// The JWKS that verifies the list `uri`: `given`, or the one beside the list.
+fn jwks_of(uri: &str, given: Option<&str>) -> Result<String, String> {
+    let (base, _) = split_uri(uri)?;
+    Ok(given.map_or_else(|| format!("{base}/.well-known/jwks.json"), str::to_owned))
+}
+
+/// `check --all`: every list of a Status List Aggregation verified, one line each; a list
+/// that fails is reported and the others are still checked (draft -20 section 9).
+/// `Ok(true)` when all verify.
+async fn check_all(aggregation: &str, jwks: Option<&str>) -> Result<bool, String> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        status_lists: Vec<String>,
+    }
+    let client = http()?;
+    let doc: Doc = serde_json::from_slice(&fetch(&client, aggregation, "application/json").await?)
+        .map_err(|e| format!("{aggregation}: not a Status List Aggregation: {e}"))?;
+    let mut all_ok = true;
+    for uri in &doc.status_lists {
+        let listed = match jwks_of(uri, jwks) {
+            Ok(jwks_url) => verified_list(&client, uri, uri, &jwks_url).await,
+            Err(e) => Err(e),
+        };
+        match listed {
+            Ok(list) => {
+                let mut counts = std::collections::BTreeMap::<u8, u64>::new();
+                for (_, status) in list.non_zero() {
+                    *counts.entry(status).or_default() += 1;
+                }
+                let others: u64 = counts.values().sum();
+                let mut line = format!(
+                    "{uri}: verified, {} entries: {} VALID",
+                    list.len(),
+                    list.len() - others
+                );
+                for (status, n) in counts {
+                    line.push_str(&format!(", {n} {}", Status(status)));
+                }
+                println!("{line}");
+            }
+            Err(e) => {
+                all_ok = false;
+                println!("{uri}: FAILED: {e}");
+            }
+        }
+    }
+    println!("{} list(s) in {aggregation}", doc.status_lists.len());
+    Ok(all_ok)
 }
 
 /// The status of `idx` in the list `uri`, fetched from `from` (the same URI, or the same
@@ -225,6 +281,18 @@ pub async fn verified_status(
     idx: u64,
     jwks_url: &str,
 ) -> Result<Status, String> {
+    let list = verified_list(client, uri, from, jwks_url).await?;
+    Ok(Status(list.get(idx).map_err(|e| e.to_string())?))
+}
+
+/// The list `uri`, fetched from `from`, verified against the JWKS at `jwks_url`
+/// (signature, subject, expiry) and decoded.
+async fn verified_list(
+    client: &reqwest::Client,
+    uri: &str,
+    from: &str,
+    jwks_url: &str,
+) -> Result<statuslist_format::StatusArray, String> {
     split_uri(uri)?;
     let kind = ListFormat::of_uri(uri).ok_or_else(|| format!("{uri} is not a status list URI"))?;
     let set: Jwks = serde_json::from_slice(&fetch(client, jwks_url, "application/json").await?)
@@ -240,7 +308,7 @@ pub async fn verified_status(
     if verified.exp.is_some_and(|e| e <= unix_now()) {
         return Err("the list has expired".into());
     }
-    Ok(Status(verified.list.get(idx).map_err(|e| e.to_string())?))
+    Ok(verified.list)
 }
 
 pub fn keygen(key_path: Option<PathBuf>, jwks_path: Option<PathBuf>) -> Result<(), String> {

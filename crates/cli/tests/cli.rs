@@ -65,11 +65,13 @@ fn dev_runs_the_printed_commands_and_stops_cleanly() {
         "issue, check, revoke, check for each example: {commands:?}"
     );
 
+    let mut uris = Vec::new();
     for group in commands.chunks(4) {
         let (code, out, err) = sh(&dir, &group[0]);
         assert_eq!(code, 0, "{}: {err}", group[0]);
         let issued: serde_json::Value = serde_json::from_str(&out).expect("issue prints JSON");
         assert!(issued["uri"].is_string() && issued["idx"].is_u64());
+        uris.push(issued["uri"].as_str().expect("uri").to_owned());
         assert_eq!(
             sh(&dir, &group[1]),
             (0, "VALID".into(), String::new()),
@@ -89,6 +91,33 @@ fn dev_runs_the_printed_commands_and_stops_cleanly() {
             assert!(Instant::now() < until, "{}: still {out}", group[3]);
             std::thread::sleep(Duration::from_millis(50)); // polling a condition
         }
+    }
+
+    // Each example's pool aggregation: every list verified, the one revocation counted.
+    for uri in &uris {
+        let mut parts = uri.rsplitn(3, '/');
+        let (_, kind, base) = (parts.next(), parts.next(), parts.next().expect("base"));
+        let pool = match kind {
+            Some("t") => "default/driving-licence",
+            _ => "default/veteran-card",
+        };
+        let aggregation = statuslist_worker::aggregation::uri(base, pool);
+        let out = Command::new(BIN)
+            .args(["check", "--all", &aggregation])
+            .output()
+            .expect("check --all");
+        let (code, out) = (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(code, Some(0), "{out}");
+        assert!(
+            out.contains(&format!("{uri}: verified, "))
+                && out.contains(" VALID, 1 INVALID")
+                && out.contains(&format!("1 list(s) in {aggregation}")),
+            "{out}"
+        );
     }
 
     // Ctrl-C: everything stops, the throwaway database is gone.

@@ -43,6 +43,7 @@ fn main() {
         iat: 1_760_000_000,
         exp: Some(1_760_086_400),
         ttl: Some(3600),
+        aggregation_uri: None,
     };
 
     println!("1,000,000 entries x 2 bits (250,000 bytes raw), 1% INVALID; median of {RUNS} runs");

@@ -76,13 +76,25 @@ impl CompressedList {
 
     /// The CBOR `StatusList` map (`{"bits": uint, "lst": bstr}`).
     pub fn to_cbor_value(&self) -> Value {
-        Value::Map(vec![
+        self.to_cbor_value_with(None)
+    }
+
+    /// The CBOR `StatusList` map, with `aggregation_uri` (a text string) when given.
+    pub fn to_cbor_value_with(&self, aggregation_uri: Option<&str>) -> Value {
+        let mut map = vec![
             (
                 Value::Text("bits".into()),
                 Value::Integer(self.bits.get().into()),
             ),
             (Value::Text("lst".into()), Value::Bytes(self.zlib.clone())),
-        ])
+        ];
+        if let Some(uri) = aggregation_uri {
+            map.push((
+                Value::Text("aggregation_uri".into()),
+                Value::Text(uri.to_owned()),
+            ));
+        }
+        Value::Map(map)
     }
 
     pub fn to_cbor(&self) -> Vec<u8> {
@@ -177,6 +189,12 @@ pub struct TokenClaims {
     /// Seconds a consumer may cache the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u64>,
+    /// The Status List Aggregation of the list's pool (draft -20 section 9). A member of the
+    /// `StatusList` object (`status_list.aggregation_uri`; in CBOR the text key
+    /// `aggregation_uri` of claim 65533), not a top-level claim: kept out of the flattened
+    /// claims and written there by [`sign_jwt`] and [`sign_cwt`].
+    #[serde(skip)]
+    pub aggregation_uri: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -203,7 +221,10 @@ pub fn sign_jwt(
         JWT_TYP,
         &JwtPayload {
             claims: claims.clone(),
-            status_list: list.to_json(),
+            status_list: StatusListJson {
+                aggregation_uri: claims.aggregation_uri.clone(),
+                ..list.to_json()
+            },
         },
     )
 }
@@ -213,7 +234,10 @@ pub fn verify_jwt(token: &str, key: &VerifyingKey) -> Result<StatusListToken, Fo
     let payload: JwtPayload = key.verify_jwt(token, JWT_TYP)?;
     let list = payload.status_list.decode()?;
     Ok(StatusListToken {
-        claims: payload.claims,
+        claims: TokenClaims {
+            aggregation_uri: payload.status_list.aggregation_uri,
+            ..payload.claims
+        },
         list,
     })
 }
@@ -240,7 +264,10 @@ pub fn sign_cwt(
     if let Some(ttl) = claims.ttl {
         map.push((Value::from(CWT_TTL), Value::from(ttl)));
     }
-    map.push((Value::from(CWT_STATUS_LIST), list.to_cbor_value()));
+    map.push((
+        Value::from(CWT_STATUS_LIST),
+        list.to_cbor_value_with(claims.aggregation_uri.as_deref()),
+    ));
     let mut payload = Vec::new();
     coset::cbor::ser::into_writer(&Value::Map(map), &mut payload)
         .expect("CBOR into a Vec is infallible");
@@ -325,6 +352,7 @@ pub fn verify_cwt(cwt: &[u8], key: &VerifyingKey) -> Result<StatusListToken, For
     let list = claims
         .get(&CWT_STATUS_LIST)
         .ok_or_else(|| FormatError::Token("CWT has no status_list claim (65533)".into()))?;
+    let aggregation_uri = aggregation_uri_of(list)?;
     let list = CompressedList::from_cbor_value(list)?.decode()?;
     let claims = TokenClaims {
         sub: text(CWT_SUB)?.ok_or_else(|| FormatError::Token("CWT has no sub (2)".into()))?,
@@ -332,6 +360,24 @@ pub fn verify_cwt(cwt: &[u8], key: &VerifyingKey) -> Result<StatusListToken, For
         iat: int(CWT_IAT)?.ok_or_else(|| FormatError::Token("CWT has no iat (6)".into()))?,
         exp: int(CWT_EXP)?,
         ttl,
+        aggregation_uri,
     };
     Ok(StatusListToken { claims, list })
+}
+
+/// The `aggregation_uri` of a CBOR `StatusList` map, if it has one (a text string).
+fn aggregation_uri_of(list: &Value) -> Result<Option<String>, FormatError> {
+    let Value::Map(entries) = list else {
+        return Ok(None);
+    };
+    match entries
+        .iter()
+        .find(|(k, _)| k.as_text() == Some("aggregation_uri"))
+    {
+        None => Ok(None),
+        Some((_, Value::Text(uri))) => Ok(Some(uri.clone())),
+        Some(_) => Err(FormatError::Token(
+            "StatusList aggregation_uri must be a text string".into(),
+        )),
+    }
 }

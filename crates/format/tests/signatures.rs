@@ -19,6 +19,7 @@ fn claims() -> TokenClaims {
         iat: 1_760_000_000,
         exp: Some(1_760_086_400),
         ttl: Some(3600),
+        aggregation_uri: None,
     }
 }
 
@@ -180,4 +181,54 @@ fn the_spki_public_key_pem_verifies_the_keys_signatures() {
             .verify(b"other", &signature)
             .is_err()
     );
+}
+
+/// `aggregation_uri` is a member of the `StatusList` object (draft -20 sections 4.2, 4.3,
+/// 9.2), not a top-level claim, in both encodings, and reads back.
+#[test]
+fn the_aggregation_uri_sits_in_the_status_list_object() {
+    let key = SigningKey::generate().expect("key");
+    let list = CompressedList::new(&sample(Bits::Two, 1000), 6);
+    let with = TokenClaims {
+        aggregation_uri: Some("https://status.example.gov.uk/a/0123456789AB".into()),
+        ..claims()
+    };
+    let jwt = token::sign_jwt(&with, &list, &key).expect("sign");
+    let payload: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            jwt.split('.').nth(1).expect("payload"),
+        )
+        .expect("b64"),
+    )
+    .expect("json");
+    assert_eq!(
+        payload["status_list"]["aggregation_uri"],
+        "https://status.example.gov.uk/a/0123456789AB"
+    );
+    assert!(payload.get("aggregation_uri").is_none(), "{payload}");
+    assert_eq!(
+        token::verify_jwt(&jwt, key.verifying_key())
+            .expect("verifies")
+            .claims,
+        with
+    );
+
+    let cwt = token::sign_cwt(&with, &list, &key).expect("sign");
+    assert_eq!(
+        token::verify_cwt(&cwt, key.verifying_key())
+            .expect("verifies")
+            .claims,
+        with
+    );
+    // Without one, neither encoding carries the member.
+    let jwt = token::sign_jwt(&claims(), &list, &key).expect("sign");
+    assert!(!jwt.split('.').nth(1).is_some_and(|p| {
+        String::from_utf8(
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, p)
+                .expect("b64"),
+        )
+        .expect("utf8")
+        .contains("aggregation_uri")
+    }));
 }

@@ -34,6 +34,7 @@ fn publish(key: &SigningKey, list: &StatusArray) -> Duration {
         iat: 1_800_000_000,
         exp: Some(1_800_086_400),
         ttl: Some(300),
+        aggregation_uri: None,
     };
     let started = Instant::now();
     let compressed = CompressedList::new(list, 6);

@@ -19,6 +19,7 @@ fn claims_and_list(kid_uri: &str) -> (TokenClaims, StatusArray) {
         iat: 1_800_000_000,
         exp: Some(1_800_086_400),
         ttl: Some(300),
+        aggregation_uri: None,
         iss: None,
     };
     (claims, list)

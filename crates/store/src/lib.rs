@@ -40,7 +40,7 @@ pub use health::Health;
 pub use leases::Lease;
 pub use lists::{Capacity, ListCapacity, ListFormat, ListInfo, ListState};
 pub use pools::{ApplyOutcome, DeletionPolicy, IssuerSpec, PoolSettings, PoolSpec};
-pub use publish::{Artifact, ArtifactKind, PublishJob, StoredArtifact};
+pub use publish::{Artifact, ArtifactKind, PoolLists, PublishJob, StoredArtifact};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

@@ -42,6 +42,16 @@ pub struct Artifact {
     pub kid: String,
 }
 
+/// One pool's servable lists ([`Store::pool_lists`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolLists {
+    pub pool: String,
+    /// The pool's `ttlSeconds`: how long a copy may be cached.
+    pub ttl_seconds: u64,
+    /// List URIs, oldest list first.
+    pub uris: Vec<String>,
+}
+
 /// An artifact as stored, with the list version it reflects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredArtifact {
@@ -368,6 +378,42 @@ impl Store {
                 .iter()
                 .map(|r| r.try_get(0).map_err(Into::into))
                 .collect()
+        })
+        .await
+    }
+
+    /// Every pool with the URIs of its lists that can be served (live and rendered),
+    /// oldest first: the Status List Aggregations (draft -20 section 9). Pools without
+    /// such a list are there with none.
+    pub async fn pool_lists(&self) -> Result<Vec<PoolLists>> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(
+                    "SELECT p.name, p.ttl_seconds, l.uri
+                     FROM pools p
+                     LEFT JOIN lists l ON l.pool = p.name AND l.state IN ('Active', 'Full')
+                         AND EXISTS (SELECT 1 FROM artifacts a WHERE a.list_id = l.id)
+                     ORDER BY p.name, l.created_at, l.id",
+                )
+                .await?;
+            let mut out: Vec<PoolLists> = Vec::new();
+            for row in client.query(&stmt, &[]).await? {
+                let pool: String = row.try_get(0)?;
+                let ttl: i64 = row.try_get(1)?;
+                let uri: Option<String> = row.try_get(2)?;
+                if out.last().is_none_or(|p| p.pool != pool) {
+                    out.push(PoolLists {
+                        pool,
+                        ttl_seconds: ttl.max(0) as u64,
+                        uris: Vec::new(),
+                    });
+                }
+                if let (Some(uri), Some(last)) = (uri, out.last_mut()) {
+                    last.uris.push(uri);
+                }
+            }
+            Ok(out)
         })
         .await
     }

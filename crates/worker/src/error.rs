@@ -25,6 +25,8 @@ pub enum ApiError {
     Conflict(&'static str),
     #[error("{0}")]
     Internal(&'static str),
+    #[error("{0}")]
+    NotImplemented(&'static str),
     #[error("Service is temporarily unavailable")]
     Unavailable,
 }
@@ -64,6 +66,9 @@ pub const NOT_ACCEPTABLE_TOKEN: &str =
     "Acceptable media types: application/statuslist+jwt, application/statuslist+cwt";
 pub const NOT_ACCEPTABLE_VC: &str = "Acceptable media type: application/vc+jwt";
 pub const ROUTE_NOT_FOUND: &str = "Not found";
+pub const NO_HISTORY: &str =
+    "Historical status lists are not supported: omit the time parameter for the current list";
+pub const AGGREGATION_NOT_FOUND: &str = "Status list aggregation not found";
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -81,6 +86,7 @@ impl ApiError {
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -94,6 +100,7 @@ impl ApiError {
             ApiError::NotAcceptable(_) => "NOT_ACCEPTABLE",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::Internal(_) => "INTERNAL_SERVER_ERROR",
+            ApiError::NotImplemented(_) => "NOT_IMPLEMENTED",
             ApiError::Unavailable => "TEMPORARILY_UNAVAILABLE",
         }
     }

@@ -6,6 +6,7 @@
 //! background tasks (publisher, lease renewal, notifications); `main.rs` only wires the
 //! configuration.
 
+pub mod aggregation;
 pub mod config;
 pub mod egress;
 pub mod error;
@@ -85,9 +86,11 @@ mod route {
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
     pub const DATABASE: &str = "/healthz/database";
-    pub const ALL: [&str; 8] = [
+    pub const AGGREGATION: &str = "/a/{id}";
+    pub const ALL: [&str; 9] = [
         TOKEN_LIST,
         BITSTRING_LIST,
+        AGGREGATION,
         JWKS,
         ISSUE,
         REVOKE,
@@ -168,6 +171,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let public = Router::new()
         .route(route::TOKEN_LIST, get(routes::token_list))
         .route(route::BITSTRING_LIST, get(routes::bitstring_list))
+        .route(route::AGGREGATION, get(routes::aggregation))
         .route(route::JWKS, get(routes::jwks))
         .layer(
             CorsLayer::new()

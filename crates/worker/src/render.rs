@@ -85,6 +85,11 @@ pub fn render_array(
                 iat: now,
                 exp: Some(exp),
                 ttl: Some(job.ttl_seconds),
+                aggregation_uri: job
+                    .list
+                    .pool
+                    .as_deref()
+                    .map(|pool| crate::aggregation::uri(issuer_of(&job.list.uri), pool)),
             };
             Ok(vec![
                 artifact(

@@ -215,6 +215,20 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether `If-None-Match` names one of `etags` (weak comparison, RFC 9110) or is `*`.
+fn if_none_match(headers: &HeaderMap, etags: &[&str]) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim() == "*"
+                || v.split(',').any(|t| {
+                    let t = t.trim().trim_start_matches("W/");
+                    etags.contains(&t)
+                })
+        })
+}
+
 fn respond(headers: &HeaderMap, served: &Served, media: &'static str) -> Response {
     let a = &served.stored.artifact;
     let gzip = accepts_gzip(headers);
@@ -236,17 +250,7 @@ fn respond(headers: &HeaderMap, served: &Served, media: &'static str) -> Respons
         header::VARY,
         HeaderValue::from_static("Accept, Accept-Encoding"),
     );
-    let matches = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim() == "*"
-                || v.split(',').any(|t| {
-                    let t = t.trim().trim_start_matches("W/");
-                    t == served.etag || t == served.gzip_etag
-                })
-        });
-    if matches {
+    if if_none_match(headers, &[&served.etag, &served.gzip_etag]) {
         return (StatusCode::NOT_MODIFIED, h).into_response();
     }
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
@@ -260,6 +264,22 @@ fn respond(headers: &HeaderMap, served: &Served, media: &'static str) -> Respons
     }
 }
 
+/// Refuses a request for a past version of a list (draft -20 section 8.4: `time`, a unix
+/// timestamp; and `timestamp`, the same question asked of a W3C list): no history is
+/// kept, and a 200 with the current list would answer another question than the one
+/// asked. 501 is what the draft says a server without the feature SHOULD answer.
+fn refuse_history(request: &Request) -> Result<(), ApiError> {
+    let asks = request.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|pair| matches!(pair.split('=').next(), Some("time" | "timestamp")))
+    });
+    if asks {
+        Err(ApiError::NotImplemented(e::NO_HISTORY))
+    } else {
+        Ok(())
+    }
+}
+
 /// The list GETs read the request's headers where they are (a `HeaderMap` extractor
 /// would copy them for every request).
 pub async fn token_list(
@@ -267,6 +287,7 @@ pub async fn token_list(
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    refuse_history(&request)?;
     let headers = request.headers();
     match negotiate(headers, &[JWT_MEDIA_TYPE, CWT_TYP]) {
         Some(JWT_MEDIA_TYPE) => {
@@ -282,11 +303,44 @@ pub async fn bitstring_list(
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    refuse_history(&request)?;
     let headers = request.headers();
     match negotiate(headers, &[VC_JWT_MEDIA_TYPE]) {
         Some(_) => serve(&state, headers, &id, ArtifactKind::Vc, VC_JWT_MEDIA_TYPE).await,
         None => Err(ApiError::NotAcceptable(e::NOT_ACCEPTABLE_VC)),
     }
+}
+
+/// A pool's Status List Aggregation (`application/json`), with a strong ETag (304 on a
+/// match), cached for the pool's `ttlSeconds`; CORS as the lists.
+pub async fn aggregation(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !is_list_id(&id) {
+        return Err(ApiError::NotFound(e::AGGREGATION_NOT_FOUND));
+    }
+    let doc = match state.cache.aggregations.get(&state.store, &id).await {
+        Ok(Some(doc)) => doc,
+        Ok(None) => return Err(ApiError::NotFound(e::AGGREGATION_NOT_FOUND)),
+        Err(err) => return Err(ApiError::from_store(err, Operation::ReadList)),
+    };
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&doc.etag) {
+        h.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={}", doc.max_age)) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    if if_none_match(&headers, &[&doc.etag]) {
+        return Ok((StatusCode::NOT_MODIFIED, h).into_response());
+    }
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok((StatusCode::OK, h, Body::from(doc.body.clone())).into_response())
 }
 
 /// The service's keys: its own, plus every key any worker announced that has not signed

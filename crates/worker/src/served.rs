@@ -94,6 +94,8 @@ pub struct ArtifactCache {
     keys_in_use: Mutex<Option<(Instant, KeysInUse)>>,
     /// Database reads made for GETs (artifact, id-set and key reads).
     queries: AtomicU64,
+    /// The pools' Status List Aggregations.
+    pub aggregations: crate::aggregation::Aggregations,
 }
 
 /// How long the database's keys in use are served without a new read. A key is announced

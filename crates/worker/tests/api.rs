@@ -728,3 +728,137 @@ async fn a_draining_worker_answers_and_closes_each_connection() {
     assert_eq!(env.get_status("/readyz").await, 503);
     env.issue("a").await;
 }
+
+/// Draft -20 section 9: every Token list names its pool's aggregation in
+/// `status_list.aggregation_uri` (JWT and CWT); the document lists the pool's live lists
+/// as `application/json` with a strong ETag, the pool's ttl and CORS; a pool without lists
+/// has an empty one; an unknown one is the contract's 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_pool_has_an_aggregation_named_by_its_lists() {
+    let env = Env::start().await;
+    let (uri, _) = env.issue("a").await;
+    let (payload, _) =
+        token_list_when(&env, &env.worker.url, &uri, Duration::from_secs(10), |_| {
+            true
+        })
+        .await;
+    let aggregation = payload["status_list"]["aggregation_uri"]
+        .as_str()
+        .expect("aggregation_uri in the JWT's status_list")
+        .to_owned();
+    assert_eq!(
+        aggregation,
+        format!(
+            "{}/a/{}",
+            env.worker.url,
+            statuslist_worker::aggregation::id("tok")
+        )
+    );
+    let id = uri.rsplit('/').next().expect("id");
+    let resp = env
+        .http
+        .get(format!("{}/t/{id}", env.worker.url))
+        .header("accept", "application/statuslist+cwt")
+        .send()
+        .await
+        .expect("cwt");
+    let cwt = resp.bytes().await.expect("body");
+    let kid = statuslist_format::token::cwt_kid(&cwt).expect("kid");
+    let key = service_jwks(&env)
+        .await
+        .into_iter()
+        .find(|k| k["kid"] == kid)
+        .expect("key");
+    let key = statuslist_format::VerifyingKey::from_jwk(&serde_json::from_value(key).expect("jwk"))
+        .expect("key");
+    let verified = statuslist_format::token::verify_cwt(&cwt, &key).expect("verify");
+    assert_eq!(
+        verified.claims.aggregation_uri.as_deref(),
+        Some(aggregation.as_str())
+    );
+
+    let resp = env
+        .http
+        .get(&aggregation)
+        .header("origin", "https://verifier.example")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert_eq!(resp.headers()["cache-control"], "public, max-age=300");
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    let etag = resp.headers()["etag"].to_str().expect("etag").to_owned();
+    assert!(etag.starts_with('"'), "strong: {etag}");
+    let doc: Value = serde_json::from_str(&resp.text().await.expect("body")).expect("json");
+    assert_eq!(doc, json!({"status_lists": [uri]}));
+    let resp = env
+        .http
+        .get(&aggregation)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 304);
+
+    // The Bitstring pool's lists are in its own document; a pool without lists has an
+    // empty one; other ids are unknown.
+    let (buri, _) = env.issue("b").await;
+    let bit = format!("/a/{}", statuslist_worker::aggregation::id("bit"));
+    let empty = format!("/a/{}", statuslist_worker::aggregation::id("empty"));
+    eventually(
+        Duration::from_secs(15),
+        "the Bitstring list in its pool's aggregation",
+        || async { env.get_text(&bit).await.contains(&buri).then_some(()) },
+    )
+    .await;
+    assert_eq!(env.get_text(&empty).await, r#"{"status_lists":[]}"#);
+    for unknown in ["/a/000000000000", "/a/not-an-id"] {
+        let resp = env.get(unknown).await;
+        assert_eq!(resp.status(), 404, "{unknown}");
+        let body: Value = serde_json::from_str(&resp.text().await.expect("body")).expect("json");
+        assert_eq!(
+            body,
+            json!({"error": "NOT_FOUND", "error_description": "Status list aggregation not found"})
+        );
+    }
+}
+
+/// Draft -20 section 8.4: a server without history SHOULD answer `?time=` with 501; the
+/// current list would answer another question than the one asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_asked_for_its_past_is_501() {
+    let env = Env::start().await;
+    let (uri, _) = env.issue("a").await;
+    let (buri, _) = env.issue("b").await;
+    token_list_when(&env, &env.worker.url, &uri, Duration::from_secs(10), |_| {
+        true
+    })
+    .await;
+    let path = |u: &str| u.strip_prefix(&env.worker.url).expect("local").to_owned();
+    assert_eq!(env.get_status(&path(&uri)).await, 200);
+    for asked in [
+        format!("{}?time=1686925000", path(&uri)),
+        format!("{}?x=1&time=1686925000", path(&uri)),
+        format!("{}?time", path(&uri)),
+        format!("{}?time=1686925000", path(&buri)),
+        format!("{}?timestamp=2026-01-01T00:00:00Z", path(&buri)),
+        "/t/000000000000?time=1".to_owned(),
+    ] {
+        let resp = env.get(&asked).await;
+        assert_eq!(resp.status(), 501, "{asked}");
+        let body: Value = serde_json::from_str(&resp.text().await.expect("body")).expect("json");
+        assert_eq!(body["error"], "NOT_IMPLEMENTED", "{asked}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .is_some_and(|d| d.contains("time parameter")),
+            "{body}"
+        );
+    }
+    // Other parameters are ignored, as before.
+    assert_eq!(
+        env.get_status(&format!("{}?timeout=5", path(&uri))).await,
+        200
+    );
+}
