@@ -121,7 +121,7 @@ pub(crate) struct Revoke;
 /// while the worker is away (a worker stopped mid-batch, SIGSTOP or a stalled VM, must
 /// not hold other workers' revocations of those lists behind its locks). `FOR NO KEY
 /// UPDATE` is what the version bump takes anyway; it does not block issuance.
-const REVOKE_BATCH: &str = "SELECT out_n AS n, out_at AS at FROM statuslist_revoke($1::text[], $2::bigint[], $3::text[], $4)";
+pub(crate) const REVOKE_BATCH: &str = "SELECT out_n AS n, out_at AS at FROM statuslist_revoke($1::text[], $2::bigint[], $3::text[], $4)";
 
 impl Statement for Revoke {
     type Row = RevokeRow;

@@ -3,7 +3,7 @@
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
-use crate::batch::{Failure, Revoke, RevokeRow, Row, Statement};
+use crate::batch::{Failure, REVOKE_BATCH, Revoke, RevokeRow, Row, Statement};
 use crate::leases::Lease;
 use crate::{Result, Store, StoreError};
 
@@ -23,6 +23,16 @@ pub struct IssueOutcome {
     pub idx: u64,
     /// False when this answers a repeat of an earlier request (same client and jti).
     pub created: bool,
+}
+
+/// The answer to [`Store::revoke_all`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchRevokeOutcome {
+    /// Every entry revoked, in the request's order: each `Revoked` now (one commit) or
+    /// `AlreadyRevoked` before.
+    Revoked(Vec<RevokeOutcome>),
+    /// Entry `position` (0-based) is absent or another client's: nothing was revoked.
+    Refused { position: usize },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,5 +352,121 @@ impl Store {
             }
         })
         .await
+    }
+
+    /// Revokes every entry of `entries` (`(uri, idx)`, the same rules as [`Store::revoke`]
+    /// for each) in one transaction, or none: when one is absent or another client's, the
+    /// transaction is rolled back and its position returned. Entries revoked before keep
+    /// their time; a repeated entry gets the same answer twice. Publishers hear of the
+    /// lists and the failover journal of the entries only after the commit.
+    pub async fn revoke_all(
+        &self,
+        entries: &[(String, u64)],
+        client_id: &str,
+    ) -> Result<BatchRevokeOutcome> {
+        let mut idxs = Vec::with_capacity(entries.len());
+        for (position, (_, idx)) in entries.iter().enumerate() {
+            match i64::try_from(*idx) {
+                Ok(idx) => idxs.push(idx),
+                Err(_) => return Ok(BatchRevokeOutcome::Refused { position }),
+            }
+        }
+        let uris: Vec<&str> = entries.iter().map(|(uri, _)| uri.as_str()).collect();
+        let clients = vec![client_id; entries.len()];
+        self.bounded(async {
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                match self.revoke_all_once(&uris, &idxs, &clients).await {
+                    Err(e)
+                        if attempts < 4
+                            && e.sql_state() == Some(&SqlState::T_R_DEADLOCK_DETECTED) => {}
+                    outcome => return outcome,
+                }
+            }
+        })
+        .await
+    }
+
+    async fn revoke_all_once(
+        &self,
+        uris: &[&str],
+        idxs: &[i64],
+        clients: &[&str],
+    ) -> Result<BatchRevokeOutcome> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let stmt = tx.prepare_cached(REVOKE_BATCH).await?;
+        // Locks the lists (in id order, as every revocation does) and revokes what is
+        // the client's and not revoked yet; row n of the answer is entry n - 1.
+        let mut now: Vec<Option<i64>> = vec![None; uris.len()];
+        for row in tx
+            .query(&stmt, &[&uris, &idxs, &clients, &None::<&str>])
+            .await?
+        {
+            let (n, at): (i64, i64) = (row.try_get("n")?, row.try_get("at")?);
+            let slot = usize::try_from(n - 1)
+                .ok()
+                .and_then(|i| now.get_mut(i))
+                .ok_or_else(|| StoreError::Internal(format!("revocation of a batch: row {n}")))?;
+            *slot = Some(at);
+        }
+        // The others must be the client's and revoked before: read per list (planned
+        // with the list id known, so that it reads that list's partition alone).
+        let mut before: std::collections::HashMap<(&str, i64), i64> = Default::default();
+        let mut lists: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
+        for (n, at) in now.iter().enumerate() {
+            if at.is_none() {
+                lists.entry(uris[n]).or_default().push(idxs[n]);
+            }
+        }
+        for (uri, wanted) in &lists {
+            let list_id = uri.rsplit('/').next().unwrap_or_default();
+            for row in tx
+                .query(
+                    "SELECT e.idx, extract(epoch FROM rv.revoked_at)::bigint AS at
+                     FROM entries e JOIN lists l ON l.id = e.list_id
+                     JOIN issuers i ON i.client_id = e.client_id AND i.pool = l.pool
+                     JOIN revocations rv ON rv.list_id = e.list_id AND rv.idx = e.idx
+                     WHERE e.list_id = $4 AND l.id = $4 AND l.uri = $1 AND l.state IN ('Active', 'Full')
+                       AND e.idx = ANY ($2) AND e.client_id = $3",
+                    &[uri, wanted, &clients[0], &list_id],
+                )
+                .await?
+            {
+                before.insert((uri, row.try_get("idx")?), row.try_get("at")?);
+            }
+        }
+        let mut outcomes = Vec::with_capacity(uris.len());
+        for (position, at) in now.iter().enumerate() {
+            match (at, before.get(&(uris[position], idxs[position]))) {
+                // An entry twice in the batch: revoked by its first occurrence.
+                (None, _)
+                    if (0..position)
+                        .any(|p| uris[p] == uris[position] && idxs[p] == idxs[position]) =>
+                {
+                    outcomes.push(
+                        outcomes[(0..position)
+                            .find(|p| uris[*p] == uris[position] && idxs[*p] == idxs[position])
+                            .unwrap_or_default()],
+                    );
+                }
+                (Some(at), _) => outcomes.push(RevokeOutcome::Revoked { at: *at }),
+                (None, Some(at)) => outcomes.push(RevokeOutcome::AlreadyRevoked { at: *at }),
+                (None, None) => {
+                    tx.rollback().await?;
+                    return Ok(BatchRevokeOutcome::Refused { position });
+                }
+            }
+        }
+        tx.commit().await?;
+        for (position, at) in now.iter().enumerate() {
+            if let Some(at) = at {
+                let list_id = uris[position].rsplit('/').next().unwrap_or_default();
+                self.changes().changed(list_id);
+                self.journal_revoked(list_id, idxs[position], *at);
+            }
+        }
+        Ok(BatchRevokeOutcome::Revoked(outcomes))
     }
 }

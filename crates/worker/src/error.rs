@@ -17,6 +17,11 @@ pub enum ApiError {
     Unauthorized(&'static str),
     #[error("{0}")]
     Forbidden(&'static str),
+    /// `/revoke-batch`: entry N is absent or another client's, so nothing was revoked.
+    #[error(
+        "Unable to revoke every entry of the batch: entries[{0}] is absent or another client's; nothing was revoked"
+    )]
+    ForbiddenEntry(usize),
     #[error("{0}")]
     NotFound(&'static str),
     #[error("{0}")]
@@ -58,6 +63,11 @@ pub const INVALID_IDX: &str = "Index must be a valid non-negative integer";
 pub const NO_URI: &str = "No valid URI in Payload";
 pub const INVALID_URI: &str = "Invalid URI format in payload";
 pub const CANNOT_REVOKE: &str = "Unable to revoke the specified status list entry";
+pub const NO_ENTRIES: &str = "No entries in Payload";
+pub const INVALID_ENTRIES: &str =
+    "entries must be an array of 1 to 1000 objects, each with exactly uri and idx";
+pub const BATCH_BODY_TOO_LARGE: &str = "Request body must not exceed 262144 bytes";
+
 pub const ISSUE_FAILED: &str = "Unable to successfully issue a status";
 pub const REVOKE_FAILED: &str = "Unable to revoke the status list entry";
 pub const LIST_NOT_FOUND: &str = "Status List not found for endpoint uri";
@@ -81,7 +91,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::ForbiddenEntry(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -95,7 +105,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "BAD_REQUEST",
             ApiError::Unauthorized(_) => "UNAUTHORIZED",
-            ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::Forbidden(_) | ApiError::ForbiddenEntry(_) => "FORBIDDEN",
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::NotAcceptable(_) => "NOT_ACCEPTABLE",
             ApiError::Conflict(_) => "CONFLICT",

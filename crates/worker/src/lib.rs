@@ -83,17 +83,19 @@ mod route {
     pub const JWKS: &str = "/.well-known/jwks.json";
     pub const ISSUE: &str = "/issue";
     pub const REVOKE: &str = "/revoke";
+    pub const REVOKE_BATCH: &str = "/revoke-batch";
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
     pub const DATABASE: &str = "/healthz/database";
     pub const AGGREGATION: &str = "/a/{id}";
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         TOKEN_LIST,
         BITSTRING_LIST,
         AGGREGATION,
         JWKS,
         ISSUE,
         REVOKE,
+        REVOKE_BATCH,
         HEALTHZ,
         READYZ,
         DATABASE,
@@ -181,7 +183,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         );
     let issuer = Router::new()
         .route(route::ISSUE, post(routes::issue))
-        .route(route::REVOKE, post(routes::revoke));
+        .route(route::REVOKE, post(routes::revoke))
+        .route(route::REVOKE_BATCH, post(routes::revoke_batch));
     Router::new()
         .merge(public)
         .merge(issuer)

@@ -14,6 +14,10 @@ use crate::error::{self as e, ApiError};
 
 /// Largest accepted body; anything longer is refused before it is read further.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Largest accepted body of `/revoke-batch` (1,000 entries of a 100-byte URI fit).
+pub const MAX_BATCH_BODY_BYTES: usize = 256 * 1024;
+/// Most entries in one `/revoke-batch` request.
+pub const MAX_BATCH_ENTRIES: usize = 1000;
 /// Largest `kid` accepted in a request header.
 const MAX_KID_LEN: usize = 256;
 /// Longest `iss` accepted: the CRD's `clientId` bound (longer names no issuer).
@@ -188,11 +192,49 @@ impl Jws {
         let Some(Value::String(uri)) = self.claims.get("uri") else {
             return Err(ApiError::BadRequest(e::NO_URI));
         };
-        if uri.len() > MAX_URI_LEN || parse_list_uri(uri).is_none() {
-            return Err(ApiError::BadRequest(e::INVALID_URI));
-        }
-        Ok(uri)
+        checked_uri(uri)
     }
+
+    /// `entries` of `/revoke-batch`: 1 to [`MAX_BATCH_ENTRIES`] objects `{uri, idx}`, each
+    /// checked as `/revoke` checks its `uri` and `idx` (members other than those two are
+    /// refused: a misspelt member must not pass unnoticed).
+    pub fn entries(&self) -> Result<Vec<(String, u64)>, ApiError> {
+        let Some(Value::Array(entries)) = self.claims.get("entries") else {
+            return Err(ApiError::BadRequest(e::NO_ENTRIES));
+        };
+        if entries.is_empty() || entries.len() > MAX_BATCH_ENTRIES {
+            return Err(ApiError::BadRequest(e::INVALID_ENTRIES));
+        }
+        entries
+            .iter()
+            .map(|entry| {
+                let Value::Object(entry) = entry else {
+                    return Err(ApiError::BadRequest(e::INVALID_ENTRIES));
+                };
+                if entry.len() != 2 {
+                    return Err(ApiError::BadRequest(e::INVALID_ENTRIES));
+                }
+                let uri = match entry.get("uri") {
+                    Some(Value::String(uri)) => checked_uri(uri)?,
+                    _ => return Err(ApiError::BadRequest(e::NO_URI)),
+                };
+                let idx = match entry.get("idx").map(Value::as_u64) {
+                    None => return Err(ApiError::BadRequest(e::NO_IDX)),
+                    Some(Some(i)) if i <= i64::MAX as u64 => i,
+                    Some(_) => return Err(ApiError::BadRequest(e::INVALID_IDX)),
+                };
+                Ok((uri.to_owned(), idx))
+            })
+            .collect()
+    }
+}
+
+/// A list URI as `/revoke` accepts it.
+fn checked_uri(uri: &str) -> Result<&str, ApiError> {
+    if uri.len() > MAX_URI_LEN || parse_list_uri(uri).is_none() {
+        return Err(ApiError::BadRequest(e::INVALID_URI));
+    }
+    Ok(uri)
 }
 
 /// Whether `id` is a list id: 12 uppercase hex characters.

@@ -10,14 +10,14 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use statuslist_format::bitstring::VC_JWT_MEDIA_TYPE;
 use statuslist_format::token::CWT_TYP;
-use statuslist_store::{ArtifactKind, IssueRequest, RevokeOutcome};
+use statuslist_store::{ArtifactKind, BatchRevokeOutcome, IssueRequest, RevokeOutcome};
 
 use crate::AppState;
 use crate::error::{self as e, ApiError, Operation};
 use crate::jwks::Lookup;
 use statuslist_format::unix_now;
 
-use crate::request::{Jws, MAX_BODY_BYTES, is_list_id};
+use crate::request::{Jws, MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES, is_list_id};
 use crate::served::Served;
 
 const JWT_MEDIA_TYPE: &str = "application/statuslist+jwt";
@@ -45,6 +45,16 @@ struct Verified {
 /// Everything `/issue` and `/revoke` share: content type, size, decoding, header checks,
 /// issuer lookup, key lookup and the ES256 signature.
 async fn verify(state: &AppState, request: Request, op: Operation) -> Result<Verified, ApiError> {
+    verify_within(state, request, op, (MAX_BODY_BYTES, e::BODY_TOO_LARGE)).await
+}
+
+/// [`verify`] with another bound on the body, and the text that refuses a longer one.
+async fn verify_within(
+    state: &AppState,
+    request: Request,
+    op: Operation,
+    (limit, too_large): (usize, &'static str),
+) -> Result<Verified, ApiError> {
     check_content_type(request.headers())?;
     // A declared length over the limit is refused before reading any of the body.
     let declared = request
@@ -52,13 +62,13 @@ async fn verify(state: &AppState, request: Request, op: Operation) -> Result<Ver
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(ApiError::BadRequest(e::BODY_TOO_LARGE));
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::BadRequest(too_large));
     }
-    // Reads at most 16 KiB + 1 byte: a larger body is refused without reading the rest.
-    let body = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
+    // Reads at most the limit + 1 byte: a larger body is refused without reading the rest.
+    let body = axum::body::to_bytes(request.into_body(), limit)
         .await
-        .map_err(|_| ApiError::BadRequest(e::BODY_TOO_LARGE))?;
+        .map_err(|_| ApiError::BadRequest(too_large))?;
     let jws = Jws::parse(&body)?;
     let kid = jws.check_header()?.to_owned();
     let client_id = jws.issuer()?;
@@ -117,6 +127,43 @@ pub async fn revoke(
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"message": message, "revokedAt": at})),
+    )
+        .into_response())
+}
+
+/// `POST /revoke-batch`: the entries of one signed request revoked in one commit, all or
+/// none (an absent or foreign entry refuses the batch: 403 naming its position). Each
+/// entry's answer as `/revoke` gives it, in the request's order.
+pub async fn revoke_batch(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let limit = (MAX_BATCH_BODY_BYTES, e::BATCH_BODY_TOO_LARGE);
+    let Verified { jws, issuer } = verify_within(&state, request, Operation::Revoke, limit).await?;
+    jws.iat(unix_now())?;
+    jws.jti()?;
+    let entries = jws.entries()?;
+    let outcomes = match state.store.revoke_all(&entries, &issuer.client_id).await {
+        Ok(BatchRevokeOutcome::Revoked(outcomes)) => outcomes,
+        Ok(BatchRevokeOutcome::Refused { position }) => {
+            return Err(ApiError::ForbiddenEntry(position));
+        }
+        Err(err) => return Err(ApiError::from_store(err, Operation::Revoke)),
+    };
+    let mut answers = Vec::with_capacity(entries.len());
+    for ((uri, idx), outcome) in entries.iter().zip(outcomes) {
+        let (message, at) = match outcome {
+            RevokeOutcome::Revoked { at } => ("Request processed for revocation", at),
+            RevokeOutcome::AlreadyRevoked { at } => ("Credential already revoked", at),
+            // The store answers a refusal for the whole batch instead.
+            RevokeOutcome::NotFound => return Err(ApiError::Internal(e::REVOKE_FAILED)),
+        };
+        answers.push(json!({"uri": uri, "idx": idx, "message": message, "revokedAt": at}));
+    }
+    tracing::debug!(client_id = %issuer.client_id, entries = answers.len(), "batch revocation");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"message": "Request processed for revocation", "entries": answers})),
     )
         .into_response())
 }

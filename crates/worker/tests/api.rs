@@ -862,3 +862,152 @@ async fn a_list_asked_for_its_past_is_501() {
         200
     );
 }
+
+/// `POST /revoke-batch`: a signed request's entries revoked in one commit, each answered
+/// as `/revoke` answers; one absent or foreign entry refuses the whole batch (403 naming
+/// it) and revokes nothing; malformed batches are the contract's 400s; the list shows
+/// every revocation of a batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_revoked_whole_or_not_at_all() {
+    let env = Env::start().await;
+    let batch = |client: &str, entries: Value| {
+        let claims = json!({
+            "iss": client,
+            "iat": statuslist_format::unix_now(),
+            "jti": uuid::Uuid::new_v4().to_string(),
+            "entries": entries,
+        });
+        env.issuers.sign(client, &Issuers::header(client), &claims)
+    };
+    let post = |jwt: String| env.post("/revoke-batch", Some("application/jwt"), jwt);
+    let mut mine = Vec::new();
+    for _ in 0..4 {
+        mine.push(env.issue("a").await);
+    }
+    let (foreign_uri, foreign_idx) = env.issue("c").await;
+    let entry = |(uri, idx): &(String, u64)| json!({"uri": uri, "idx": idx});
+
+    // Two entries (one twice): one commit, answers in order.
+    let (status, body) = post(batch(
+        "a",
+        json!([entry(&mine[0]), entry(&mine[1]), entry(&mine[0])]),
+    ))
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["message"], "Request processed for revocation");
+    let answers = body["entries"].as_array().expect("entries");
+    assert_eq!(answers.len(), 3);
+    for (answer, (uri, idx)) in answers.iter().zip([&mine[0], &mine[1], &mine[0]]) {
+        assert_eq!(answer["uri"], json!(uri));
+        assert_eq!(answer["idx"], json!(idx));
+        assert_eq!(answer["message"], "Request processed for revocation");
+        assert!(answer["revokedAt"].is_i64(), "{answer}");
+    }
+    assert_eq!(answers[0]["revokedAt"], answers[2]["revokedAt"]);
+    let first_at = answers[0]["revokedAt"].clone();
+
+    // A foreign entry (client c's) or an absent one refuses the batch; nothing changes.
+    for (bad, position) in [
+        (json!({"uri": foreign_uri, "idx": foreign_idx}), 1),
+        (json!({"uri": mine[3].0, "idx": 9_999_999}), 1),
+    ] {
+        let (status, body) = post(batch("a", json!([entry(&mine[2]), bad]))).await;
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(body["error"], "FORBIDDEN");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .is_some_and(|d| d.contains(&format!("entries[{position}]"))),
+            "{body}"
+        );
+    }
+    let (status, body) = env.revoke("a", &mine[2].0, mine[2].1).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (202, Some("Request processed for revocation")),
+        "mine[2] was left alone by the refused batches"
+    );
+    let (status, body) = env.revoke("c", &foreign_uri, foreign_idx).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (202, Some("Request processed for revocation"))
+    );
+
+    // Revoked entries again, with a new one: the earlier time, and the new one revoked.
+    let (status, body) = post(batch("a", json!([entry(&mine[0]), entry(&mine[3])]))).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["entries"][0]["message"], "Credential already revoked");
+    assert_eq!(body["entries"][0]["revokedAt"], first_at);
+    assert_eq!(
+        body["entries"][1]["message"],
+        "Request processed for revocation"
+    );
+
+    // The list shows all four (2-bit entries: INVALID is 1).
+    let (uri, _) = &mine[0];
+    let bit = |bytes: &[u8], idx: u64| (bytes[(idx / 4) as usize] >> ((idx % 4) * 2)) & 3;
+    token_list_when(
+        &env,
+        &env.worker.url,
+        uri,
+        Duration::from_secs(10),
+        |bytes| mine.iter().all(|(_, idx)| bit(bytes, *idx) == 1),
+    )
+    .await;
+
+    // Malformed batches: the contract's 400 texts, nothing revoked.
+    let too_many: Vec<Value> = (0..1001).map(|i| json!({"uri": uri, "idx": i})).collect();
+    for (entries, expected) in [
+        (None, "No entries in Payload"),
+        (
+            Some(json!([])),
+            "entries must be an array of 1 to 1000 objects, each with exactly uri and idx",
+        ),
+        (
+            Some(json!(too_many)),
+            "entries must be an array of 1 to 1000 objects, each with exactly uri and idx",
+        ),
+        (
+            Some(json!([{"uri": uri, "idx": 1, "status": 2}])),
+            "entries must be an array of 1 to 1000 objects, each with exactly uri and idx",
+        ),
+        (
+            Some(json!(["x"])),
+            "entries must be an array of 1 to 1000 objects, each with exactly uri and idx",
+        ),
+        (
+            Some(json!([{"uri": uri, "index": 1}])),
+            "No Index in Payload",
+        ),
+        (
+            Some(json!([{"uri": uri, "idx": -1}])),
+            "Index must be a valid non-negative integer",
+        ),
+        (
+            Some(json!([{"uri": "ftp://x/t/ABCDEF012345", "idx": 1}])),
+            "Invalid URI format in payload",
+        ),
+        (
+            Some(json!([{"url": uri, "idx": 1}])),
+            "No valid URI in Payload",
+        ),
+    ] {
+        let mut claims = json!({
+            "iss": "a",
+            "iat": statuslist_format::unix_now(),
+            "jti": uuid::Uuid::new_v4().to_string(),
+        });
+        if let Some(entries) = entries {
+            claims["entries"] = entries;
+        }
+        let (status, body) = post(env.issuers.sign("a", &Issuers::header("a"), &claims)).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error_description"], expected);
+    }
+    // A body over 256 KiB is refused unread.
+    let (status, body) = post("x".repeat(300 * 1024)).await;
+    assert_eq!(
+        (status, body["error_description"].as_str()),
+        (400, Some("Request body must not exceed 262144 bytes"))
+    );
+}
