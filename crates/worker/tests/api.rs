@@ -82,6 +82,20 @@ fn inflate(reader: impl Read) -> Vec<u8> {
 }
 
 /// The decoded Token list at `uri` once the condition holds (the publisher runs async).
+/// The CWT of the Token list `uri`, as the worker serves it.
+async fn cwt_of(env: &Env, uri: &str) -> Vec<u8> {
+    let id = uri.rsplit('/').next().expect("id");
+    let resp = env
+        .http
+        .get(format!("{}/t/{id}", env.worker.url))
+        .header("accept", "application/statuslist+cwt")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.headers()["content-type"], "application/statuslist+cwt");
+    resp.bytes().await.expect("body").to_vec()
+}
+
 async fn token_list_when(
     env: &Env,
     base: &str,
@@ -154,16 +168,7 @@ async fn published_lists_verify_independently_and_show_revocations() {
     }
 
     // The CWT of the same list: COSE_Sign1 checked with p256 over a Sig_structure built here.
-    let id = uri.rsplit('/').next().expect("id");
-    let resp = env
-        .http
-        .get(format!("{}/t/{id}", env.worker.url))
-        .header("accept", "application/statuslist+cwt")
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(resp.headers()["content-type"], "application/statuslist+cwt");
-    let cwt = resp.bytes().await.expect("body").to_vec();
+    let cwt = cwt_of(&env, &uri).await;
     use coset_cbor::Value as C;
     let value: C = coset_cbor::de::from_reader(cwt.as_slice()).expect("CBOR");
     let C::Tag(18, inner) = value else {
@@ -754,15 +759,7 @@ async fn each_pool_has_an_aggregation_named_by_its_lists() {
             statuslist_worker::aggregation::id("tok")
         )
     );
-    let id = uri.rsplit('/').next().expect("id");
-    let resp = env
-        .http
-        .get(format!("{}/t/{id}", env.worker.url))
-        .header("accept", "application/statuslist+cwt")
-        .send()
-        .await
-        .expect("cwt");
-    let cwt = resp.bytes().await.expect("body");
+    let cwt = cwt_of(&env, &uri).await;
     let kid = statuslist_format::token::cwt_kid(&cwt).expect("kid");
     let key = service_jwks(&env)
         .await

@@ -1,7 +1,7 @@
 //! The contract, driven by `contract/*.yaml`: every documented status code of `/issue`,
 //! `/revoke` and `/t/{id}` from a real request against a real worker and database, every
 //! body valid against the spec's schema, every listed `error_description` produced by the
-//! case it names.
+//! case it names; likewise for this service's extensions (`statuslist-extensions.yaml`).
 
 mod common;
 
@@ -27,6 +27,14 @@ fn validate(spec: &Value, schema: &Value, value: &Value, at: &str) {
         Some("object") => assert!(value.is_object(), "{at}: {value} is not an object"),
         Some("string") => assert!(value.is_string(), "{at}: {value} is not a string"),
         Some("number") => assert!(value.is_number(), "{at}: {value} is not a number"),
+        Some("array") => {
+            let items = value
+                .as_array()
+                .unwrap_or_else(|| panic!("{at}: {value} is not an array"));
+            for (i, item) in items.iter().enumerate() {
+                validate(spec, &schema["items"], item, &format!("{at}[{i}]"));
+            }
+        }
         Some(other) => panic!("{at}: schema type {other} not handled"),
         None => {}
     }
@@ -479,4 +487,107 @@ async fn every_documented_status_of_the_token_list() {
         .batch_execute("ALTER TABLE artifacts_gone RENAME TO artifacts")
         .await
         .expect("rename back");
+}
+
+/// `contract/statuslist-extensions.yaml`: every documented answer of `/revoke-batch`,
+/// `/a/{id}` and `/t/{id}?time=` produced by a real request, each body valid against its
+/// schema, and every documented `error_description` produced (and no other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_answer_of_the_extensions() {
+    let env = Env::start().await;
+    let ext = spec("statuslist-extensions.yaml");
+    let schema =
+        |path: &str, method: &str, status: u16| response_schema(&ext, path, method, status);
+    let (uri, idx) = env.issue("a").await;
+    let (foreign_uri, foreign_idx) = env.issue("c").await;
+    let batch = |header: &Value, entries: Option<Value>| {
+        let mut claims = json!({
+            "iss": "a",
+            "iat": unix_now(),
+            "jti": uuid::Uuid::new_v4().to_string(),
+        });
+        if let Some(entries) = entries {
+            claims["entries"] = entries;
+        }
+        env.issuers.sign("a", header, &claims)
+    };
+    let header = Issuers::header("a");
+    let post = |body: String| env.post("/revoke-batch", Some("application/jwt"), body);
+    let mut produced = BTreeSet::new();
+    let mut seen = |status: u16, body: &Value, path: &str, method: &str| {
+        validate(
+            &ext,
+            &schema(path, method, status),
+            body,
+            &format!("{path} {status}"),
+        );
+        if let Some(d) = body["error_description"].as_str() {
+            produced.insert((path.to_owned(), status, d.to_owned()));
+        }
+    };
+
+    let (status, body) = post(batch(&header, Some(json!([{"uri": uri, "idx": idx}])))).await;
+    assert_eq!(status, 202, "{body}");
+    seen(status, &body, "/revoke-batch", "post");
+    for entries in [
+        None,
+        Some(json!([])),
+        Some(json!([{"url": uri, "idx": idx}])),
+        Some(json!([{"uri": uri, "index": idx}])),
+        Some(json!([{"uri": uri, "idx": -1}])),
+        Some(json!([{"uri": "not a uri", "idx": 1}])),
+        Some(json!([{"uri": uri, "idx": idx}, {"uri": foreign_uri, "idx": foreign_idx}])),
+    ] {
+        let (status, body) = post(batch(&header, entries)).await;
+        assert!(status == 400 || status == 403, "{body}");
+        seen(status, &body, "/revoke-batch", "post");
+    }
+    let (status, body) = post("x".repeat(262_145)).await;
+    seen(status, &body, "/revoke-batch", "post");
+    let mut unknown_kid = header.clone();
+    unknown_kid["kid"] = json!("no-such-key");
+    let (status, body) = post(batch(&unknown_kid, Some(json!([{"uri": uri, "idx": idx}])))).await;
+    assert_eq!(status, 401, "{body}");
+    seen(status, &body, "/revoke-batch", "post");
+
+    let aggregation = format!("/a/{}", statuslist_worker::aggregation::id("tok"));
+    let resp = env.get(&aggregation).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = serde_json::from_str(&resp.text().await.expect("body")).expect("json");
+    seen(200, &body, "/a/{id}", "get");
+    let resp = env.get("/a/000000000000").await;
+    assert_eq!(resp.status(), 404);
+    let body: Value = serde_json::from_str(&resp.text().await.expect("body")).expect("json");
+    seen(404, &body, "/a/{id}", "get");
+    let path = uri.strip_prefix(&env.worker.url).expect("local");
+    let resp = env.get(&format!("{path}?time=1686925000")).await;
+    assert_eq!(resp.status(), 501);
+    let body: Value = serde_json::from_str(&resp.text().await.expect("body")).expect("json");
+    seen(501, &body, "/t/{id}", "get");
+
+    let mut documented = BTreeSet::new();
+    for (path, method) in [
+        ("/revoke-batch", "post"),
+        ("/a/{id}", "get"),
+        ("/t/{id}", "get"),
+    ] {
+        for (status, r) in ext["paths"][path][method]["responses"]
+            .as_object()
+            .expect("responses")
+        {
+            let examples = r["content"]["application/json"]["examples"].as_object();
+            for (_, ex) in examples.into_iter().flatten() {
+                if let Some(d) = ex["value"]["error_description"].as_str() {
+                    documented.insert((
+                        path.to_owned(),
+                        status.parse().expect("status"),
+                        d.to_owned(),
+                    ));
+                }
+            }
+        }
+    }
+    // The 401's texts are /revoke's (documented there); the rest is one to one.
+    produced.retain(|(_, status, _)| *status != 401);
+    assert_eq!(produced, documented);
 }
