@@ -437,20 +437,14 @@ impl Store {
                 before.insert((uri, row.try_get("idx")?), row.try_get("at")?);
             }
         }
-        let mut outcomes = Vec::with_capacity(uris.len());
+        let mut outcomes: Vec<RevokeOutcome> = Vec::with_capacity(uris.len());
+        let mut first: std::collections::HashMap<(&str, i64), usize> = Default::default();
         for (position, at) in now.iter().enumerate() {
-            match (at, before.get(&(uris[position], idxs[position]))) {
-                // An entry twice in the batch: revoked by its first occurrence.
-                (None, _)
-                    if (0..position)
-                        .any(|p| uris[p] == uris[position] && idxs[p] == idxs[position]) =>
-                {
-                    outcomes.push(
-                        outcomes[(0..position)
-                            .find(|p| uris[*p] == uris[position] && idxs[*p] == idxs[position])
-                            .unwrap_or_default()],
-                    );
-                }
+            let entry = (uris[position], idxs[position]);
+            let earlier = *first.entry(entry).or_insert(position);
+            match (at, before.get(&entry)) {
+                // An entry twice in the batch: answered as its first occurrence.
+                (None, _) if earlier < position => outcomes.push(outcomes[earlier]),
                 (Some(at), _) => outcomes.push(RevokeOutcome::Revoked { at: *at }),
                 (None, Some(at)) => outcomes.push(RevokeOutcome::AlreadyRevoked { at: *at }),
                 (None, None) => {

@@ -50,7 +50,8 @@ pub const AGGREGATION_TTL: Duration = Duration::from_secs(5);
 type Index = Arc<HashMap<String, Arc<Aggregation>>>;
 
 /// Every pool's document, read in one query at most once per [`AGGREGATION_TTL`] (one
-/// reader at a time); with the database down, the last read is served.
+/// reader at a time); with the database down, the last read is served (and read again
+/// one period later).
 #[derive(Default)]
 pub struct Aggregations {
     held: Mutex<Option<(Instant, Index)>>,
@@ -95,9 +96,18 @@ impl Aggregations {
                 *held = Some((Instant::now(), index));
                 Ok(found)
             }
-            Err(err) => match held.as_ref() {
-                Some((_, index)) if err.is_unavailable() => Ok(index.get(wanted).cloned()),
-                _ => Err(err),
+            // The database down: the last read, trusted for another period (not one
+            // failed read per request).
+            Err(err) => match held.take() {
+                Some((_, index)) if err.is_unavailable() => {
+                    let found = index.get(wanted).cloned();
+                    *held = Some((Instant::now(), index));
+                    Ok(found)
+                }
+                last => {
+                    *held = last;
+                    Err(err)
+                }
             },
         }
     }

@@ -626,6 +626,8 @@ async fn with_the_database_down_lists_are_still_served_and_the_worker_stays_read
         true
     })
     .await;
+    let aggregation = format!("/a/{}", statuslist_worker::aggregation::id("tok"));
+    assert!(env.get_text(&aggregation).await.contains(&uri));
     tokio::task::block_in_place(|| {
         env.db
             .server_mut()
@@ -652,6 +654,10 @@ async fn with_the_database_down_lists_are_still_served_and_the_worker_stays_read
     .await;
     let (status, _) = env.try_issue("a").await;
     assert_eq!(status, 503);
+    // The pool's aggregation, read before, is served too (from the last read).
+    let resp = env.get(&aggregation).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.expect("body").contains(&uri));
     tokio::task::block_in_place(|| {
         env.db
             .server_mut()
