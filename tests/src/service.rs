@@ -246,6 +246,25 @@ pub fn operator_on_manifests(bin: &Path, name: &str, database_url: &str, dir: &P
     )
 }
 
+/// The operator's reconcile core on a directory holding one manifest: Token pool `pool` of
+/// `issuer`, its lists under `worker_url`, deletion policy Delete. The directory goes
+/// with the returned handle, so keep both as long as the operator runs.
+pub fn operator_for_pool(
+    bin: &Path,
+    database_url: &str,
+    worker_url: &str,
+    issuer: &Issuer,
+) -> (Process, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("manifest directory");
+    std::fs::write(
+        dir.path().join("pool.yaml"),
+        manifest("pool", "Token", worker_url, "Delete", issuer, ""),
+    )
+    .expect("write the manifest");
+    let operator = operator_on_manifests(bin, "operator", database_url, dir.path());
+    (operator, dir)
+}
+
 /// An HTTP answer: status (`None`: no answer), body.
 /// The `kid`s of the worker's JWKS.
 pub async fn jwks_kids(worker: &Worker) -> Vec<String> {

@@ -11,8 +11,7 @@ use statuslist_pkcs11::testing::SoftHsm;
 use statuslist_store::testing::TestDb;
 use statuslist_tests::envtest::eventually;
 use statuslist_tests::service::{
-    Issuer, Worker, check, get, issue_eventually, jwks_kids, manifest, operator_on_manifests,
-    revoke, signed_by,
+    Issuer, Worker, check, get, issue_eventually, jwks_kids, operator_for_pool, revoke, signed_by,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_statuslist");
@@ -82,13 +81,7 @@ impl Signing {
                 ("KEY_RELOAD_SECONDS", "1"),
             ],
         );
-        let manifests = tempfile::tempdir().expect("dir");
-        std::fs::write(
-            manifests.path().join("pool.yaml"),
-            manifest("pool", "Token", &worker.url, "Delete", &issuer, ""),
-        )
-        .expect("write");
-        let operator = operator_on_manifests(bin, "operator", &db.url, manifests.path());
+        let operator = operator_for_pool(bin, &db.url, &worker.url, &issuer);
         let (uri, idx) = issue_eventually(bin, &worker.url, &issuer, Duration::from_secs(30)).await;
         eventually(
             Duration::from_secs(10),
@@ -102,7 +95,7 @@ impl Signing {
             _db: db,
             issuer,
             worker,
-            _operator: (operator, manifests),
+            _operator: operator,
             uri,
             idx,
         })

@@ -12,7 +12,8 @@ use statuslist_tests::envtest::eventually;
 use statuslist_tests::process::Process;
 use statuslist_tests::proxy::Proxy;
 use statuslist_tests::service::{
-    Issuer, Worker, check, get, issue, issue_eventually, manifest, operator_on_manifests, revoke,
+    Issuer, Worker, check, get, issue, issue_eventually, operator_for_pool, operator_on_manifests,
+    revoke,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_statuslist");
@@ -61,13 +62,7 @@ struct Running {
 async fn running(db_url: &str, worker_db: &str, worker_env: &[(&str, &str)]) -> Running {
     let issuer = Issuer::start(bin(), "outage-issuer").await;
     let worker = Worker::start(bin(), "worker-1", worker_db, worker_env);
-    let dir = tempfile::tempdir().expect("dir");
-    std::fs::write(
-        dir.path().join("pool.yaml"),
-        manifest("pool", "Token", &worker.url, "Delete", &issuer, ""),
-    )
-    .expect("write manifest");
-    let operator = operator_on_manifests(bin(), "operator", db_url, dir.path());
+    let (operator, dir) = operator_for_pool(bin(), db_url, &worker.url, &issuer);
     let (uri, idx) = issue_eventually(bin(), &worker.url, &issuer, Duration::from_secs(30)).await;
     within(Duration::from_secs(10), "list published", || async {
         check(bin(), &uri, idx).await.as_deref() == Ok("VALID")

@@ -8,7 +8,7 @@ use std::time::Duration;
 use statuslist_store::testing::TestDb;
 use statuslist_tests::envtest::eventually;
 use statuslist_tests::service::{
-    Issuer, Worker, issue, issue_eventually, manifest, operator_on_manifests, revoke,
+    Issuer, Worker, issue, issue_eventually, operator_for_pool, revoke,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_statuslist");
@@ -20,13 +20,7 @@ async fn every_acknowledged_revocation_survives_a_killed_worker() {
     let db = TestDb::new().await;
     let issuer = Issuer::start(bin, "revoker").await;
     let worker = Worker::start(bin, "worker-1", &db.url, &[]);
-    let dir = tempfile::tempdir().expect("dir");
-    std::fs::write(
-        dir.path().join("pool.yaml"),
-        manifest("pool", "Token", &worker.url, "Delete", &issuer, ""),
-    )
-    .expect("write");
-    let _operator = operator_on_manifests(bin, "operator", &db.url, dir.path());
+    let _operator = operator_for_pool(bin, &db.url, &worker.url, &issuer);
     let mut entries =
         vec![issue_eventually(bin, &worker.url, &issuer, Duration::from_secs(30)).await];
     while entries.len() < N {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use statuslist_store::testing::TestDb;
 use statuslist_tests::envtest::eventually;
 use statuslist_tests::service::{
-    Issuer, Worker, check, get, issue_eventually, jwks_kids, manifest, operator_on_manifests,
-    revoke, run, signed_by,
+    Issuer, Worker, check, get, issue_eventually, jwks_kids, operator_for_pool, revoke, run,
+    signed_by,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_statuslist");
@@ -55,13 +55,7 @@ async fn a_new_key_is_announced_before_it_signs_and_the_old_one_stays_while_need
             ("KEY_RELOAD_SECONDS", "1"),
         ],
     );
-    let manifests = tempfile::tempdir().expect("dir");
-    std::fs::write(
-        manifests.path().join("pool.yaml"),
-        manifest("pool", "Token", &worker.url, "Delete", &issuer, ""),
-    )
-    .expect("write");
-    let _operator = operator_on_manifests(bin, "operator", &db.url, manifests.path());
+    let _operator = operator_for_pool(bin, &db.url, &worker.url, &issuer);
     let (uri, _) = issue_eventually(bin, &worker.url, &issuer, Duration::from_secs(30)).await;
     // More entries of the same list, to revoke one by one (each revocation re-signs it).
     let mut spare = Vec::new();
