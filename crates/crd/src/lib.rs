@@ -78,6 +78,7 @@ pub const JWKS_URI_PATTERN: &str = "^https?://[^\\s/?#]+([/?#][^\\s]*)?$";
 #[x_kube(validation = Rule::new("self.format != 'Bitstring' || !has(self.entriesPerList) || self.entriesPerList >= 131072").message("entriesPerList must be at least 131072 for a Bitstring list (the W3C minimum)").field_path(".entriesPerList"))]
 #[x_kube(validation = Rule::new("self.leaseSize <= (has(self.entriesPerList) ? self.entriesPerList : (self.format == 'Bitstring' ? 131072 : 100000))").message("leaseSize must not exceed entriesPerList").field_path(".leaseSize"))]
 #[x_kube(validation = Rule::new("!has(self.minFreeEntries) || self.minFreeEntries < (has(self.entriesPerList) ? self.entriesPerList : (self.format == 'Bitstring' ? 131072 : 100000))").message("minFreeEntries must be less than entriesPerList").field_path(".minFreeEntries"))]
+#[x_kube(validation = Rule::new("!has(self.suspension) || !self.suspension || !has(self.bits) || self.bits >= 2").message("suspension needs bits of 2 or more (status 2 is SUSPENDED)").field_path(".suspension"))]
 #[x_kube(validation = Rule::new("self.ttlSeconds <= self.validitySeconds").message("ttlSeconds must not exceed validitySeconds").field_path(".ttlSeconds"))]
 #[serde(rename_all = "camelCase")]
 pub struct StatusListSpec {
@@ -141,6 +142,12 @@ pub struct StatusListSpec {
     #[serde(default = "default_max_lifetime")]
     #[schemars(range(min = 1, max = MAX_STATUS_LIFETIME_SECONDS))]
     pub max_status_lifetime_seconds: u64,
+
+    /// Whether this pool's issuers may suspend entries (status 2, SUSPENDED) and
+    /// reinstate them (`POST /suspend`, `POST /reinstate`); needs bits of 2 or more.
+    /// Revocation stays final either way. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspension: bool,
 
     /// Clients allowed to issue and revoke on this pool, at most 64. A clientId belongs to
     /// exactly one StatusList in the cluster; one already held by another StatusList is

@@ -39,6 +39,9 @@ pub fn pool_spec(
     if let Err(p) = &bits {
         problems.push(p.clone());
     }
+    if spec.suspension && spec.bits < 2 {
+        problems.push("suspension needs bits of 2 or more (status 2 is SUSPENDED)".into());
+    }
     let entries = spec.entries_per_list();
     if spec.format == Format::Bitstring && entries < BITSTRING_MIN_ENTRIES {
         problems.push(format!(
@@ -131,6 +134,7 @@ pub fn pool_spec(
             ttl_seconds: spec.ttl_seconds,
             validity_seconds: spec.validity_seconds,
             max_status_lifetime_seconds: spec.max_status_lifetime_seconds,
+            suspension: spec.suspension,
         },
         issuers: spec
             .issuers

@@ -126,6 +126,7 @@ async fn main() {
                 ttl_seconds: 300,
                 validity_seconds: 3600,
                 max_status_lifetime_seconds: 31_536_000,
+                suspension: false,
             },
             issuers: vec![IssuerSpec {
                 client_id: "a".into(),

@@ -45,6 +45,39 @@ pub enum RevokeOutcome {
     NotFound,
 }
 
+/// A suspension or a reinstatement, and what [`Store::set_suspended`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusChange {
+    /// To SUSPENDED (status 2).
+    Suspend,
+    /// Back to VALID (status 0) from SUSPENDED.
+    Reinstate,
+}
+
+impl StatusChange {
+    fn status(self) -> i16 {
+        match self {
+            StatusChange::Suspend => 2,
+            StatusChange::Reinstate => 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusChangeOutcome {
+    /// Changed now, at this unix time.
+    Changed { at: i64 },
+    /// It had that status already: the time of its latest change (`None`: a reinstatement
+    /// of an entry never suspended).
+    Unchanged { at: Option<i64> },
+    /// Revoked at this unix time: final, nothing changed.
+    Revoked { at: i64 },
+    /// The entry's pool does not allow suspension.
+    Disabled,
+    /// No such entry for this client (absent, or another client's: one answer for both).
+    NotFound,
+}
+
 /// What `(client_id, jti)` names.
 enum Lookup {
     Found(IssueOutcome),
@@ -336,7 +369,7 @@ impl Store {
                     "SELECT extract(epoch FROM rv.revoked_at)::bigint AS at
                      FROM entries e JOIN lists l ON l.id = e.list_id
                      JOIN issuers i ON i.client_id = e.client_id AND i.pool = l.pool
-                     LEFT JOIN revocations rv ON rv.list_id = e.list_id AND rv.idx = e.idx
+                     LEFT JOIN revocations rv ON rv.list_id = e.list_id AND rv.idx = e.idx AND rv.status = 1
                      WHERE e.list_id = $4 AND l.id = $4 AND l.uri = $1 AND l.state IN ('Active', 'Full')
                        AND e.idx = $2 AND e.client_id = $3",
                     &[&uri, &idx, &client_id, &list_id],
@@ -350,6 +383,65 @@ impl Store {
                 }
                 None => Ok(RevokeOutcome::NotFound),
             }
+        })
+        .await
+    }
+
+    /// Suspends or reinstates entry `idx` of the list at `uri` for `client_id`: the same
+    /// authority as [`Store::revoke`], in a pool that allows suspension. Moves the list's
+    /// version and wakes the publishers when the status changed; a revoked entry stays
+    /// revoked. One statement (`statuslist_set_status`).
+    pub async fn set_suspended(
+        &self,
+        uri: &str,
+        idx: u64,
+        client_id: &str,
+        change: StatusChange,
+    ) -> Result<StatusChangeOutcome> {
+        let Ok(idx) = i64::try_from(idx) else {
+            return Ok(StatusChangeOutcome::NotFound);
+        };
+        self.bounded(async {
+            let mut attempts = 0;
+            let row = loop {
+                attempts += 1;
+                let client = self.client().await?;
+                let stmt = client
+                    .prepare_cached(
+                        "SELECT out_outcome, out_at FROM statuslist_set_status($1, $2, $3, $4)",
+                    )
+                    .await?;
+                match client
+                    .query_one(&stmt, &[&uri, &idx, &client_id, &change.status()])
+                    .await
+                {
+                    Err(e)
+                        if attempts < 4 && e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) => {}
+                    outcome => break outcome?,
+                }
+            };
+            let (outcome, at): (String, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
+            let time =
+                || at.ok_or_else(|| StoreError::Corrupt(format!("{outcome} without a time")));
+            Ok(match outcome.as_str() {
+                "changed" => {
+                    let at = time()?;
+                    // Committed: now the publishers may hear of it.
+                    let list_id = uri.rsplit('/').next().unwrap_or_default();
+                    self.changes().changed(list_id);
+                    self.journal_status(list_id, idx, at, change.status());
+                    StatusChangeOutcome::Changed { at }
+                }
+                "unchanged" => StatusChangeOutcome::Unchanged { at },
+                "revoked" => StatusChangeOutcome::Revoked { at: time()? },
+                "disabled" => StatusChangeOutcome::Disabled,
+                "absent" => StatusChangeOutcome::NotFound,
+                other => {
+                    return Err(StoreError::Internal(format!(
+                        "statuslist_set_status answered {other}"
+                    )));
+                }
+            })
         })
         .await
     }
@@ -427,7 +519,7 @@ impl Store {
                     "SELECT e.idx, extract(epoch FROM rv.revoked_at)::bigint AS at
                      FROM entries e JOIN lists l ON l.id = e.list_id
                      JOIN issuers i ON i.client_id = e.client_id AND i.pool = l.pool
-                     JOIN revocations rv ON rv.list_id = e.list_id AND rv.idx = e.idx
+                     JOIN revocations rv ON rv.list_id = e.list_id AND rv.idx = e.idx AND rv.status = 1
                      WHERE e.list_id = $4 AND l.id = $4 AND l.uri = $1 AND l.state IN ('Active', 'Full')
                        AND e.idx = ANY ($2) AND e.client_id = $3",
                     &[uri, wanted, &clients[0], &list_id],

@@ -113,9 +113,8 @@ enum Ack {
         position: i64,
         expiry: i64,
     },
-    Revoked {
-        at: i64,
-    },
+    /// A status change: 1 revoked, 2 suspended, 0 reinstated.
+    Status { at: i64, status: i16 },
 }
 
 #[derive(Debug, Clone)]
@@ -204,7 +203,7 @@ impl Journal {
                     expiry,
                 }
             }
-            revoked => revoked,
+            status => status,
         };
         inner.records.push_back(Record {
             seq,
@@ -242,7 +241,12 @@ impl Journal {
     }
 
     pub(crate) fn revoked(&self, list: &str, idx: i64, at: i64) {
-        self.push(list, idx, Ack::Revoked { at });
+        self.push(list, idx, Ack::Status { at, status: 1 });
+    }
+
+    /// A suspension (2) or reinstatement (0).
+    pub(crate) fn status_changed(&self, list: &str, idx: i64, at: i64, status: i16) {
+        self.push(list, idx, Ack::Status { at, status });
     }
 
     /// Drops what is past the retention time.
@@ -499,6 +503,13 @@ impl Store {
         }
     }
 
+    /// A suspension (2) or reinstatement (0) acknowledged.
+    pub(crate) fn journal_status(&self, list: &str, idx: i64, at: i64, status: i16) {
+        if let Some(j) = self.journal.get() {
+            j.status_changed(list, idx, at, status);
+        }
+    }
+
     /// Every second: what the standbys have (the journal forgets it); on a new
     /// incarnation, the restore, retried until it is done.
     async fn journal_forever(&self) {
@@ -712,25 +723,37 @@ impl Store {
         }
         let revoked: Vec<&Record> = records
             .iter()
-            .filter(|r| matches!(r.ack, Ack::Revoked { .. }))
+            .filter(|r| matches!(r.ack, Ack::Status { .. }))
             .collect();
-        for chunk in revoked.chunks(CHUNK) {
+        // Every change of an entry in one statement, so that it reduces them in order.
+        let mut by_entry: Vec<&Record> = revoked;
+        by_entry.sort_by_key(|r| (r.list, r.idx, r.seq));
+        for chunk in by_entry
+            .chunk_by(|a, b| (a.list, a.idx) == (b.list, b.idx))
+            .fold(Vec::<Vec<&Record>>::new(), |mut chunks, entry| {
+                match chunks.last_mut() {
+                    Some(last) if last.len() + entry.len() <= CHUNK => last.extend(entry),
+                    _ => chunks.push(entry.to_vec()),
+                }
+                chunks
+            })
+        {
             let lists: Vec<String> = chunk.iter().map(|r| list_id(r.list)).collect();
             let idxs: Vec<i64> = chunk.iter().map(|r| r.idx).collect();
-            let ats: Vec<i64> = chunk
+            let (ats, statuses): (Vec<i64>, Vec<i16>) = chunk
                 .iter()
                 .map(|r| match r.ack {
-                    Ack::Revoked { at } => at,
-                    Ack::Issued { .. } => 0,
+                    Ack::Status { at, status } => (at, status),
+                    Ack::Issued { .. } => (0, 1),
                 })
-                .collect();
+                .unzip();
             let rows = self
                 .bounded(async {
                     let client = self.client().await?;
                     Ok(client
                         .query(
-                            "SELECT out_list, out_outcome FROM statuslist_restore_revocations($1, $2, $3)",
-                            &[&lists, &idxs, &ats],
+                            "SELECT out_list, out_outcome FROM statuslist_restore_statuses($1, $2, $3, $4)",
+                            &[&lists, &idxs, &ats, &statuses],
                         )
                         .await?)
                 })

@@ -34,7 +34,10 @@ use deadpool_postgres::{
 };
 use tokio::time::Instant;
 
-pub use entries::{BatchRevokeOutcome, IssueOutcome, IssueRequest, RevokeOutcome};
+pub use entries::{
+    BatchRevokeOutcome, IssueOutcome, IssueRequest, RevokeOutcome, StatusChange,
+    StatusChangeOutcome,
+};
 pub use error::StoreError;
 pub use health::Health;
 pub use leases::Lease;

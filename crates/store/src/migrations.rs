@@ -12,7 +12,10 @@ const BASELINE: i32 = 15;
 
 /// `(version, sql)`, in order: the baseline, then the migrations since. Never edit a
 /// shipped migration: add the next one.
-const MIGRATIONS: &[(i32, &str)] = &[(BASELINE, include_str!("../migrations/0015_schema.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (BASELINE, include_str!("../migrations/0015_schema.sql")),
+    (16, include_str!("../migrations/0016_suspension.sql")),
+];
 
 /// The version the migrations bring the schema to.
 pub(crate) const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;

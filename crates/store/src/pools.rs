@@ -20,6 +20,8 @@ pub struct PoolSettings {
     pub ttl_seconds: u64,
     pub validity_seconds: u64,
     pub max_status_lifetime_seconds: u64,
+    /// Whether issuers may suspend and reinstate entries (status 2); needs 2 bits or more.
+    pub suspension: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +87,7 @@ pub enum DeletionPolicy {
 
 const POOL_COLUMNS: &str = "p.name, p.generation, p.uid, p.format, p.bits, p.base_uri, p.entries_per_list, \
      p.min_free_entries, p.lease_size, p.ttl_seconds, p.validity_seconds, \
-     p.max_status_lifetime_seconds, p.issuing";
+     p.max_status_lifetime_seconds, p.suspension, p.issuing";
 
 fn u64_of(row: &Row, col: &str) -> Result<u64> {
     let v: i64 = row.try_get(col)?;
@@ -110,6 +112,7 @@ fn pool_from_row(row: &Row) -> Result<Pool> {
             ttl_seconds: u64_of(row, "ttl_seconds")?,
             validity_seconds: u64_of(row, "validity_seconds")?,
             max_status_lifetime_seconds: u64_of(row, "max_status_lifetime_seconds")?,
+            suspension: row.try_get("suspension")?,
         },
     })
 }
@@ -129,8 +132,14 @@ impl Store {
     /// resource of the same name (a new UID) takes the pool over and resumes issuance.
     /// Nothing is written, and nobody notified, when nothing changed.
     pub async fn apply_pool(&self, spec: &PoolSpec) -> Result<ApplyOutcome> {
+        let s = &spec.settings;
+        if s.suspension && s.bits.get() < 2 {
+            return Err(StoreError::Config(format!(
+                "pool {}: suspension needs 2 bits per entry or more",
+                spec.name
+            )));
+        }
         self.bounded(async {
-            let s = &spec.settings;
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
             if let Some(uid) = &spec.uid
@@ -169,20 +178,23 @@ impl Store {
             let written = tx
                 .execute(
                     "INSERT INTO pools AS p (name, format, bits, base_uri, entries_per_list, min_free_entries,
-                         lease_size, ttl_seconds, validity_seconds, max_status_lifetime_seconds, generation, uid, issuing)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, true)
+                         lease_size, ttl_seconds, validity_seconds, max_status_lifetime_seconds, generation, uid, issuing, suspension)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, true, $13)
                      ON CONFLICT (name) DO UPDATE SET
                          base_uri = EXCLUDED.base_uri, entries_per_list = EXCLUDED.entries_per_list,
                          min_free_entries = EXCLUDED.min_free_entries, lease_size = EXCLUDED.lease_size,
                          ttl_seconds = EXCLUDED.ttl_seconds, validity_seconds = EXCLUDED.validity_seconds,
                          max_status_lifetime_seconds = EXCLUDED.max_status_lifetime_seconds,
-                         generation = EXCLUDED.generation, uid = EXCLUDED.uid, issuing = true, updated_at = now()
+                         generation = EXCLUDED.generation, uid = EXCLUDED.uid, issuing = true,
+                         suspension = EXCLUDED.suspension, updated_at = now()
                      WHERE (p.base_uri, p.entries_per_list, p.min_free_entries, p.lease_size, p.ttl_seconds,
-                            p.validity_seconds, p.max_status_lifetime_seconds, p.generation, p.uid, p.issuing)
+                            p.validity_seconds, p.max_status_lifetime_seconds, p.generation, p.uid, p.issuing,
+                            p.suspension)
                          IS DISTINCT FROM
                            (EXCLUDED.base_uri, EXCLUDED.entries_per_list, EXCLUDED.min_free_entries,
                             EXCLUDED.lease_size, EXCLUDED.ttl_seconds, EXCLUDED.validity_seconds,
-                            EXCLUDED.max_status_lifetime_seconds, EXCLUDED.generation, EXCLUDED.uid, true)",
+                            EXCLUDED.max_status_lifetime_seconds, EXCLUDED.generation, EXCLUDED.uid, true,
+                            EXCLUDED.suspension)",
                     &[
                         &spec.name,
                         &s.format.as_str(),
@@ -196,6 +208,7 @@ impl Store {
                         &to_i64(s.max_status_lifetime_seconds, "maxStatusLifetimeSeconds")?,
                         &spec.generation,
                         &spec.uid,
+                        &s.suspension,
                     ],
                 )
                 .await?;

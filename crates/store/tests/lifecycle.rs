@@ -391,6 +391,47 @@ async fn stale_generations_and_deleted_resources_are_refused() {
     assert!(db.store.pool("p").await.expect("read").is_some());
 }
 
+/// A database made by the previous release (version 15, the baseline) is migrated with
+/// what it holds: its revocations stay revocations and its pools do not allow suspension.
+#[tokio::test]
+async fn a_version_15_database_is_migrated_keeping_what_it_holds() {
+    let db = TestDb::new().await;
+    let baseline = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/migrations/0015_schema.sql"
+    ))
+    .expect("baseline");
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "DROP SCHEMA public CASCADE; CREATE SCHEMA public;
+             CREATE TABLE schema_migrations (version integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now());
+             {baseline}
+             INSERT INTO schema_migrations (version) VALUES (15);
+             INSERT INTO pools (name, format, bits, base_uri, entries_per_list, min_free_entries,
+                 lease_size, ttl_seconds, validity_seconds, max_status_lifetime_seconds, generation)
+             VALUES ('ns/old', 'Token', 2, 'https://s.example', 1000, 100, 100, 300, 3600, 86400, 1);
+             INSERT INTO revocations (list_id, idx, version) VALUES ('00000000000A', 7, 3);"
+        ))
+        .await
+        .expect("a version 15 database");
+    let config = statuslist_store::testing::config(&db.url);
+    let store = Store::connect(&config).await.expect("migrated");
+    assert_eq!(
+        db.count("SELECT max(version)::bigint FROM schema_migrations")
+            .await,
+        16
+    );
+    let pool = store.pool("ns/old").await.expect("read").expect("kept");
+    assert!(!pool.settings.suspension);
+    assert_eq!(
+        db.count("SELECT count(*) FROM revocations WHERE list_id = '00000000000A' AND idx = 7 AND status = 1 AND version = 3")
+            .await,
+        1
+    );
+}
+
 /// The schema starts at its baseline (version 15): a database left by a build from before
 /// it (versions 1 to 14 applied) is refused with a clear error and left as it was, and so
 /// is one from a newer build.

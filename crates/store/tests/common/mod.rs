@@ -25,6 +25,7 @@ pub fn pool_spec(name: &str, clients: &[&str], entries_per_list: u64, lease_size
             ttl_seconds: 300,
             validity_seconds: 3600,
             max_status_lifetime_seconds: 31_536_000,
+            suspension: false,
         },
         issuers: clients
             .iter()

@@ -300,6 +300,7 @@ pub fn spec(
             ttl_seconds: 300,
             validity_seconds: 3600,
             max_status_lifetime_seconds: 31_536_000,
+            suspension: false,
         },
         issuers: clients
             .iter()
