@@ -63,6 +63,12 @@ pub const INVALID_IDX: &str = "Index must be a valid non-negative integer";
 pub const NO_URI: &str = "No valid URI in Payload";
 pub const INVALID_URI: &str = "Invalid URI format in payload";
 pub const CANNOT_REVOKE: &str = "Unable to revoke the specified status list entry";
+pub const CANNOT_SUSPEND: &str = "Unable to suspend the specified status list entry";
+pub const CANNOT_REINSTATE: &str = "Unable to reinstate the specified status list entry";
+pub const SUSPENSION_DISABLED: &str =
+    "Suspension is not enabled for the status lists of this client";
+pub const REVOCATION_FINAL: &str =
+    "Credential is revoked: revocation is final and cannot be suspended or reinstated";
 pub const NO_ENTRIES: &str = "No entries in Payload";
 pub const INVALID_ENTRIES: &str =
     "entries must be an array of 1 to 1000 objects, each with exactly uri and idx";
@@ -70,6 +76,8 @@ pub const BATCH_BODY_TOO_LARGE: &str = "Request body must not exceed 262144 byte
 
 pub const ISSUE_FAILED: &str = "Unable to successfully issue a status";
 pub const REVOKE_FAILED: &str = "Unable to revoke the status list entry";
+pub const SUSPEND_FAILED: &str = "Unable to suspend the status list entry";
+pub const REINSTATE_FAILED: &str = "Unable to reinstate the status list entry";
 pub const LIST_NOT_FOUND: &str = "Status List not found for endpoint uri";
 pub const LIST_FAILED: &str = "Unable to retrieve the status list";
 pub const NOT_ACCEPTABLE_TOKEN: &str =
@@ -122,6 +130,8 @@ impl ApiError {
 pub enum Operation {
     Issue,
     Revoke,
+    Suspend,
+    Reinstate,
     ReadList,
 }
 
@@ -130,6 +140,8 @@ impl Operation {
         match self {
             Operation::Issue => ISSUE_FAILED,
             Operation::Revoke => REVOKE_FAILED,
+            Operation::Suspend => SUSPEND_FAILED,
+            Operation::Reinstate => REINSTATE_FAILED,
             Operation::ReadList => LIST_FAILED,
         }
     }
@@ -138,6 +150,8 @@ impl Operation {
         match self {
             Operation::Issue => "issuance",
             Operation::Revoke => "revocation",
+            Operation::Suspend => "suspension",
+            Operation::Reinstate => "reinstatement",
             Operation::ReadList => "reading a published list",
         }
     }

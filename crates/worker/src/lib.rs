@@ -84,11 +84,13 @@ mod route {
     pub const ISSUE: &str = "/issue";
     pub const REVOKE: &str = "/revoke";
     pub const REVOKE_BATCH: &str = "/revoke-batch";
+    pub const SUSPEND: &str = "/suspend";
+    pub const REINSTATE: &str = "/reinstate";
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
     pub const DATABASE: &str = "/healthz/database";
     pub const AGGREGATION: &str = "/a/{id}";
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 12] = [
         TOKEN_LIST,
         BITSTRING_LIST,
         AGGREGATION,
@@ -96,6 +98,8 @@ mod route {
         ISSUE,
         REVOKE,
         REVOKE_BATCH,
+        SUSPEND,
+        REINSTATE,
         HEALTHZ,
         READYZ,
         DATABASE,
@@ -184,7 +188,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     let issuer = Router::new()
         .route(route::ISSUE, post(routes::issue))
         .route(route::REVOKE, post(routes::revoke))
-        .route(route::REVOKE_BATCH, post(routes::revoke_batch));
+        .route(route::REVOKE_BATCH, post(routes::revoke_batch))
+        .route(route::SUSPEND, post(routes::suspend))
+        .route(route::REINSTATE, post(routes::reinstate));
     Router::new()
         .merge(public)
         .merge(issuer)

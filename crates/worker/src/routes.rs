@@ -10,7 +10,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use statuslist_format::bitstring::VC_JWT_MEDIA_TYPE;
 use statuslist_format::token::CWT_TYP;
-use statuslist_store::{ArtifactKind, BatchRevokeOutcome, IssueRequest, RevokeOutcome};
+use statuslist_store::{
+    ArtifactKind, BatchRevokeOutcome, IssueRequest, RevokeOutcome, StatusChange,
+    StatusChangeOutcome,
+};
 
 use crate::AppState;
 use crate::error::{self as e, ApiError, Operation};
@@ -166,6 +169,78 @@ pub async fn revoke_batch(
         Json(json!({"message": "Request processed for revocation", "entries": answers})),
     )
         .into_response())
+}
+
+/// `POST /suspend`: entry `idx` of the list at `uri` to SUSPENDED, authenticated and
+/// checked exactly as `/revoke`, in a pool with `suspension` enabled. Idempotent.
+pub async fn suspend(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    change_status(&state, request, StatusChange::Suspend).await
+}
+
+/// `POST /reinstate`: a suspended entry back to VALID, as `/suspend`. Idempotent.
+pub async fn reinstate(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    change_status(&state, request, StatusChange::Reinstate).await
+}
+
+async fn change_status(
+    state: &AppState,
+    request: Request,
+    change: StatusChange,
+) -> Result<Response, ApiError> {
+    let (op, refused, done, already, time) = match change {
+        StatusChange::Suspend => (
+            Operation::Suspend,
+            e::CANNOT_SUSPEND,
+            "Request processed for suspension",
+            "Credential already suspended",
+            "suspendedAt",
+        ),
+        StatusChange::Reinstate => (
+            Operation::Reinstate,
+            e::CANNOT_REINSTATE,
+            "Request processed for reinstatement",
+            "Credential not suspended",
+            "reinstatedAt",
+        ),
+    };
+    let Verified { jws, issuer } = verify(state, request, op).await?;
+    jws.iat(unix_now())?;
+    jws.jti()?;
+    let idx = jws.idx()?;
+    let uri = jws.uri()?;
+    // The client's own pool decides: its entries are in no other.
+    if !issuer.pool.settings.suspension {
+        return Err(ApiError::Forbidden(e::SUSPENSION_DISABLED));
+    }
+    let (message, at) = match state
+        .store
+        .set_suspended(uri, idx, &issuer.client_id, change)
+        .await
+    {
+        Ok(StatusChangeOutcome::Changed { at }) => (done, Some(at)),
+        Ok(StatusChangeOutcome::Unchanged { at }) => (already, at),
+        Ok(StatusChangeOutcome::Revoked { .. }) => {
+            return Err(ApiError::Conflict(e::REVOCATION_FINAL));
+        }
+        // The pool changed since the issuer was cached.
+        Ok(StatusChangeOutcome::Disabled) => {
+            return Err(ApiError::Forbidden(e::SUSPENSION_DISABLED));
+        }
+        Ok(StatusChangeOutcome::NotFound) => return Err(ApiError::Forbidden(refused)),
+        Err(err) => return Err(ApiError::from_store(err, op)),
+    };
+    tracing::debug!(client_id = %issuer.client_id, uri, idx, message, "status change");
+    let mut body = json!({ "message": message });
+    if let Some(at) = at {
+        body[time] = json!(at);
+    }
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
 /// The media type of `offered` the `Accept` header prefers (RFC 9110: each candidate takes

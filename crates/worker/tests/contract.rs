@@ -550,6 +550,55 @@ async fn every_documented_answer_of_the_extensions() {
     assert_eq!(status, 401, "{body}");
     seen(status, &body, "/revoke-batch", "post");
 
+    // Suspension and reinstatement, in pools that allow it (client d's does not).
+    env.allow_suspension().await;
+    let (other_uri, other_idx) = env.issue("a").await;
+    for (path, client, target_idx, want) in [
+        ("/reinstate", "a", other_idx, 202),
+        ("/suspend", "a", other_idx, 202),
+        ("/suspend", "a", other_idx, 202),
+        ("/reinstate", "a", other_idx, 202),
+        ("/suspend", "c", other_idx, 403),
+        ("/reinstate", "c", other_idx, 403),
+        ("/suspend", "d", other_idx, 403),
+        ("/reinstate", "d", other_idx, 403),
+        // Revoked by the batch above: final.
+        ("/suspend", "a", idx, 409),
+        ("/reinstate", "a", idx, 409),
+    ] {
+        let target = if target_idx == idx { &uri } else { &other_uri };
+        let (status, body) = env.change_status(path, client, target, target_idx).await;
+        assert_eq!(status, want, "{path} {client}: {body}");
+        seen(status, &body, path, "post");
+    }
+    for path in ["/suspend", "/reinstate"] {
+        let claims = |uri: &str, idx: Option<u64>| {
+            let mut c = json!({"iss": "a", "iat": unix_now(), "jti": uuid::Uuid::new_v4().to_string(), "uri": uri});
+            if let Some(idx) = idx {
+                c["idx"] = json!(idx);
+            }
+            env.issuers.sign("a", &header, &c)
+        };
+        for jwt in [
+            claims(&other_uri, None),
+            claims("ftp://x/t/ABCDEF012345", Some(1)),
+        ] {
+            let (status, body) = env.post(path, Some("application/jwt"), jwt).await;
+            assert_eq!(status, 400, "{body}");
+            seen(status, &body, path, "post");
+        }
+        let mut unknown_kid = header.clone();
+        unknown_kid["kid"] = json!("no-such-key");
+        let jwt = env.issuers.sign(
+            "a",
+            &unknown_kid,
+            &Issuers::revoke_claims("a", &other_uri, other_idx),
+        );
+        let (status, body) = env.post(path, Some("application/jwt"), jwt).await;
+        assert_eq!(status, 401, "{body}");
+        seen(status, &body, path, "post");
+    }
+
     let aggregation = format!("/a/{}", statuslist_worker::aggregation::id("tok"));
     let resp = env.get(&aggregation).await;
     assert_eq!(resp.status(), 200);
@@ -568,6 +617,8 @@ async fn every_documented_answer_of_the_extensions() {
     let mut documented = BTreeSet::new();
     for (path, method) in [
         ("/revoke-batch", "post"),
+        ("/suspend", "post"),
+        ("/reinstate", "post"),
         ("/a/{id}", "get"),
         ("/t/{id}", "get"),
     ] {

@@ -443,6 +443,39 @@ impl Env {
         self.post("/revoke", Some("application/jwt"), jwt).await
     }
 
+    /// `POST /suspend` or `/reinstate` (`path`) of `client`, signed as `/revoke` is.
+    pub async fn change_status(
+        &self,
+        path: &str,
+        client: &str,
+        uri: &str,
+        idx: u64,
+    ) -> (u16, Value) {
+        let jwt = self.issuers.sign(
+            client,
+            &Issuers::header(client),
+            &Issuers::revoke_claims(client, uri, idx),
+        );
+        self.post(path, Some("application/jwt"), jwt).await
+    }
+
+    /// Pools `tok` and `bit` with suspension enabled (as the operator writes a StatusList
+    /// with `suspension: true`), at [`Env::start`]'s sizes; `empty` (client `d`) without.
+    pub async fn allow_suspension(&self) {
+        for (name, format, clients, entries) in [
+            ("tok", ListFormat::Token, &["a", "c"][..], 10_000),
+            ("bit", ListFormat::Bitstring, &["b"][..], 131_072),
+        ] {
+            let clients: Vec<(&str, String)> = clients
+                .iter()
+                .map(|c| (*c, self.issuers.jwks_uri(c)))
+                .collect();
+            let mut s = spec(name, format, &self.worker.url, &clients, entries, 1_000);
+            s.settings.suspension = true;
+            self.db.store.apply_pool(&s).await.expect("suspension on");
+        }
+    }
+
     /// Waits until the worker's notification connection is up (it clears the caches
     /// when it connects).
     pub async fn wait_listening(&self) {
