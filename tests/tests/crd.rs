@@ -140,6 +140,8 @@ async fn every_bound_and_rule_rejects_its_bad_case_server_side() {
         with("Token", "minFreeEntries", json!(0)),
         with("Token", "bits", json!(8)),
         with("Token", "bits", json!(1)),
+        with("Token", "suspension", json!(true)),
+        with("Bitstring", "suspension", json!(false)),
     ];
     for spec in accepted {
         admit(&api, spec.clone())

@@ -118,6 +118,20 @@ pub fn rejections() -> Vec<Rejection> {
             "spec.ttlSeconds: Invalid value: 0",
         ),
         case(
+            {
+                let mut spec = token("suspension", json!(true));
+                spec["bits"] = json!(1);
+                spec
+            },
+            Some("suspension needs bits of 2 or more"),
+            "suspension needs bits of 2 or more",
+        ),
+        case(
+            token("suspension", json!("yes")),
+            Some("boolean"),
+            ".spec.suspension: expected boolean",
+        ),
+        case(
             token("ttlSeconds", json!(86_401)),
             Some("ttlSeconds must not exceed validitySeconds"),
             "ttlSeconds must not exceed validitySeconds",

@@ -69,6 +69,22 @@ fn invalid_specs_are_listed() {
     });
     let problems = core::pool_spec("p".into(), 1, &s).expect_err("invalid");
     assert_eq!(problems.len(), 6, "{problems:?}");
+
+    // Suspension needs a status 2: not with one bit (the CRD's rule, for manifest files).
+    let mut s = spec(1000, 100, 10);
+    s.suspension = true;
+    assert!(
+        core::pool_spec("p".into(), 1, &s)
+            .expect("2 bits")
+            .settings
+            .suspension
+    );
+    s.bits = 1;
+    let problems = core::pool_spec("p".into(), 1, &s).expect_err("invalid");
+    assert_eq!(
+        problems,
+        ["suspension needs bits of 2 or more (status 2 is SUSPENDED)"]
+    );
 }
 
 #[tokio::test]
