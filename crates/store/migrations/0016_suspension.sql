@@ -88,14 +88,15 @@ $fn$;
 -- the client's, in a live list of the pool the client is registered in now, and that pool
 -- must allow suspension. The list row is locked first (as every revocation does), then the
 -- entry's status row. Answers one row:
--- * 'changed' and the time: the status moved (version and list version moved once);
+-- * 'changed' and the time (unix seconds, and microseconds for the failover journal): the
+--   status moved (version and list version moved once);
 -- * 'unchanged' and the time of the entry's latest change (NULL for an entry never
 --   suspended that is asked to be reinstated): it had that status already;
 -- * 'revoked' and the revocation time: revocation is final, nothing changed;
 -- * 'disabled': the list's pool does not allow suspension;
 -- * 'absent': no such entry for this client.
 CREATE FUNCTION statuslist_set_status(p_uri text, p_idx bigint, p_client text, p_status smallint)
-RETURNS TABLE (out_outcome text, out_at bigint)
+RETURNS TABLE (out_outcome text, out_at bigint, out_at_us bigint)
 LANGUAGE plpgsql
 AS $fn$
 DECLARE
@@ -117,7 +118,7 @@ BEGIN
     WHERE l.uri = p_uri AND l.state IN ('Active', 'Full')
     FOR NO KEY UPDATE OF l;
     IF v_list IS NULL THEN
-        RETURN QUERY SELECT 'absent'::text, NULL::bigint;
+        RETURN QUERY SELECT 'absent'::text, NULL::bigint, NULL::bigint;
         RETURN;
     END IF;
     v_part := statuslist_entries_partition(v_list);
@@ -125,22 +126,22 @@ BEGIN
         EXECUTE format('SELECT e.client_id FROM %s e WHERE e.idx = $1', v_part) INTO v_owner USING p_idx;
     END IF;
     IF v_owner IS DISTINCT FROM p_client THEN
-        RETURN QUERY SELECT 'absent'::text, NULL::bigint;
+        RETURN QUERY SELECT 'absent'::text, NULL::bigint, NULL::bigint;
         RETURN;
     END IF;
     IF NOT v_allowed THEN
-        RETURN QUERY SELECT 'disabled'::text, NULL::bigint;
+        RETURN QUERY SELECT 'disabled'::text, NULL::bigint, NULL::bigint;
         RETURN;
     END IF;
     SELECT rv.status, rv.revoked_at INTO v_status, v_at
     FROM revocations rv WHERE rv.list_id = v_list AND rv.idx = p_idx
     FOR UPDATE;
     IF v_status = 1 THEN
-        RETURN QUERY SELECT 'revoked'::text, extract(epoch FROM v_at)::bigint;
+        RETURN QUERY SELECT 'revoked'::text, extract(epoch FROM v_at)::bigint, NULL::bigint;
         RETURN;
     END IF;
     IF coalesce(v_status, 0) = p_status THEN
-        RETURN QUERY SELECT 'unchanged'::text, extract(epoch FROM v_at)::bigint;
+        RETURN QUERY SELECT 'unchanged'::text, extract(epoch FROM v_at)::bigint, NULL::bigint;
         RETURN;
     END IF;
     INSERT INTO revocations AS rv (list_id, idx, status, version)
@@ -149,23 +150,25 @@ BEGIN
         SET status = EXCLUDED.status, version = EXCLUDED.version, revoked_at = EXCLUDED.revoked_at
     RETURNING rv.revoked_at INTO v_at;
     UPDATE lists SET version = version + 1 WHERE id = v_list;
-    RETURN QUERY SELECT 'changed'::text, extract(epoch FROM v_at)::bigint;
+    RETURN QUERY SELECT 'changed'::text, extract(epoch FROM v_at)::bigint,
+                        (extract(epoch FROM v_at) * 1000000)::bigint;
 END
 $fn$;
 
 -- Writes back status changes a worker acknowledged before a failover (revocations,
--- suspensions, reinstatements), with their original time. Per entry, the journal's
+-- suspensions, reinstatements), with their original time (`p_at_us`: unix microseconds;
+-- a revocation's is whole seconds, as its answer gives it). Per entry, the journal's
 -- records reduce to one: a revocation if there is one (the earliest), else the latest
 -- change. Then, against what the new primary holds:
 -- * a revocation: as version 15 (restored, orphan, present, absent), and it also turns a
 --   suspended or reinstated entry's row into a revocation;
 -- * a suspension or reinstatement: 'restored' (or 'orphan', its entry is not there) when
---   the entry's row is missing or holds another status changed in an earlier second;
---   'present' when the entry is revoked, has that status already, or changed since
---   (within the same second, what is there stays); 'absent' when its list is not live.
+--   the entry's row is missing or holds another status changed before it; 'present' when
+--   the entry is revoked, has that status already, or changed at the same time or since
+--   (a change made on the new primary); 'absent' when its list is not live.
 -- Lists are locked in id order; each touched list's version moves once and its revoked
 -- count by the revocations written.
-CREATE FUNCTION statuslist_restore_statuses(p_list text[], p_idx bigint[], p_at bigint[], p_status smallint[])
+CREATE FUNCTION statuslist_restore_statuses(p_list text[], p_idx bigint[], p_at_us bigint[], p_status smallint[])
 RETURNS TABLE (out_list text, out_idx bigint, out_outcome text)
 LANGUAGE plpgsql
 AS $fn$
@@ -176,11 +179,12 @@ BEGIN
     ORDER BY l.id
     FOR NO KEY UPDATE OF l;
     RETURN QUERY
-    WITH r AS (SELECT DISTINCT ON (r.list_id, r.idx) r.list_id, r.idx, r.at, r.status
-               FROM unnest(p_list, p_idx, p_at, p_status) WITH ORDINALITY AS r(list_id, idx, at, status, n)
+    WITH r AS (SELECT DISTINCT ON (r.list_id, r.idx) r.list_id, r.idx, r.status,
+                      timestamptz 'epoch' + r.at_us * interval '1 microsecond' AS at
+               FROM unnest(p_list, p_idx, p_at_us, p_status) WITH ORDINALITY AS r(list_id, idx, at_us, status, n)
                ORDER BY r.list_id, r.idx, r.status = 1 DESC,
-                        CASE WHEN r.status = 1 THEN r.at END ASC,
-                        r.at DESC, r.n DESC),
+                        CASE WHEN r.status = 1 THEN r.at_us END ASC,
+                        r.at_us DESC, r.n DESC),
     t AS (SELECT r.list_id, r.idx, r.at, r.status, l.version,
                  EXISTS (SELECT 1 FROM entries e WHERE e.list_id = r.list_id AND e.idx = r.idx) AS has_entry,
                  cur.status AS cur_status, cur.revoked_at AS cur_at
@@ -191,9 +195,9 @@ BEGIN
             AND CASE WHEN t.status = 1 THEN t.cur_status IS DISTINCT FROM 1
                      WHEN t.cur_status IS NULL THEN t.status <> 0
                      ELSE t.cur_status NOT IN (1, t.status)
-                          AND date_trunc('second', t.cur_at) < to_timestamp(t.at) END),
+                          AND t.cur_at < t.at END),
     ins AS (INSERT INTO revocations AS rv (list_id, idx, status, version, revoked_at)
-            SELECT w.list_id, w.idx, w.status, w.version + 1, to_timestamp(w.at) FROM w
+            SELECT w.list_id, w.idx, w.status, w.version + 1, w.at FROM w
             ON CONFLICT (list_id, idx) DO UPDATE
                 SET status = EXCLUDED.status, version = EXCLUDED.version, revoked_at = EXCLUDED.revoked_at
                 WHERE rv.status <> 1
@@ -217,6 +221,6 @@ CREATE OR REPLACE FUNCTION statuslist_restore_revocations(p_list text[], p_idx b
 RETURNS TABLE (out_list text, out_idx bigint, out_outcome text)
 LANGUAGE sql
 AS $fn$
-    SELECT * FROM statuslist_restore_statuses(p_list, p_idx, p_at,
+    SELECT * FROM statuslist_restore_statuses(p_list, p_idx, ARRAY(SELECT a * 1000000 FROM unnest(p_at) AS a),
                                               array_fill(1::smallint, ARRAY[cardinality(p_list)]))
 $fn$;

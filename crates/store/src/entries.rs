@@ -408,7 +408,7 @@ impl Store {
                 let client = self.client().await?;
                 let stmt = client
                     .prepare_cached(
-                        "SELECT out_outcome, out_at FROM statuslist_set_status($1, $2, $3, $4)",
+                        "SELECT out_outcome, out_at, out_at_us FROM statuslist_set_status($1, $2, $3, $4)",
                     )
                     .await?;
                 match client
@@ -420,7 +420,8 @@ impl Store {
                     outcome => break outcome?,
                 }
             };
-            let (outcome, at): (String, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
+            let (outcome, at, at_us): (String, Option<i64>, Option<i64>) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
             let time =
                 || at.ok_or_else(|| StoreError::Corrupt(format!("{outcome} without a time")));
             Ok(match outcome.as_str() {
@@ -429,7 +430,8 @@ impl Store {
                     // Committed: now the publishers may hear of it.
                     let list_id = uri.rsplit('/').next().unwrap_or_default();
                     self.changes().changed(list_id);
-                    self.journal_status(list_id, idx, at, change.status());
+                    let at_us = at_us.unwrap_or(at.saturating_mul(1_000_000));
+                    self.journal_status(list_id, idx, at_us, change.status());
                     StatusChangeOutcome::Changed { at }
                 }
                 "unchanged" => StatusChangeOutcome::Unchanged { at },

@@ -113,8 +113,9 @@ enum Ack {
         position: i64,
         expiry: i64,
     },
-    /// A status change: 1 revoked, 2 suspended, 0 reinstated.
-    Status { at: i64, status: i16 },
+    /// A status change: 1 revoked, 2 suspended, 0 reinstated; when, in unix microseconds
+    /// (whole seconds for a revocation, as its answer gives it).
+    Status { at_us: i64, status: i16 },
 }
 
 #[derive(Debug, Clone)]
@@ -241,12 +242,19 @@ impl Journal {
     }
 
     pub(crate) fn revoked(&self, list: &str, idx: i64, at: i64) {
-        self.push(list, idx, Ack::Status { at, status: 1 });
+        self.push(
+            list,
+            idx,
+            Ack::Status {
+                at_us: at.saturating_mul(1_000_000),
+                status: 1,
+            },
+        );
     }
 
-    /// A suspension (2) or reinstatement (0).
-    pub(crate) fn status_changed(&self, list: &str, idx: i64, at: i64, status: i16) {
-        self.push(list, idx, Ack::Status { at, status });
+    /// A suspension (2) or reinstatement (0), at unix microseconds `at_us`.
+    pub(crate) fn status_changed(&self, list: &str, idx: i64, at_us: i64, status: i16) {
+        self.push(list, idx, Ack::Status { at_us, status });
     }
 
     /// Drops what is past the retention time.
@@ -503,10 +511,10 @@ impl Store {
         }
     }
 
-    /// A suspension (2) or reinstatement (0) acknowledged.
-    pub(crate) fn journal_status(&self, list: &str, idx: i64, at: i64, status: i16) {
+    /// A suspension (2) or reinstatement (0) acknowledged, at unix microseconds `at_us`.
+    pub(crate) fn journal_status(&self, list: &str, idx: i64, at_us: i64, status: i16) {
         if let Some(j) = self.journal.get() {
-            j.status_changed(list, idx, at, status);
+            j.status_changed(list, idx, at_us, status);
         }
     }
 
@@ -743,7 +751,7 @@ impl Store {
             let (ats, statuses): (Vec<i64>, Vec<i16>) = chunk
                 .iter()
                 .map(|r| match r.ack {
-                    Ack::Status { at, status } => (at, status),
+                    Ack::Status { at_us, status } => (at_us, status),
                     Ack::Issued { .. } => (0, 1),
                 })
                 .unzip();

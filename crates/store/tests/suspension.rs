@@ -251,7 +251,7 @@ async fn the_journal_writes_back_the_latest_acknowledged_status_of_each_entry() 
     db.store.enable_journal(JournalConfig::new("w"));
     let lease = claim(&db.store, "w").await;
     let mut e = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..5 {
         e.push(issue_one(&db.store, &lease).await);
     }
     let set = |i: usize, change| {
@@ -266,8 +266,10 @@ async fn the_journal_writes_back_the_latest_acknowledged_status_of_each_entry() 
             ));
         }
     };
-    // 0 suspended; 1 suspended then reinstated; 2 suspended then revoked; 3 revoked.
+    // 0 suspended; 1 suspended then reinstated; 2 suspended then revoked; 3 revoked;
+    // 4 suspended.
     set(0, StatusChange::Suspend).await;
+    set(4, StatusChange::Suspend).await;
     set(1, StatusChange::Suspend).await;
     set(1, StatusChange::Reinstate).await;
     set(2, StatusChange::Suspend).await;
@@ -295,11 +297,14 @@ async fn the_journal_writes_back_the_latest_acknowledged_status_of_each_entry() 
         }
         out
     };
-    let want = vec![Some(2), Some(0), Some(1), Some(1)];
-    assert_eq!(statuses().await, want);
+    assert_eq!(
+        statuses().await,
+        [Some(2), Some(0), Some(1), Some(1), Some(2)]
+    );
 
-    // What a promoted standby that missed them holds: none of these changes, and for 1
-    // the suspension without its reinstatement.
+    // What a promoted standby that missed them holds: none of these changes; for 1 the
+    // suspension without its reinstatement; for 4 a reinstatement made on it after the
+    // promotion, which stays.
     let client = db.client().await;
     client
         .execute(
@@ -317,12 +322,27 @@ async fn the_journal_writes_back_the_latest_acknowledged_status_of_each_entry() 
         .await
         .expect("older suspension");
     client
+        .execute(
+            "INSERT INTO revocations (list_id, idx, status, version, revoked_at)
+             VALUES ($1, $2, 0, 1, now() + interval '1 second')",
+            &[&e[4].list_id, &(e[4].idx as i64)],
+        )
+        .await
+        .expect("a later reinstatement");
+    client
         .execute("UPDATE lists SET revoked = 0 WHERE pool = 'p'", &[])
         .await
         .expect("count");
     let restored = db.store.restore_journal().await.expect("restore");
-    assert_eq!(statuses().await, want);
-    assert_eq!(restored.revocations_restored, 4, "{restored:?}");
+    assert_eq!(
+        statuses().await,
+        [Some(2), Some(0), Some(1), Some(1), Some(0)]
+    );
+    assert_eq!(
+        (restored.revocations_restored, restored.revocations_present),
+        (4, 1),
+        "{restored:?}"
+    );
     assert_eq!(
         db.count("SELECT revoked FROM lists WHERE pool = 'p'").await,
         2
@@ -331,6 +351,6 @@ async fn the_journal_writes_back_the_latest_acknowledged_status_of_each_entry() 
     let again = db.store.restore_journal().await.expect("restore");
     assert_eq!(
         (again.revocations_restored, again.revocations_present),
-        (0, 4)
+        (0, 5)
     );
 }
