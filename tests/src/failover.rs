@@ -3,8 +3,8 @@
 //! the primary (its WAL receiver stopped: a network fault between the two), the primary
 //! crashed (immediate stop), the standby promoted; the service's processes (the reconcile
 //! core and workers) on one multi-host URL with `target_session_attrs=read-write`, under
-//! `/issue` and `/revoke` load throughout. [`run`] checks the two promises afterwards on
-//! the new primary and returns the figures:
+//! `/issue`, `/revoke`, `/suspend` and `/reinstate` load throughout. [`run`] checks the
+//! promises afterwards on the new primary and returns the figures:
 //!
 //! `failover: mode=M answered=N twice=0 survivors_missing=N killed_missing=N ...`
 
@@ -180,11 +180,27 @@ struct Issued {
     at: Instant,
 }
 
+/// One `/suspend` (to 2) or `/reinstate` (to 0) request, answered or not.
+#[derive(Debug, Clone)]
+struct Change {
+    worker: usize,
+    uri: String,
+    idx: u64,
+    status: u8,
+    acknowledged: bool,
+    /// Unanswered, or answered 5xx: it may have been committed, or may yet be.
+    uncertain: bool,
+}
+
 #[derive(Debug, Default)]
 struct Record {
     issued: Vec<Issued>,
     /// `(worker, uri, idx, when)` of each acknowledged revocation.
     revoked: Vec<(usize, String, u64, Instant)>,
+    /// Every suspension and reinstatement sent, in each client's order.
+    changes: Vec<Change>,
+    /// Entries whose revocation may have been committed unacknowledged.
+    revoke_unknown: std::collections::HashSet<(String, u64)>,
     answers: HashMap<u16, u64>,
     /// Requests that got no HTTP answer (a worker down, a timeout).
     unanswered: u64,
@@ -206,6 +222,11 @@ pub struct Figures {
     pub survivors_missing_revocations: u64,
     pub survivors_issued: u64,
     pub survivors_revoked: u64,
+    /// Suspensions and reinstatements acknowledged; entries whose last one a surviving
+    /// worker acknowledged and whose status on the new primary is another.
+    pub status_changes: u64,
+    pub survivors_checked_statuses: u64,
+    pub survivors_wrong_statuses: u64,
     /// Acknowledgements of the worker killed with the primary absent from the new one.
     pub killed_missing: u64,
     /// What the surviving workers wrote back.
@@ -226,7 +247,7 @@ impl fmt::Display for Figures {
             f,
             "failover: mode={} answered_200={} answers={:?} unanswered={} issued={} revoked={} twice={} \
              survivors_issued={} survivors_missing_issuances={} survivors_revoked={} survivors_missing_revocations={} \
-             killed_missing={} restored_issuances={} restored_revocations={} sealed={} silent_workers={} \
+             status_changes={} survivors_checked_statuses={} survivors_wrong_statuses={} killed_missing={} restored_issuances={} restored_revocations={} sealed={} silent_workers={} \
              resume_issue_ms={} resume_revoke_ms={}",
             self.mode,
             self.answered_200,
@@ -239,6 +260,9 @@ impl fmt::Display for Figures {
             self.survivors_missing_issuances,
             self.survivors_revoked,
             self.survivors_missing_revocations,
+            self.status_changes,
+            self.survivors_checked_statuses,
+            self.survivors_wrong_statuses,
             self.killed_missing,
             self.restored_issuances,
             self.restored_revocations,
@@ -264,7 +288,8 @@ pub struct Plan {
     pub kill_a_worker: bool,
 }
 
-/// Sends `/issue` and `/revoke` to the workers until `stop`, recording every answer.
+/// Sends `/issue`, `/revoke`, `/suspend` and `/reinstate` to the workers until `stop`,
+/// recording every answer.
 async fn load(
     client: usize,
     urls: Arc<Vec<String>>,
@@ -277,12 +302,18 @@ async fn load(
         .build()
         .expect("client");
     let mut mine: Vec<(usize, String, u64)> = Vec::new();
+    // The entry this client suspended last, to be reinstated next.
+    let mut to_reinstate: Option<(String, u64)> = None;
     let mut n: usize = client;
     while !stop.load(Ordering::Relaxed) {
         n = n.wrapping_add(1);
-        let w = n % urls.len();
-        // Every fourth request revokes one of this client's earlier credentials.
+        // Each kind of request goes to every worker in turn.
+        let w = (n + n / 4) % urls.len();
+        // Every fourth request revokes one of this client's earlier credentials; every
+        // fourth changes the status of its newest in turn: suspended and reinstated, then
+        // suspended and left so.
         let revoking = n.is_multiple_of(4) && !mine.is_empty();
+        let changing = n % 4 == 2 && !mine.is_empty();
         let jti = uuid::Uuid::new_v4().to_string();
         let (path, jwt, target) = if revoking {
             let (_, uri, idx) = mine.swap_remove(n % mine.len());
@@ -290,6 +321,51 @@ async fn load(
                 "iss": issuer.client_id, "iat": unix_now(), "jti": jti, "uri": uri, "idx": idx,
             }));
             ("/revoke", jwt, Some((uri, idx)))
+        } else if changing {
+            let newest = mine.last().map(|(_, u, i)| (u.clone(), *i));
+            let ((uri, idx), status) = match (n / 4 % 3, to_reinstate.take(), newest) {
+                (1, Some(entry), _) => (entry, 0),
+                (0, _, Some(entry)) => {
+                    to_reinstate = Some(entry.clone());
+                    (entry, 2)
+                }
+                (_, _, Some(entry)) => (entry, 2),
+                (_, _, None) => continue,
+            };
+            let jwt = issuer.sign(json!({
+                "iss": issuer.client_id, "iat": unix_now(), "jti": jti, "uri": uri, "idx": idx,
+            }));
+            let path = if status == 2 {
+                "/suspend"
+            } else {
+                "/reinstate"
+            };
+            let sent = http
+                .post(format!("{}{path}", urls[w]))
+                .header("content-type", "application/jwt")
+                .body(jwt)
+                .send()
+                .await;
+            let status_code = sent.as_ref().ok().map(|r| r.status().as_u16());
+            {
+                let mut rec = record.lock().expect("record");
+                match status_code {
+                    Some(code) => *rec.answers.entry(code).or_default() += 1,
+                    None => rec.unanswered += 1,
+                }
+                rec.changes.push(Change {
+                    worker: w,
+                    uri,
+                    idx,
+                    status,
+                    acknowledged: status_code == Some(202),
+                    uncertain: status_code.is_none_or(|c| c >= 500),
+                });
+            }
+            if status_code.is_none_or(|c| c == 503) {
+                tokio::time::sleep(Duration::from_millis(20)).await; // backoff while unavailable
+            }
+            continue;
         } else {
             let jwt = issuer.sign(json!({
                 "iss": issuer.client_id, "iat": unix_now(), "jti": jti,
@@ -304,9 +380,13 @@ async fn load(
             .send()
             .await;
         let Ok(response) = response else {
-            record.lock().expect("record").unanswered += 1;
-            if let Some((uri, idx)) = target {
-                mine.push((w, uri, idx));
+            {
+                let mut rec = record.lock().expect("record");
+                rec.unanswered += 1;
+                if let Some((uri, idx)) = target {
+                    rec.revoke_unknown.insert((uri.clone(), idx));
+                    mine.push((w, uri, idx));
+                }
             }
             tokio::time::sleep(Duration::from_millis(20)).await; // backoff from a worker down
             continue;
@@ -359,7 +439,11 @@ pub async fn run(bin: &Path, plan: &Plan) -> Figures {
             &issuer.jwks_url,
         )
     };
-    std::fs::write(manifests.path().join("pool.yaml"), pool.yaml("")).expect("manifest");
+    std::fs::write(
+        manifests.path().join("pool.yaml"),
+        pool.yaml("  suspension: true\n"),
+    )
+    .expect("manifest");
     let _operator: Process = operator_on_manifests(bin, "operator", &url, manifests.path());
     let workers: Vec<Worker> = (0..2)
         .map(|i| {
@@ -475,12 +559,17 @@ pub async fn run(bin: &Path, plan: &Plan) -> Figures {
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    let revocations: std::collections::HashSet<(String, i64)> = db
-        .query("SELECT list_id, idx FROM revocations", &[])
+    let statuses: HashMap<(String, i64), i16> = db
+        .query("SELECT list_id, idx, status FROM revocations", &[])
         .await
         .expect("revocations")
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect();
+    let revocations: std::collections::HashSet<(String, i64)> = statuses
+        .iter()
+        .filter(|(_, s)| **s == 1)
+        .map(|(k, _)| k.clone())
         .collect();
     for i in &record.issued {
         let present = entries.contains(&(list_of(&i.uri), i.idx as i64, i.jti.clone()));
@@ -504,6 +593,43 @@ pub async fn run(bin: &Path, plan: &Plan) -> Figures {
         } else {
             figures.survivors_revoked += 1;
             figures.survivors_missing_revocations += u64::from(!present);
+        }
+    }
+    // Each entry's last suspension or reinstatement, where it was acknowledged, no change
+    // of it may still be in flight (unanswered or 5xx), and it was never revoked (nor
+    // perhaps revoked): its status on the new primary.
+    let revoked_entries: std::collections::HashSet<(&str, u64)> = record
+        .revoked
+        .iter()
+        .map(|(_, uri, idx, _)| (uri.as_str(), *idx))
+        .collect();
+    let mut last: HashMap<(&str, u64), &Change> = HashMap::new();
+    let mut uncertain: std::collections::HashSet<(&str, u64)> = Default::default();
+    for c in &record.changes {
+        figures.status_changes += u64::from(c.acknowledged);
+        last.insert((c.uri.as_str(), c.idx), c);
+        if c.uncertain {
+            uncertain.insert((c.uri.as_str(), c.idx));
+        }
+    }
+    for ((uri, idx), c) in last {
+        if !c.acknowledged
+            || uncertain.contains(&(uri, idx))
+            || revoked_entries.contains(&(uri, idx))
+            || record.revoke_unknown.contains(&(uri.to_owned(), idx))
+        {
+            continue;
+        }
+        let now = statuses
+            .get(&(list_of(uri), idx as i64))
+            .copied()
+            .unwrap_or(0);
+        let wrong = now != i16::from(c.status);
+        if Some(c.worker) == killed {
+            figures.killed_missing += u64::from(wrong);
+        } else {
+            figures.survivors_checked_statuses += 1;
+            figures.survivors_wrong_statuses += u64::from(wrong);
         }
     }
     let row = db

@@ -1,6 +1,7 @@
 //! Never twice through a failover (see `statuslist_tests::failover`): a real primary and
 //! streaming standby, the standby cut off, the primary crashed, the standby promoted,
-//! under `/issue` and `/revoke` load. A short profile here; `scripts/failover` runs longer.
+//! under `/issue`, `/revoke`, `/suspend` and `/reinstate` load. A short profile here;
+//! `scripts/failover` runs longer.
 
 use std::time::Duration;
 
@@ -68,6 +69,8 @@ fn never_twice_nothing_lost_by_survivors(figures: &Figures) {
     assert_eq!(figures.twice, 0, "{figures}");
     assert_eq!(figures.survivors_missing_issuances, 0, "{figures}");
     assert_eq!(figures.survivors_missing_revocations, 0, "{figures}");
+    assert!(figures.survivors_checked_statuses > 0, "{figures}");
+    assert_eq!(figures.survivors_wrong_statuses, 0, "{figures}");
     assert!(
         figures.resume_issue_ms.is_some(),
         "no issuance after the promotion: {figures}"
