@@ -24,9 +24,10 @@ expect_status() { # issuer uri idx expected
   fail "$2 entry $3 is '$got', expected $4"
 }
 
-# For each CLIENT, through the demo issuer at ISSUER: issue, VALID, revoke (202), INVALID.
+# For each CLIENT, through the demo issuer at ISSUER: issue, VALID, (where its pool allows
+# suspension: suspend, SUSPENDED, reinstate, VALID), revoke (202), INVALID.
 try_it() { # issuer client...
-  local issuer=$1 client answer uri idx code
+  local issuer=$1 client answer uri idx code suspended
   shift
   for client in "$@"; do
     answer=""
@@ -39,9 +40,22 @@ try_it() { # issuer client...
     uri=$(echo "$answer" | field uri)
     idx=$(echo "$answer" | field idx)
     expect_status "$issuer" "$uri" "$idx" VALID
+    suspended=""
+    answer=$(curl -s -w ' %{http_code}' -X POST "$issuer/suspend?client=$client&uri=$uri&idx=$idx")
+    case "$answer" in
+      *' 202')
+        expect_status "$issuer" "$uri" "$idx" SUSPENDED
+        code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$issuer/reinstate?client=$client&uri=$uri&idx=$idx")
+        [ "$code" = 202 ] || fail "/reinstate for $client answered $code"
+        expect_status "$issuer" "$uri" "$idx" VALID
+        suspended=" suspended, SUSPENDED, reinstated, VALID,"
+        ;;
+      *'Suspension is not enabled'*' 403') ;;
+      *) fail "/suspend for $client answered $answer" ;;
+    esac
     code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$issuer/revoke?client=$client&uri=$uri&idx=$idx")
     [ "$code" = 202 ] || fail "/revoke for $client answered $code"
     expect_status "$issuer" "$uri" "$idx" INVALID
-    say "$client: issued $uri entry $idx, VALID, revoked, INVALID as served"
+    say "$client: issued $uri entry $idx, VALID,$suspended revoked, INVALID as served"
   done
 }

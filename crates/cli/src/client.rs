@@ -169,6 +169,14 @@ pub async fn revoke(args: RevokeArgs) -> Result<(), String> {
     send(&args.signer, "/revoke", claims).await
 }
 
+/// `POST /suspend` (`reinstate` false) or `/reinstate` of an entry: the same request as
+/// `/revoke`.
+pub async fn change_status(args: RevokeArgs, reinstate: bool) -> Result<(), String> {
+    let claims = revoke_claims(&args.signer.client_id, &args.uri, args.idx);
+    let path = if reinstate { "/reinstate" } else { "/suspend" };
+    send(&args.signer, path, claims).await
+}
+
 /// `(origin, kind, id)` of a list URI.
 pub fn split_uri(uri: &str) -> Result<(&str, &str), String> {
     let bad = || format!("{uri} is not a status list URI (http(s)://host/.../t/ID or .../b/ID)");

@@ -231,6 +231,15 @@ async fn serve(args: &DevArgs, url: &str) -> Result<(), String> {
             client.client_id
         );
         println!("  {program} check --uri {uri} --idx {idx}");
+        if pool.settings.suspension {
+            for change in ["suspend", "reinstate"] {
+                println!(
+                    "  {program} {change} --url {worker_url} --key {key} --client-id {} --uri {uri} --idx {idx}",
+                    client.client_id
+                );
+                println!("  {program} check --uri {uri} --idx {idx}");
+            }
+        }
         println!(
             "  {program} revoke --url {worker_url} --key {key} --client-id {} --uri {uri} --idx {idx}",
             client.client_id

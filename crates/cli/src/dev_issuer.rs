@@ -1,10 +1,12 @@
 //! `statuslist dev-issuer`: a demo issuer for development clusters (Tilt, kind). It holds
 //! a key made at start, serves its JWKS (the URI the development StatusLists register),
-//! and signs and forwards `/issue` and `/revoke` to the service, so a developer can try
+//! and signs and forwards `/issue`, `/revoke`, `/suspend` and `/reinstate` to the service,
+//! so a developer can try
 //! the whole flow with curl and nothing built on their machine:
 //!
 //! - `POST /issue[?client=ID]` → the service's answer to a fresh signed request;
-//! - `POST /revoke?uri=URI&idx=N[&client=ID]` → likewise;
+//! - `POST /revoke?uri=URI&idx=N[&client=ID]` → likewise, and `/suspend`, `/reinstate`
+//!   (pools with `suspension: true`);
 //! - `GET /check?uri=URI&idx=N` → the entry's status in the list as the service serves
 //!   it, verified against the service's JWKS (fetched from `--service-url`: the list's
 //!   own URI may name an address only the developer's machine reaches);
@@ -142,13 +144,26 @@ async fn issue(State(issuer): State<Arc<Issuer>>, Query(which): Query<Which>) ->
 }
 
 async fn revoke(State(issuer): State<Arc<Issuer>>, Query(which): Query<Which>) -> Response {
-    let claims = issuer.client(&which).and_then(|client| {
+    about_entry(&issuer, &which, "/revoke").await
+}
+
+async fn suspend(State(issuer): State<Arc<Issuer>>, Query(which): Query<Which>) -> Response {
+    about_entry(&issuer, &which, "/suspend").await
+}
+
+async fn reinstate(State(issuer): State<Arc<Issuer>>, Query(which): Query<Which>) -> Response {
+    about_entry(&issuer, &which, "/reinstate").await
+}
+
+/// `path` (`/revoke`, `/suspend`, `/reinstate`) for the entry `which` names.
+async fn about_entry(issuer: &Issuer, which: &Which, path: &str) -> Response {
+    let claims = issuer.client(which).and_then(|client| {
         issuer
-            .entry(&which)
+            .entry(which)
             .map(|(uri, idx)| revoke_claims(&client, uri, idx))
     });
     match claims {
-        Ok(claims) => issuer.forward("/revoke", claims).await,
+        Ok(claims) => issuer.forward(path, claims).await,
         Err(bad) => bad.into_response(),
     }
 }
@@ -191,6 +206,8 @@ pub async fn run(args: DevIssuerArgs) -> Result<(), String> {
         .route("/healthz", get(|| std::future::ready("ok")))
         .route("/issue", post(issue))
         .route("/revoke", post(revoke))
+        .route("/suspend", post(suspend))
+        .route("/reinstate", post(reinstate))
         .route("/check", get(check))
         .with_state(issuer.clone());
     let listener = tokio::net::TcpListener::bind(args.listen_addr)
@@ -201,7 +218,7 @@ pub async fn run(args: DevIssuerArgs) -> Result<(), String> {
         service = %issuer.service_url,
         kid = %issuer.key.kid(),
         clients = %issuer.client_ids.join(","),
-        "demo issuer running: POST /issue, POST /revoke?uri=&idx=, GET /check?uri=&idx="
+        "demo issuer running: POST /issue, POST /revoke?uri=&idx= (and /suspend, /reinstate), GET /check?uri=&idx="
     );
     axum::serve(listener, app)
         .with_graceful_shutdown(statuslist_process::shutdown_signal())

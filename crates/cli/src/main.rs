@@ -40,6 +40,10 @@ enum Command {
     Issue(client::IssueArgs),
     /// Revoke an entry (signs the request JWT).
     Revoke(client::RevokeArgs),
+    /// Suspend an entry, in a pool with `suspension: true` (signs the request JWT).
+    Suspend(client::RevokeArgs),
+    /// Reinstate a suspended entry (signs the request JWT).
+    Reinstate(client::RevokeArgs),
     /// Fetch a list, verify it against the service's JWKS, print the entry's status.
     /// Exit code: 0 VALID, 1 any other status, 2 error.
     Check(client::CheckArgs),
@@ -100,6 +104,8 @@ async fn main() -> ExitCode {
         }
         Command::Issue(args) => client::issue(args).await,
         Command::Revoke(args) => client::revoke(args).await,
+        Command::Suspend(args) => client::change_status(args, false).await,
+        Command::Reinstate(args) => client::change_status(args, true).await,
         Command::Check(args) => match client::check(args).await {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(1),

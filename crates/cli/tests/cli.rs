@@ -61,37 +61,59 @@ fn dev_runs_the_printed_commands_and_stops_cleanly() {
     let port = port.expect("a throwaway PostgreSQL was started");
     assert_eq!(
         commands.len(),
-        8,
-        "issue, check, revoke, check for each example: {commands:?}"
+        12,
+        "issue, check, revoke, check for each example, and suspend, check, reinstate, check \
+         before the revocation where the pool allows suspension: {commands:?}"
     );
 
+    // Each command in order; each check waits (bounded) for the status the command before
+    // it set, as the publisher re-signs within moments.
     let mut uris = Vec::new();
-    for group in commands.chunks(4) {
-        let (code, out, err) = sh(&dir, &group[0]);
-        assert_eq!(code, 0, "{}: {err}", group[0]);
-        let issued: serde_json::Value = serde_json::from_str(&out).expect("issue prints JSON");
-        assert!(issued["uri"].is_string() && issued["idx"].is_u64());
-        uris.push(issued["uri"].as_str().expect("uri").to_owned());
-        assert_eq!(
-            sh(&dir, &group[1]),
-            (0, "VALID".into(), String::new()),
-            "{}",
-            group[1]
-        );
-        let (code, out, err) = sh(&dir, &group[2]);
-        assert_eq!(code, 0, "{}: {err}", group[2]);
-        assert!(out.contains("Request processed for revocation"), "{out}");
-        // The publisher re-signs within moments; wait for the condition, bounded.
+    let mut expected = "VALID";
+    for command in &commands {
+        let sub = command.split_whitespace().nth(1).expect("a subcommand");
+        if sub != "check" {
+            let (code, out, err) = sh(&dir, command);
+            assert_eq!(code, 0, "{command}: {err}");
+            expected = match sub {
+                "issue" => {
+                    let issued: serde_json::Value =
+                        serde_json::from_str(&out).expect("issue prints JSON");
+                    assert!(issued["uri"].is_string() && issued["idx"].is_u64());
+                    uris.push(issued["uri"].as_str().expect("uri").to_owned());
+                    "VALID"
+                }
+                "suspend" => {
+                    assert!(out.contains("Request processed for suspension"), "{out}");
+                    "SUSPENDED"
+                }
+                "reinstate" => {
+                    assert!(out.contains("Request processed for reinstatement"), "{out}");
+                    "VALID"
+                }
+                "revoke" => {
+                    assert!(out.contains("Request processed for revocation"), "{out}");
+                    "INVALID"
+                }
+                other => panic!("unexpected command {other}"),
+            };
+            continue;
+        }
+        let want = (i32::from(expected != "VALID"), expected.to_owned());
         let until = Instant::now() + Duration::from_secs(10);
         loop {
-            let (code, out, _) = sh(&dir, &group[3]);
-            if (code, out.as_str()) == (1, "INVALID") {
+            let (code, out, _) = sh(&dir, command);
+            if (code, out.clone()) == want {
                 break;
             }
-            assert!(Instant::now() < until, "{}: still {out}", group[3]);
+            assert!(
+                Instant::now() < until,
+                "{command}: still {out}, not {expected}"
+            );
             std::thread::sleep(Duration::from_millis(50)); // polling a condition
         }
     }
+    assert_eq!(uris.len(), 2, "{commands:?}");
 
     // Each example's pool aggregation: every list verified, the one revocation counted.
     for uri in &uris {
