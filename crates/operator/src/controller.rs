@@ -205,6 +205,8 @@ async fn apply(obj: Arc<DynamicObject>, ctx: &Context) -> Result<Action, Error> 
         Ok(pool) => pool,
         Err(problem) => {
             tracing::warn!(%namespace, %name, %problem, "invalid StatusList");
+            // Not reconciled until it changes: no capacity series to go stale.
+            ctx.metrics.forget(&core::pool_name(&namespace, &name));
             let status = core::invalid_status(&problem, generation, old.as_ref());
             if old.as_ref() != Some(&status) {
                 patch_status(&api, &name, &status).await?;
@@ -293,6 +295,7 @@ async fn apply(obj: Arc<DynamicObject>, ctx: &Context) -> Result<Action, Error> 
     let label = crate::metrics::StatusListLabel {
         statuslist: format!("{namespace}/{name}"),
     };
+    ctx.metrics.pool(&label.statuslist, &report, unix_now());
     let unrestored: Vec<&str> = report
         .failover
         .as_ref()
@@ -437,6 +440,7 @@ async fn cleanup(obj: Arc<DynamicObject>, ctx: &Context) -> Result<Action, Error
     let pool = core::pool_name(&obj.namespace().unwrap_or_default(), &obj.name_any());
     let policy = deletion_policy(&obj);
     core::cleanup(&ctx.store, &pool, obj.uid().as_deref(), policy).await?;
+    ctx.metrics.forget(&pool);
     tracing::info!(%pool, ?policy, "StatusList deleted");
     Ok(Action::await_change())
 }

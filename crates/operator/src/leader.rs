@@ -168,6 +168,13 @@ pub async fn serve(
 
 /// Runs the controller until either signal, then gives in-flight reconciles a moment.
 async fn run_until(ctx: Arc<Context>, stop: Stop, also: Stop) {
+    let metrics = ctx.metrics.clone();
+    metrics.leading(true);
+    run_controller(ctx, stop, also).await;
+    metrics.leading(false);
+}
+
+async fn run_controller(ctx: Arc<Context>, stop: Stop, also: Stop) {
     let (graceful, end) = (stop.clone(), also.clone());
     let mut controller = tokio::spawn(run(ctx, async move {
         tokio::select! {
