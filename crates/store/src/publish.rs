@@ -75,10 +75,13 @@ pub struct PublishJob {
 }
 
 /// What one [`Store::publish_due`] pass did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PublishReport {
     /// `(list id, version)` stored.
     pub published: Vec<(String, i64)>,
+    /// For each stored version that published status changes: seconds from the oldest of
+    /// them (its commit) to the store.
+    pub change_delays: Vec<f64>,
     /// `(list id, error)` the renderer refused; retried on the next pass.
     pub failed: Vec<(String, String)>,
 }
@@ -119,8 +122,14 @@ const STORE_ARTIFACTS: &str = "
             exp = CASE WHEN published_version <= $2 THEN $10 ELSE exp END,
             claimed_by = CASE WHEN claimed_by = $11 THEN NULL ELSE claimed_by END,
             claimed_until = CASE WHEN claimed_by = $11 THEN NULL ELSE claimed_until END
-        WHERE list_id = $1)
-    SELECT pg_notify($12, $13)";
+        WHERE list_id = $1),
+    -- Seconds from the oldest status change this version publishes first to now (the
+    -- snapshot is from before the update above: published_version is the previous one).
+    d AS (
+        SELECT extract(epoch FROM clock_timestamp() - min(r.revoked_at))::float8 AS delay
+        FROM revocations r JOIN list_publish lp ON lp.list_id = r.list_id
+        WHERE r.list_id = $1 AND r.version > lp.published_version AND r.version <= $2)
+    SELECT pg_notify($12, $13), (SELECT delay FROM d) AS delay";
 
 impl Store {
     /// Publishes up to `limit` lists whose published version is behind, or whose artifacts
@@ -181,8 +190,10 @@ impl Store {
             let failure = match outcome {
                 Ok(Ok(artifacts)) if !artifacts.is_empty() => {
                     let rendered = t0.elapsed();
-                    self.bounded(self.store_artifacts(&id, version, token, &artifacts))
+                    let delay = self
+                        .bounded(self.store_artifacts(&id, version, token, &artifacts))
                         .await?;
+                    report.change_delays.extend(delay);
                     tracing::debug!(list = %id, version, ?read, ?rendered, stored = ?t0.elapsed(), "published (times since the claim)");
                     report.published.push((id, version));
                     continue;
@@ -299,7 +310,7 @@ impl Store {
         version: i64,
         token: uuid::Uuid,
         artifacts: &[Artifact],
-    ) -> Result<()> {
+    ) -> Result<Option<f64>> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(STORE_ARTIFACTS).await?;
         let kinds: Vec<&str> = artifacts.iter().map(|a| a.kind.as_str()).collect();
@@ -311,7 +322,7 @@ impl Store {
         let ttls: Vec<i64> = artifacts.iter().map(|a| a.ttl).collect();
         let exp = exps.iter().copied().min();
         let payload = format!("{id}:{version}");
-        client
+        let row = client
             .query_one(
                 &stmt,
                 &[
@@ -331,7 +342,7 @@ impl Store {
                 ],
             )
             .await?;
-        Ok(())
+        Ok(row.try_get("delay")?)
     }
 
     /// Extends a claim while its render goes on.

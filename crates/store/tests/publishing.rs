@@ -421,3 +421,41 @@ async fn a_renderer_with_a_copy_reads_only_the_changes() {
     );
     assert!(jobs[0].list.version > v1);
 }
+
+/// A publish that shows a status change reports the time since the change's commit (the
+/// worker's `statuslist_publish_delay_seconds`); one that shows none reports nothing.
+#[tokio::test]
+async fn a_publish_reports_the_delay_from_the_status_changes_it_shows() {
+    let db = with_pool(1_000, 100).await;
+    let lease = claim(&db.store, "w").await;
+    let first = issue_one(&db.store, &lease).await;
+    let pass = || async {
+        db.store
+            .publish_due(10, 0, |_| None, |job| plain(job, 10_000))
+            .await
+            .expect("pass")
+    };
+    let report = pass().await;
+    assert_eq!(report.published.len(), 1);
+    assert!(report.change_delays.is_empty(), "{report:?}");
+    // The revocation's time is an hour ago: the delay says so.
+    db.store
+        .revoke(&first.uri, first.idx, "a")
+        .await
+        .expect("revoke");
+    db.client()
+        .await
+        .execute(
+            "UPDATE revocations SET revoked_at = now() - interval '1 hour'",
+            &[],
+        )
+        .await
+        .expect("backdate");
+    let report = pass().await;
+    assert_eq!(report.change_delays.len(), 1, "{report:?}");
+    assert!(
+        (3600.0..3700.0).contains(&report.change_delays[0]),
+        "{report:?}"
+    );
+    assert!(pass().await.published.is_empty(), "nothing due");
+}

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub leases_held: Gauge,
     /// Seconds from a revocation's notification to the publish that covered it.
     pub publish_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Seconds from a status change's commit to the publish that covered it.
+    pub publish_delay: Histogram,
     pub published: Counter,
     /// 1 while the database is usable (schema current, listener answering), else 0.
     pub database_up: Gauge,
@@ -55,6 +57,8 @@ impl Default for Metrics {
         let leases_held = Gauge::default();
         let publish_lag = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let published = Counter::default();
+        // 10 ms to about 82 s: within a second normally, minutes after an outage.
+        let publish_delay = Histogram::new(exponential_buckets(0.01, 2.0, 14));
         let database_up = Gauge::default();
         let jwks_fetch_failures = Counter::default();
         registry.register(
@@ -83,6 +87,11 @@ impl Default for Metrics {
             publish_lag.clone(),
         );
         registry.register(
+            "publish_delay_seconds",
+            "Seconds from a status change's commit (revocation, suspension, reinstatement) to the store of the first list version that shows it, per list published",
+            publish_delay.clone(),
+        );
+        registry.register(
             "lists_published",
             "Lists rendered and stored by this worker",
             published.clone(),
@@ -99,6 +108,7 @@ impl Default for Metrics {
             latency,
             leases_held,
             publish_lag,
+            publish_delay,
             published,
             database_up,
             jwks_fetch_failures,

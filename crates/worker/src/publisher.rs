@@ -143,6 +143,9 @@ impl Publisher {
             }
         }
         self.metrics.published.inc_by(report.published.len() as u64);
+        for delay in &report.change_delays {
+            self.metrics.publish_delay.observe(delay.max(0.0));
+        }
         Ok(report.published.len())
     }
 
