@@ -208,6 +208,8 @@ async fn a_real_prometheus_scrapes_every_metric_the_alerts_and_dashboard_query()
     // A worker, an issuer, and the operator on the real API server with one StatusList.
     let worker = Worker::start(&bin, "worker-0", &db.url, &[]);
     let issuer = Issuer::start(&bin, "monitoring-issuer").await;
+    // An issuer whose JWKS cannot be fetched (a closed port): its failures are a series.
+    let unreachable = Issuer::start(&bin, "monitoring-unreachable").await;
     let operator_addr = format!("127.0.0.1:{}", free_port());
     let kubeconfig = server.kubeconfig.display().to_string();
     let _operator = Process::start(
@@ -235,7 +237,8 @@ async fn a_real_prometheus_scrapes_every_metric_the_alerts_and_dashboard_query()
         "metadata": {"name": "driving-licence"},
         "spec": {"format": "Token", "baseUri": worker.url, "entriesPerList": 1000,
                  "leaseSize": 100, "deletionPolicy": "Delete", "suspension": true,
-                 "issuers": [{"clientId": issuer.client_id, "jwksUri": issuer.jwks_url}]}
+                 "issuers": [{"clientId": issuer.client_id, "jwksUri": issuer.jwks_url},
+                             {"clientId": unreachable.client_id, "jwksUri": "http://127.0.0.1:1/jwks.json"}]}
     }))
     .expect("object");
     lists
@@ -247,6 +250,8 @@ async fn a_real_prometheus_scrapes_every_metric_the_alerts_and_dashboard_query()
     })
     .await;
     let _ = statuslist_tests::service::revoke(&bin, &worker.url, &issuer, &uri, idx).await;
+    let refused = issue(&bin, &worker.url, &unreachable).await;
+    assert_eq!(refused.map_err(|(status, _)| status), Err(Some(401)));
 
     let dir = tempfile::tempdir().expect("dir");
     let worker_metrics = worker.metrics_url.trim_start_matches("http://").to_owned();

@@ -5,15 +5,6 @@ mod common;
 use common::*;
 use statuslist_store::RevokeOutcome;
 
-async fn version(db: &statuslist_store::testing::TestDb, list: &str) -> i64 {
-    db.store
-        .list(list)
-        .await
-        .expect("list")
-        .expect("exists")
-        .version
-}
-
 #[tokio::test]
 async fn revoke_not_found_other_owner_first_time_and_again() {
     let db = with_pool(10_000, 100).await;

@@ -28,15 +28,6 @@ async fn with_suspension() -> TestDb {
     db
 }
 
-async fn version(db: &TestDb, list: &str) -> i64 {
-    db.store
-        .list(list)
-        .await
-        .expect("list")
-        .expect("exists")
-        .version
-}
-
 /// `(idx, status)` of every row the publisher reads, whole (`since` None) or changed after
 /// `since`.
 async fn published(db: &TestDb, since: Option<i64>) -> Vec<(u64, u8)> {

@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use statuslist_format::VerifyingKey;
 use tokio::sync::Mutex;
 
 use crate::egress::Egress;
+pub use crate::metrics::JwksLabel;
 
 #[derive(Debug, Clone)]
 pub struct JwksSettings {
@@ -71,8 +73,9 @@ pub struct JwksCache {
     settings: JwksSettings,
     egress: Egress,
     entries: Mutex<HashMap<String, Arc<Mutex<Entry>>>>,
-    /// Failed fetches (`statuslist_jwks_fetch_failures_total`).
-    pub failures: Counter,
+    /// Failed fetches by JWKS URI (`statuslist_jwks_fetch_failures_total{jwks_uri}`): only
+    /// registered issuers' URIs are fetched, so the label set is bounded by them.
+    pub failures: Family<JwksLabel, Counter>,
 }
 
 impl std::fmt::Debug for JwksCache {
@@ -116,7 +119,7 @@ impl JwksCache {
             settings,
             egress,
             entries: Mutex::default(),
-            failures: Counter::default(),
+            failures: Family::default(),
         })
     }
 
@@ -149,7 +152,11 @@ impl JwksCache {
                 // Cached keys keep working while the endpoint is down. Fetches are at
                 // most one per issuer per `min_refetch_interval`, and so is this line.
                 Err(e) => {
-                    self.failures.inc();
+                    self.failures
+                        .get_or_create(&JwksLabel {
+                            jwks_uri: uri.to_owned(),
+                        })
+                        .inc();
                     if entry.keys.is_empty() {
                         tracing::warn!(jwks_uri = uri, error = %e, "JWKS fetch failed and no keys are cached: this issuer's requests are refused (401) until a fetch succeeds");
                     } else {

@@ -139,11 +139,20 @@ impl Leases {
         if !pool.issuing {
             return Ok(None);
         }
-        match self
+        let claimed = self
             .store
             .claim_lease(&pool.name, &self.worker, self.ttl)
-            .await
-        {
+            .await;
+        let outcome = match &claimed {
+            Ok(Some(_)) => "claimed",
+            Ok(None) => "none_free",
+            Err(_) => "failed",
+        };
+        self.metrics
+            .lease_claims
+            .get_or_create(&crate::metrics::OutcomeLabel { outcome })
+            .inc();
+        match claimed {
             Ok(Some(lease)) => {
                 let lease = Arc::new(lease);
                 *held = Some(lease.clone());

@@ -16,6 +16,20 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JwksLabel {
+    pub jwks_uri: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+/// The outcomes of `statuslist_lease_claims_total`: a lease got, none free in the pool
+/// (the operator is asked for a list), the database failed.
+pub const CLAIM_OUTCOMES: [&str; 3] = ["claimed", "none_free", "failed"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
     pub route: &'static str,
 }
@@ -25,6 +39,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Family<RouteLabel, Histogram>,
     pub leases_held: Gauge,
+    /// Lease claims by outcome ([`CLAIM_OUTCOMES`]).
+    pub lease_claims: Family<OutcomeLabel, Counter>,
     /// Seconds from a revocation's notification to the publish that covered it.
     pub publish_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Seconds from a status change's commit to the publish that covered it.
@@ -33,7 +49,7 @@ pub struct Metrics {
     /// 1 while the database is usable (schema current, listener answering), else 0.
     pub database_up: Gauge,
     /// Issuer JWKS fetches that failed ([`crate::jwks::JwksCache::failures`] shares it).
-    pub jwks_fetch_failures: Counter,
+    pub jwks_fetch_failures: Family<JwksLabel, Counter>,
     /// Failovers and the journal ([`Metrics::failover`] sets them at each scrape).
     failover: FailoverGauges,
     /// Signing through a PKCS#11 module ([`Metrics::signer`] sets them at each scrape).
@@ -55,15 +71,19 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(0.0005, 2.0, 14))
         });
         let leases_held = Gauge::default();
+        let lease_claims = Family::<OutcomeLabel, Counter>::default();
+        for outcome in CLAIM_OUTCOMES {
+            let _ = lease_claims.get_or_create(&OutcomeLabel { outcome });
+        }
         let publish_lag = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let published = Counter::default();
         // 10 ms to about 82 s: within a second normally, minutes after an outage.
         let publish_delay = Histogram::new(exponential_buckets(0.01, 2.0, 14));
         let database_up = Gauge::default();
-        let jwks_fetch_failures = Counter::default();
+        let jwks_fetch_failures = Family::<JwksLabel, Counter>::default();
         registry.register(
             "jwks_fetch_failures",
-            "Issuer JWKS fetches that failed (the issuer's cached keys, if any, stay in use)",
+            "Issuer JWKS fetches that failed, by JWKS URI (the issuer's cached keys, if any, stay in use)",
             jwks_fetch_failures.clone(),
         );
         registry.register(
@@ -80,6 +100,11 @@ impl Default for Metrics {
             "leases_held",
             "Leases this worker holds",
             leases_held.clone(),
+        );
+        registry.register(
+            "lease_claims",
+            "Lease claims by outcome: claimed, none_free (the pool has no free range; the operator is asked for a list), failed (database)",
+            lease_claims.clone(),
         );
         registry.register(
             "publish_lag_seconds",
@@ -107,6 +132,7 @@ impl Default for Metrics {
             requests,
             latency,
             leases_held,
+            lease_claims,
             publish_lag,
             publish_delay,
             published,

@@ -417,6 +417,14 @@ async fn http_caching_negotiation_and_cors() {
         "{metrics}"
     );
     assert!(metrics.contains("statuslist_leases_held"));
+    // The issuance above claimed a lease; the other outcomes are there from the start.
+    let claimed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("statuslist_lease_claims_total{outcome=\"claimed\"} "))
+        .and_then(|n| n.parse().ok())
+        .expect("claims counted");
+    assert!(claimed >= 1, "{metrics}");
+    assert!(metrics.contains("statuslist_lease_claims_total{outcome=\"none_free\"} 0"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -597,7 +605,21 @@ async fn issuer_jwks_failures_are_401_and_cached_keys_keep_working() {
             start.elapsed() < Duration::from_secs(10),
             "{mode:?} took {:?}",
             start.elapsed()
+        ); // Counted against the issuer's JWKS URI.
+        let metrics = env
+            .http
+            .get(format!("{}/metrics", env.worker.metrics_url))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        let counted = format!(
+            "statuslist_jwks_fetch_failures_total{{jwks_uri=\"{}\"}} 1",
+            env.issuers.jwks_uri("c")
         );
+        assert!(metrics.contains(&counted), "{mode:?}: {metrics}");
     }
     // Unknown kids refetch at most once per interval.
     let fetches = env.issuers.fetches("a");

@@ -79,3 +79,13 @@ pub async fn issue_one(store: &Store, lease: &Lease) -> statuslist_store::IssueO
         .await
         .expect("issue")
 }
+
+/// The version of list `list` (bumped by every status change).
+pub async fn version(db: &TestDb, list: &str) -> i64 {
+    db.store
+        .list(list)
+        .await
+        .expect("list")
+        .expect("exists")
+        .version
+}

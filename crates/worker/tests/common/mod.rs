@@ -223,7 +223,12 @@ impl TestWorker {
         let jwks = match options.egress {
             Some(egress) => JwksCache::with_egress(options.jwks, egress),
             None => JwksCache::new(options.jwks),
-        };
+        }
+        .map(|mut jwks| {
+            // Counted in the worker's metrics, as `config` wires it.
+            jwks.failures = metrics.jwks_fetch_failures.clone();
+            jwks
+        });
         let state = Arc::new(AppState {
             leases: Arc::new(Leases::new(
                 store.clone(),
