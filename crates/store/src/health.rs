@@ -13,9 +13,14 @@ enum State {
     Down(String),
 }
 
-/// Shared by every clone of a [`crate::Store`].
+/// Shared by every clone of a [`crate::Store`]: the state, the connection count, and the
+/// latest heartbeat's round trip in microseconds (0: none yet).
 #[derive(Debug, Clone, Default)]
-pub struct Health(Arc<Mutex<State>>, Arc<tokio::sync::watch::Sender<u64>>);
+pub struct Health(
+    Arc<Mutex<State>>,
+    Arc<tokio::sync::watch::Sender<u64>>,
+    Arc<std::sync::atomic::AtomicU64>,
+);
 
 impl Health {
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
@@ -34,6 +39,18 @@ impl Health {
         if connected {
             self.1.send_modify(|n| *n += 1);
         }
+    }
+
+    /// Records a heartbeat's round trip (the notification connection's `SELECT 1`).
+    pub(crate) fn round_trip(&self, took: std::time::Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        self.2.store(micros, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The latest heartbeat's round trip, while the database is up.
+    pub fn latency(&self) -> Option<std::time::Duration> {
+        let micros = self.2.load(std::sync::atomic::Ordering::Relaxed);
+        (micros > 0 && self.is_up() == Some(true)).then(|| std::time::Duration::from_micros(micros))
     }
 
     /// Counts the (re)connections of the notification listener: each is a chance that

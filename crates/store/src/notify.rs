@@ -206,10 +206,12 @@ async fn listen_once(
                     if tx.receiver_count() == 0 {
                         return Ok(());
                     }
+                    let sent = std::time::Instant::now();
                     tokio::time::timeout(HEARTBEAT_TIMEOUT, client.simple_query("SELECT 1"))
                         .await
                         .map_err(|_| format!("no answer to the heartbeat within {HEARTBEAT_TIMEOUT:?}"))?
                         .map_err(text)?;
+                    health.round_trip(sent.elapsed());
                     health.up();
                 }
             }

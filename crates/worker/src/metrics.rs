@@ -48,6 +48,8 @@ pub struct Metrics {
     pub published: Counter,
     /// 1 while the database is usable (schema current, listener answering), else 0.
     pub database_up: Gauge,
+    /// The latest heartbeat round trip to the database (seconds; NaN while down).
+    pub database_round_trip: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Issuer JWKS fetches that failed ([`crate::jwks::JwksCache::failures`] shares it).
     pub jwks_fetch_failures: Family<JwksLabel, Counter>,
     /// Failovers and the journal ([`Metrics::failover`] sets them at each scrape).
@@ -80,6 +82,7 @@ impl Default for Metrics {
         // 10 ms to about 82 s: within a second normally, minutes after an outage.
         let publish_delay = Histogram::new(exponential_buckets(0.01, 2.0, 14));
         let database_up = Gauge::default();
+        let database_round_trip = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let jwks_fetch_failures = Family::<JwksLabel, Counter>::default();
         registry.register(
             "jwks_fetch_failures",
@@ -122,6 +125,11 @@ impl Default for Metrics {
             published.clone(),
         );
         registry.register(
+            "database_round_trip_seconds",
+            "Round trip of the latest heartbeat (SELECT 1, every second) on the worker's notification connection; NaN while the database is down",
+            database_round_trip.clone(),
+        );
+        registry.register(
             "database_up",
             "1 while the database is usable (schema current, notification connection answering)",
             database_up.clone(),
@@ -137,6 +145,7 @@ impl Default for Metrics {
             publish_delay,
             published,
             database_up,
+            database_round_trip,
             jwks_fetch_failures,
             failover,
             signer,

@@ -552,6 +552,13 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .metrics
         .database_up
         .set(i64::from(database_up(&state).is_ok()));
+    state.metrics.database_round_trip.set(
+        state
+            .store
+            .health()
+            .latency()
+            .map_or(f64::NAN, |d| d.as_secs_f64()),
+    );
     state.metrics.failover(&state.store.failover_stats());
     state.metrics.signer(state.keys.token().map(|t| t.as_ref()));
     (

@@ -425,6 +425,7 @@ async fn http_caching_negotiation_and_cors() {
         .expect("claims counted");
     assert!(claimed >= 1, "{metrics}");
     assert!(metrics.contains("statuslist_lease_claims_total{outcome=\"none_free\"} 0"));
+    assert!(metrics.contains("statuslist_database_round_trip_seconds "));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
