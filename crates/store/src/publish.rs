@@ -372,6 +372,28 @@ impl Store {
         Ok(())
     }
 
+    /// Live lists whose stored artifacts are older than their version (a status change
+    /// not published yet), and how many seconds the oldest has waited since its first
+    /// unpublished change: the publishing backlog of the whole database.
+    pub async fn publish_backlog(&self) -> Result<(i64, f64)> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(
+                    "SELECT count(*),
+                            coalesce(extract(epoch FROM clock_timestamp() - min(
+                                (SELECT min(r.revoked_at) FROM revocations r
+                                 WHERE r.list_id = c.list_id AND r.version > c.published_version))), 0)::float8
+                     FROM list_publish c JOIN lists l ON l.id = c.list_id
+                     WHERE l.state IN ('Active', 'Full') AND c.published_version < l.version",
+                )
+                .await?;
+            let row = client.query_one(&stmt, &[]).await?;
+            Ok((row.try_get(0)?, row.try_get(1)?))
+        })
+        .await
+    }
+
     /// Ids of every live list with a stored artifact: what GETs can be answered for
     /// (workers answer other ids with 404 without asking the database each time).
     pub async fn servable_list_ids(&self) -> Result<Vec<String>> {

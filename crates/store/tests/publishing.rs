@@ -451,7 +451,11 @@ async fn a_publish_reports_the_delay_from_the_status_changes_it_shows() {
         )
         .await
         .expect("backdate");
+    let (lists, oldest) = db.store.publish_backlog().await.expect("backlog");
+    assert_eq!(lists, 1);
+    assert!((3600.0..3700.0).contains(&oldest), "{oldest}");
     let report = pass().await;
+    assert_eq!(db.store.publish_backlog().await.expect("backlog"), (0, 0.0));
     assert_eq!(report.change_delays.len(), 1, "{report:?}");
     assert!(
         (3600.0..3700.0).contains(&report.change_delays[0]),

@@ -48,6 +48,10 @@ pub struct Metrics {
     pub published: Counter,
     /// 1 while the database is usable (schema current, listener answering), else 0.
     pub database_up: Gauge,
+    /// The database's publishing backlog (read at each scrape): lists whose version is
+    /// ahead of their artifacts, and how long the oldest unpublished change has waited.
+    pub lists_awaiting_publish: Gauge,
+    pub publish_backlog_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// The latest heartbeat round trip to the database (seconds; NaN while down).
     pub database_round_trip: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Issuer JWKS fetches that failed ([`crate::jwks::JwksCache::failures`] shares it).
@@ -82,6 +86,18 @@ impl Default for Metrics {
         // 10 ms to about 82 s: within a second normally, minutes after an outage.
         let publish_delay = Histogram::new(exponential_buckets(0.01, 2.0, 14));
         let database_up = Gauge::default();
+        let lists_awaiting_publish = Gauge::default();
+        let publish_backlog_oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "lists_awaiting_publish",
+            "Live lists whose latest status changes are not published yet (the whole database, read at each scrape)",
+            lists_awaiting_publish.clone(),
+        );
+        registry.register(
+            "publish_backlog_oldest_seconds",
+            "Seconds the oldest unpublished status change has waited since its commit (0: none waits; read at each scrape)",
+            publish_backlog_oldest.clone(),
+        );
         let database_round_trip = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let jwks_fetch_failures = Family::<JwksLabel, Counter>::default();
         registry.register(
@@ -145,6 +161,8 @@ impl Default for Metrics {
             publish_delay,
             published,
             database_up,
+            lists_awaiting_publish,
+            publish_backlog_oldest,
             database_round_trip,
             jwks_fetch_failures,
             failover,

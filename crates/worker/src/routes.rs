@@ -559,6 +559,11 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             .latency()
             .map_or(f64::NAN, |d| d.as_secs_f64()),
     );
+    // Kept as last read while the database does not answer.
+    if let Ok((lists, oldest)) = state.store.publish_backlog().await {
+        state.metrics.lists_awaiting_publish.set(lists);
+        state.metrics.publish_backlog_oldest.set(oldest.max(0.0));
+    }
     state.metrics.failover(&state.store.failover_stats());
     state.metrics.signer(state.keys.token().map(|t| t.as_ref()));
     (
