@@ -515,6 +515,31 @@ impl Env {
     }
 }
 
+/// A `POST` to the worker at `base` that declares a `Content-Length` of `declared` bytes
+/// (as `application/jwt`) and sends none of them, then reads the answer: how a client
+/// with a body over the limit meets a refusal on the declared length. (Sending such a
+/// body whole races the server closing the connection once it has answered: the client
+/// may get a broken pipe instead of the answer.)
+pub async fn post_declared(base: &str, path: &str, declared: usize) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/jwt\r\nContent-Length: {declared}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("read");
+    let answer = String::from_utf8(answer).expect("utf8");
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
 pub async fn post_to(
     http: &reqwest::Client,
     base: &str,
