@@ -403,15 +403,7 @@ async fn http_caching_negotiation_and_cors() {
     assert_eq!(env.get_status("/readyz").await, 200);
     // Metrics are on their own port only: the public one (what an Ingress routes) has none.
     assert_eq!(env.get_status("/metrics").await, 404);
-    let metrics = env
-        .http
-        .get(format!("{}/metrics", env.worker.metrics_url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
+    let metrics = env.metrics_text().await;
     assert!(
         metrics.contains("statuslist_http_requests_total"),
         "{metrics}"
@@ -606,16 +598,9 @@ async fn issuer_jwks_failures_are_401_and_cached_keys_keep_working() {
             start.elapsed() < Duration::from_secs(10),
             "{mode:?} took {:?}",
             start.elapsed()
-        ); // Counted against the issuer's JWKS URI.
-        let metrics = env
-            .http
-            .get(format!("{}/metrics", env.worker.metrics_url))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics body");
+        );
+        // Counted against the issuer's JWKS URI.
+        let metrics = env.metrics_text().await;
         let counted = format!(
             "statuslist_jwks_fetch_failures_total{{jwks_uri=\"{}\"}} 1",
             env.issuers.jwks_uri("c")

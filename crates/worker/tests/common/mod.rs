@@ -410,6 +410,18 @@ impl Env {
             .expect("get")
     }
 
+    /// The worker's `/metrics` (on its metrics port).
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.worker.metrics_url))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
     /// Status code of a GET on the worker.
     pub async fn get_status(&self, path: &str) -> u16 {
         self.get(path).await.status().as_u16()
