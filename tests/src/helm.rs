@@ -11,10 +11,7 @@ pub fn helm() -> Option<PathBuf> {
     if let Some(h) = std::env::var_os("HELM").filter(|h| !h.is_empty()) {
         return Some(PathBuf::from(h));
     }
-    let path = std::env::var_os("PATH")?;
-    let found = std::env::split_paths(&path)
-        .map(|d| d.join("helm"))
-        .find(|p| p.is_file());
+    let found = crate::on_path("helm");
     if found.is_none() {
         eprintln!("skipped: no helm (set HELM or put helm on PATH)");
     }

@@ -15,23 +15,14 @@ use serde_json::{Value, json};
 use statuslist_crd::StatusList;
 use statuslist_store::testing::TestDb;
 use statuslist_tests::envtest::{eventually, install_crd};
-use statuslist_tests::helm::helm;
+use statuslist_tests::helm::{helm, template};
 use statuslist_tests::process::{Process, free_port};
 use statuslist_tests::service::{Issuer, Worker, binary, issue};
-use statuslist_tests::{repo_root, require_apiserver};
+use statuslist_tests::{on_path, repo_root, require_apiserver};
 
 const ALERTS: &str = "charts/statuslist/files/alerts.yaml";
 const ALERT_TESTS: &str = "tests/monitoring/alerts.test.yaml";
 const DASHBOARD: &str = "charts/statuslist/files/dashboard.json";
-
-/// `name` on PATH.
-fn tool(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    })
-}
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(repo_root().join(path)).expect("read")
@@ -70,7 +61,7 @@ fn queried_metrics() -> BTreeSet<String> {
 
 #[test]
 fn every_alert_passes_promtool_and_fires_in_its_unit_test() {
-    let Some(promtool) = tool("promtool") else {
+    let Some(promtool) = on_path("promtool") else {
         eprintln!("promtool not found: skipped (apt-get install prometheus)");
         return;
     };
@@ -117,27 +108,17 @@ fn the_chart_ships_the_same_rules_and_dashboard() {
         eprintln!("helm not found: skipped");
         return;
     };
-    let out = std::process::Command::new(&helm_bin)
-        .args([
-            "template",
-            "x",
-            "charts/statuslist",
+    let docs = template(
+        &helm_bin,
+        "x",
+        "default",
+        &[
             "--set",
             "prometheusRule.enabled=true,grafanaDashboard.enabled=true",
             "--api-versions",
             "monitoring.coreos.com/v1/PrometheusRule",
-        ])
-        .current_dir(repo_root())
-        .output()
-        .expect("helm");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_slice(&out.stdout)
-        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
-        .collect();
     let rule = docs
         .iter()
         .find(|d| d["kind"] == "PrometheusRule")
@@ -158,13 +139,10 @@ fn the_chart_ships_the_same_rules_and_dashboard() {
     let file: Value = serde_json::from_str(&read(DASHBOARD)).expect("JSON");
     assert_eq!(shipped, file);
     // Off by default.
-    let out = std::process::Command::new(&helm_bin)
-        .args(["template", "x", "charts/statuslist"])
-        .current_dir(repo_root())
-        .output()
-        .expect("helm");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!text.contains("kind: PrometheusRule") && !text.contains("x-statuslist-dashboard"));
+    let docs = template(&helm_bin, "x", "default", &[]);
+    assert!(!docs.iter().any(
+        |d| d["kind"] == "PrometheusRule" || d["metadata"]["name"] == "x-statuslist-dashboard"
+    ));
 }
 
 async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
@@ -194,7 +172,7 @@ scrape_configs:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_scrapes_every_metric_the_alerts_and_dashboard_query() {
-    let Some(prometheus) = tool("prometheus") else {
+    let Some(prometheus) = on_path("prometheus") else {
         eprintln!("prometheus not found: skipped (apt-get install prometheus)");
         return;
     };
