@@ -5,6 +5,7 @@
 pub mod envtest;
 pub mod failover;
 pub mod helm;
+pub mod otlp;
 pub mod process;
 pub mod proxy;
 pub mod service;

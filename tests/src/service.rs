@@ -45,6 +45,8 @@ pub struct Issuer {
     pub client_id: String,
     pub key: PathBuf,
     pub jwks_url: String,
+    /// The head (request line and headers) of every request its JWKS endpoint received.
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
     _server: std::thread::JoinHandle<()>,
 }
@@ -59,20 +61,23 @@ impl Issuer {
         let doc = std::fs::read(&jwks).expect("jwks");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("address");
-        let server = std::thread::spawn(move || serve_file(listener, doc));
+        let requests = std::sync::Arc::<std::sync::Mutex<Vec<String>>>::default();
+        let seen = requests.clone();
+        let server = std::thread::spawn(move || {
+            serve_json_to(listener, move |head| {
+                seen.lock().expect("lock").push(head.to_owned());
+                Some(doc.clone())
+            })
+        });
         Self {
             client_id: client_id.to_owned(),
             key,
             jwks_url: format!("http://{addr}/jwks.json"),
+            requests,
             _dir: dir,
             _server: server,
         }
     }
-}
-
-/// Answers every HTTP request with `body` as JSON (a JWKS endpoint, nothing more).
-fn serve_file(listener: std::net::TcpListener, body: Vec<u8>) {
-    serve_json(listener, move || Some(body.clone()));
 }
 
 /// Answers every HTTP request, each on a thread of its own, with what `answer` returns
@@ -81,6 +86,14 @@ fn serve_file(listener: std::net::TcpListener, body: Vec<u8>) {
 pub fn serve_json(
     listener: std::net::TcpListener,
     answer: impl Fn() -> Option<Vec<u8>> + Send + Sync + 'static,
+) {
+    serve_json_to(listener, move |_| answer());
+}
+
+/// [`serve_json`], `answer` given each request's head (request line and headers).
+pub fn serve_json_to(
+    listener: std::net::TcpListener,
+    answer: impl Fn(&str) -> Option<Vec<u8>> + Send + Sync + 'static,
 ) {
     use std::io::{Read, Write};
     let answer = std::sync::Arc::new(answer);
@@ -97,7 +110,13 @@ pub fn serve_json(
                     Ok(n) => request.extend_from_slice(&buf[..n]),
                 }
             }
-            let Some(body) = answer() else { return };
+            let end = request
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .unwrap_or(request.len());
+            let Some(body) = answer(&String::from_utf8_lossy(&request[..end])) else {
+                return;
+            };
             let head = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                 body.len()
@@ -238,12 +257,20 @@ impl Worker {
 
 /// The operator's reconcile core on a manifest directory.
 pub fn operator_on_manifests(bin: &Path, name: &str, database_url: &str, dir: &Path) -> Process {
-    Process::start(
-        name,
-        bin,
-        &["operator", "--manifests", path(dir)],
-        &[("DATABASE_URL", database_url), ("RUST_LOG", "info")],
-    )
+    operator_on_manifests_with(bin, name, database_url, dir, &[])
+}
+
+/// [`operator_on_manifests`] with more environment variables.
+pub fn operator_on_manifests_with(
+    bin: &Path,
+    name: &str,
+    database_url: &str,
+    dir: &Path,
+    extra: &[(&str, &str)],
+) -> Process {
+    let mut env = vec![("DATABASE_URL", database_url), ("RUST_LOG", "info")];
+    env.extend_from_slice(extra);
+    Process::start(name, bin, &["operator", "--manifests", path(dir)], &env)
 }
 
 /// The operator's reconcile core on a directory holding one manifest: Token pool `pool` of
@@ -405,5 +432,25 @@ pub async fn issue_eventually(
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await, // polling a condition
         }
+    }
+}
+
+/// Waits until `url`/readyz answers 200.
+pub async fn wait_ready(http: &reqwest::Client, url: &str, timeout: Duration) {
+    let until = tokio::time::Instant::now() + timeout;
+    loop {
+        let ready = http
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "{url} not ready within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await; // polling a condition
     }
 }

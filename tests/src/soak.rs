@@ -27,7 +27,7 @@ use statuslist_format::{SigningKey, Status};
 
 use crate::process::{Process, free_port};
 use crate::proxy::Proxy;
-use crate::service::Pool;
+use crate::service::{Pool, wait_ready};
 
 /// Length and seed of a run.
 #[derive(Debug, Clone)]
@@ -1301,22 +1301,5 @@ pub async fn run(bin: &Path, profile: &Profile) -> Summary {
 fn signal_worker(cluster: &Cluster, w: usize, signal: &str) {
     if let Some(worker) = &cluster.workers.lock().expect("workers")[w] {
         worker.signal(signal);
-    }
-}
-
-/// Waits until `url`/readyz answers 200.
-async fn wait_ready(http: &reqwest::Client, url: &str, timeout: Duration) {
-    let until = Instant::now() + timeout;
-    loop {
-        let ready = http
-            .get(format!("{url}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ready {
-            return;
-        }
-        assert!(Instant::now() < until, "{url} not ready within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await; // polling a condition
     }
 }

@@ -75,6 +75,10 @@ async fn every_rendered_object_passes_a_server_side_dry_run() {
         "--set",
         "worker.jwksAllowCidrs={10.20.0.0/16,fd00:1::/64}",
         "--set",
+        "tracing.otlpEndpoint=http://otel-collector.observability:4318,tracing.collectorCidr=10.30.0.0/16",
+        "--set",
+        "tracing.sampler=parentbased_traceidratio,tracing.samplerArg=0.25",
+        "--set",
         "database.tls.caConfigMap=pg-ca,database.tls.clientCertSecret=pg-client",
         "--api-versions",
         "monitoring.coreos.com/v1/PodMonitor",
@@ -329,6 +333,95 @@ fn the_disruption_budget_allows_a_drain_and_both_deployments_take_the_log_format
                 "{name}: no LOG_FORMAT={format}"
             );
         }
+    }
+}
+
+/// `tracing.otlpEndpoint` turns traces on in both deployments with the sampler given (and,
+/// with network policies, egress to the collector); unset, no OpenTelemetry variable is
+/// set at all; a sampler or ratio OpenTelemetry does not know is refused by the schema.
+#[test]
+fn tracing_reaches_both_deployments_only_when_an_endpoint_is_set() {
+    let Some(helm) = helm::helm() else { return };
+    let env_of = |docs: &[Value], name: &str| -> Vec<(String, String)> {
+        let deployment = docs
+            .iter()
+            .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}"));
+        deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .filter(|e| e["name"].as_str().is_some_and(|n| n.starts_with("OTEL_")))
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap_or_default().to_owned(),
+                    e["value"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let off = helm::template(
+        &helm,
+        "off",
+        "off",
+        &["--set", "networkPolicy.enabled=true"],
+    );
+    for name in ["off-statuslist-operator", "off-statuslist-worker"] {
+        assert_eq!(env_of(&off, name), [], "{name}");
+    }
+    let on = helm::template(
+        &helm,
+        "on",
+        "obs",
+        &[
+            "--set",
+            "tracing.otlpEndpoint=http://collector:4318,tracing.sampler=parentbased_traceidratio,tracing.samplerArg=0.01",
+            "--set",
+            "networkPolicy.enabled=true,tracing.collectorCidr=10.30.0.0/16",
+        ],
+    );
+    for name in ["on-statuslist-operator", "on-statuslist-worker"] {
+        let env = env_of(&on, name);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(
+            get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            Some("http://collector:4318"),
+            "{name}"
+        );
+        assert_eq!(get("OTEL_TRACES_SAMPLER"), Some("parentbased_traceidratio"));
+        assert_eq!(get("OTEL_TRACES_SAMPLER_ARG"), Some("0.01"));
+        assert_eq!(
+            get("OTEL_RESOURCE_ATTRIBUTES"),
+            Some("service.namespace=obs/on,k8s.namespace.name=obs")
+        );
+        let policy = on
+            .iter()
+            .find(|d| d["kind"] == "NetworkPolicy" && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no NetworkPolicy {name}"));
+        let egress = policy["spec"]["egress"].as_array().expect("egress");
+        assert!(
+            egress.iter().any(|rule| rule["ports"][0]["port"] == 4318
+                && rule["to"][0]["ipBlock"]["cidr"] == "10.30.0.0/16"),
+            "{name}: no egress to the collector: {egress:?}"
+        );
+    }
+    for bad in [
+        "tracing.sampler=sometimes",
+        "tracing.samplerArg=2",
+        "tracing.otlpEndpoint=collector:4318",
+    ] {
+        let out = std::process::Command::new(&helm)
+            .args(["template", "bad"])
+            .arg(statuslist_tests::repo_root().join("charts/statuslist"))
+            .args(["--set", bad])
+            .output()
+            .expect("helm");
+        assert!(!out.status.success(), "{bad} accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("tracing"),
+            "{bad}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

@@ -80,3 +80,30 @@ capabilities:
 {{- define "statuslist.leaseName" -}}{{ include "statuslist.fullname" . }}-operator{{- end -}}
 {{/* Helm's record of this revision (its default Secret storage). */}}
 {{- define "statuslist.helmRecord" -}}sh.helm.release.v1.{{ .Release.Name }}.v{{ .Release.Revision }}{{- end -}}
+{{- define "statuslist.tracingEnv" -}}
+{{- with .Values.tracing.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ $.Values.tracing.sampler | quote }}
+{{- with $.Values.tracing.samplerArg }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ . | quote }}
+{{- end }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: "service.namespace={{ $.Release.Namespace }}/{{ $.Release.Name }},k8s.namespace.name={{ $.Release.Namespace }}"
+{{- end }}
+{{- end -}}
+{{- define "statuslist.tracingEgress" -}}
+{{- if .Values.tracing.otlpEndpoint }}
+# The OpenTelemetry collector (traces)
+- ports:
+    - port: {{ .Values.tracing.collectorPort }}
+      protocol: TCP
+  {{- with .Values.tracing.collectorCidr }}
+  to:
+    - ipBlock:
+        cidr: {{ . }}
+  {{- end }}
+{{- end }}
+{{- end -}}

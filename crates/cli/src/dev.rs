@@ -51,7 +51,7 @@ fn program() -> String {
 }
 
 pub async fn run(args: DevArgs) -> Result<(), String> {
-    statuslist_process::init_tracing(LogFormat::Text);
+    let _telemetry = statuslist_process::init_tracing(LogFormat::Text, "statuslist")?;
     // Held until the end: dropping it stops the server and deletes its data.
     let mut server = None;
     let url = match &args.database_url {

@@ -186,7 +186,7 @@ async fn check(State(issuer): State<Arc<Issuer>>, Query(which): Query<Which>) ->
 }
 
 pub async fn run(args: DevIssuerArgs) -> Result<(), String> {
-    statuslist_process::init_tracing(args.log_format);
+    let _telemetry = statuslist_process::init_tracing(args.log_format, "statuslist-dev-issuer")?;
     if args.client_ids.is_empty() {
         return Err("at least one --client-id".into());
     }

@@ -88,10 +88,19 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Operator(args) => statuslist_operator::process::operator(args).await,
         Command::Worker(args) => {
-            statuslist_process::init_tracing(args.log_format);
-            statuslist_worker::config::run(*args, statuslist_process::shutdown_signal())
-                .await
-                .map_err(|e| e.to_string())
+            match statuslist_process::init_tracing(args.log_format, "statuslist-worker") {
+                Ok(telemetry) => {
+                    let result = statuslist_worker::config::run(
+                        *args,
+                        statuslist_process::shutdown_signal(),
+                    )
+                    .await
+                    .map_err(|e| e.to_string());
+                    telemetry.shutdown(std::time::Duration::from_secs(5)).await;
+                    result
+                }
+                Err(e) => Err(e),
+            }
         }
         Command::Dev(args) => dev::run(args).await,
         Command::Crd { helm } => {

@@ -445,6 +445,7 @@ async fn cleanup(obj: Arc<DynamicObject>, ctx: &Context) -> Result<Action, Error
     Ok(Action::await_change())
 }
 
+#[tracing::instrument(name = "reconcile", skip_all, fields(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any()))]
 pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciles.inc();
     let namespace = obj.namespace().unwrap_or_default();

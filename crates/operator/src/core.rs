@@ -195,6 +195,7 @@ const PURGE_BUDGET: std::time::Duration = std::time::Duration::from_millis(500);
 /// the entries of dead lists removed, a bounded share per pass), and the capacity
 /// measured. Every step is idempotent and locked, so two reconcilers running at once
 /// leave what one would.
+#[tracing::instrument(level = "debug", name = "pool.prepare", skip_all, fields(pool = %pool.name))]
 pub async fn prepare(store: &Store, pool: &PoolSpec, now: i64) -> Result<PoolReport, StoreError> {
     let outcome = store.apply_pool(pool).await?;
     // After a failover, before anything counts capacity: the lists issuing before it
@@ -234,6 +235,7 @@ pub async fn prepare(store: &Store, pool: &PoolSpec, now: i64) -> Result<PoolRep
 }
 
 /// Provisions a list when the report says one is needed, and measures capacity again.
+#[tracing::instrument(level = "debug", name = "pool.provision", skip_all, fields(pool = %pool.name))]
 pub async fn provision(
     store: &Store,
     pool: &PoolSpec,

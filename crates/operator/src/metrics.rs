@@ -69,6 +69,7 @@ impl std::fmt::Debug for Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("statuslist_operator");
+        statuslist_process::telemetry::register_metrics(&mut registry);
         let reconciles = Counter::default();
         let failures = Family::<Reason, Counter>::default();
         let provisioning = Histogram::new(exponential_buckets(0.005, 2.0, 12));

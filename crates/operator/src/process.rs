@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument as _;
+
 use crate::controller::Context;
 use crate::core;
 use crate::leader::{Election, Stop, serve};
@@ -136,7 +138,11 @@ pub async fn reconcile_manifests(store: &Store, dir: &Path, known: &mut Known) -
         }
     }
     for (pool, _) in next.values() {
-        match core::reconcile_pool(store, pool, unix_now()).await {
+        let span = tracing::info_span!("reconcile", pool = %pool.name);
+        match core::reconcile_pool(store, pool, unix_now())
+            .instrument(span)
+            .await
+        {
             Ok(report) => {
                 short |= report.capacity_low() && report.conflicts.is_empty();
                 for list in &report.provisioned {
@@ -229,7 +235,13 @@ pub async fn watch_manifests(
 }
 
 pub async fn operator(args: OperatorArgs) -> Result<(), String> {
-    statuslist_process::init_tracing(args.log_format);
+    let telemetry = statuslist_process::init_tracing(args.log_format, "statuslist-operator")?;
+    let result = run(args).await;
+    telemetry.shutdown(Duration::from_secs(5)).await;
+    result
+}
+
+async fn run(args: OperatorArgs) -> Result<(), String> {
     // Started before the database answers: migrations are retried in the background.
     let store = Store::start(&StoreConfig::new(&args.database_url)).map_err(|e| e.to_string())?;
     if let Some(dir) = args.manifests {

@@ -12,25 +12,73 @@ pub enum LogFormat {
     Text,
 }
 
-/// Installs the process's tracing subscriber (once; later calls do nothing). `RUST_LOG`
-/// filters; dependencies speak at warn unless it says otherwise (tokio_postgres logs every
-/// server notice at info).
-pub fn init_tracing(format: LogFormat) {
+pub mod telemetry;
+
+pub use telemetry::Telemetry;
+
+/// Installs the process's tracing subscriber (once; later calls do nothing but return a
+/// [`Telemetry`] that exports nothing): log lines as `format` says, filtered by
+/// `RUST_LOG` (dependencies speak at warn unless it says otherwise: tokio_postgres logs
+/// every server notice at info), and, when the environment configures an OTLP endpoint
+/// ([`telemetry`]), this project's spans at info and above exported as `service` (unless
+/// `OTEL_SERVICE_NAME` names it), whatever `RUST_LOG` keeps in the log. Runs inside a
+/// Tokio runtime (the export task is spawned on it). An OpenTelemetry setting that cannot
+/// be honoured is an error.
+pub fn init_tracing(format: LogFormat, service: &str) -> Result<Telemetry, String> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
             "info,tokio_postgres=warn,deadpool=warn,hyper=warn,hyper_util=warn,reqwest=warn,rustls=warn,tower=warn",
         )
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match format {
+    let log = match format {
         // The enclosing spans once (`spans`), not also the innermost again (`span`).
-        LogFormat::Json => builder
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
     };
+    let settings = telemetry::Settings::from_env(|name| std::env::var(name).ok())?;
+    let (telemetry, tracer) = match settings {
+        Some(settings) => {
+            let (telemetry, tracer) = telemetry::start(settings, service)?;
+            (telemetry, Some(tracer))
+        }
+        None => (Telemetry::default(), None),
+    };
+    // This project's spans down to debug (the inner ones: verification, JWKS fetch, lease
+    // claim, store, batch flush, publication steps) and its events at info and above (as
+    // span events). Decided once per call site, so nothing else pays per event.
+    let exported = |meta: &tracing::Metadata<'_>| {
+        meta.target().starts_with("statuslist")
+            && *meta.level()
+                <= if meta.is_span() {
+                    tracing::Level::DEBUG
+                } else {
+                    tracing::Level::INFO
+                }
+    };
+    let spans = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(
+                tracing_subscriber::filter::FilterFn::new(exported)
+                    .with_max_level_hint(tracing_subscriber::filter::LevelFilter::DEBUG),
+            )
+    });
+    let _ = tracing_subscriber::registry()
+        .with(log.with_filter(filter))
+        .with(spans)
+        .try_init();
+    if telemetry.enabled() {
+        tracing::info!(service, "OpenTelemetry trace export on");
+    }
+    Ok(telemetry)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -14,6 +14,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::error::SqlState;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::StoreError;
@@ -30,6 +31,8 @@ pub(crate) trait Statement: Send + Sync + 'static {
     type Answer: Send + 'static;
     /// What a timeout or failure names.
     const WHAT: &'static str;
+    /// The name of a batch's span (traces).
+    const SPAN: &'static str;
     /// Which flusher a row goes to: `None`, any free one (one shared queue); `Some(key)`,
     /// always the same one for the same key, so that batches of different flushers touch
     /// disjoint rows (revocations: by list, so flushers never wait on each other's list
@@ -55,6 +58,7 @@ impl Statement for Insert {
     type Row = Row;
     type Answer = bool;
     const WHAT: &'static str = "issuance batch";
+    const SPAN: &'static str = "issuance.flush";
 
     async fn execute(client: &crate::Conn, rows: &[&Row]) -> Result<Vec<bool>, StoreError> {
         let inserted = insert(client, rows).await?;
@@ -127,6 +131,7 @@ impl Statement for Revoke {
     type Row = RevokeRow;
     type Answer = Option<i64>;
     const WHAT: &'static str = "revocation batch";
+    const SPAN: &'static str = "revocation.flush";
     const SHARDED: bool = true;
     /// Two: one batch runs while the other commits, and the 64 revocations in flight
     /// under load form two batches of ~32 rather than four of ~16 over lists of their
@@ -182,11 +187,14 @@ async fn revoke_rows(
 }
 
 type Reply<S> = oneshot::Sender<Result<<S as Statement>::Answer, Failure>>;
-type Queue<S> = mpsc::UnboundedReceiver<(<S as Statement>::Row, Reply<S>)>;
+/// A queued row, its reply, and the span of the request that sent it (the batch's span
+/// links to it).
+type Queued<S> = (<S as Statement>::Row, Reply<S>, tracing::Span);
+type Queue<S> = mpsc::UnboundedReceiver<Queued<S>>;
 
 pub(crate) struct Batcher<S: Statement> {
     /// One queue shared by every flusher, or one queue per flusher (sharded statements).
-    txs: Vec<mpsc::UnboundedSender<(S::Row, Reply<S>)>>,
+    txs: Vec<mpsc::UnboundedSender<Queued<S>>>,
     /// Rows submitted and not answered yet.
     in_flight: Arc<AtomicUsize>,
 }
@@ -260,7 +268,7 @@ impl<S: Statement> Batcher<S> {
         let Some(tx) = self.txs.get(queue) else {
             return Err(stopped());
         };
-        if tx.send((row, reply)).is_err() {
+        if tx.send((row, reply, tracing::Span::current())).is_err() {
             return Err(stopped());
         }
         answer.await.unwrap_or_else(|_| Err(stopped()))
@@ -294,17 +302,26 @@ async fn flusher<S: Statement>(pool: Pool, rx: Arc<Mutex<Queue<S>>>, timeout: Du
             }
         }
         // Callers that gave up (timeout) need no row.
-        batch.retain(|(_, reply)| !reply.is_closed());
+        batch.retain(|(_, reply, _)| !reply.is_closed());
         if batch.is_empty() {
             continue;
+        }
+        // A trace of its own, linked to each request it carries.
+        let span = tracing::debug_span!(
+            "flush",
+            otel.name = S::SPAN,
+            db.operation.batch.size = batch.len()
+        );
+        for (_, _, from) in &batch {
+            span.follows_from(from);
         }
         let deadline = tokio::time::Instant::now() + timeout;
         let run = async {
             let client = crate::Conn::get(&pool, deadline).await?;
-            let rows: Vec<&S::Row> = batch.iter().map(|(row, _)| row).collect();
+            let rows: Vec<&S::Row> = batch.iter().map(|(row, _, _)| row).collect();
             S::execute(&client, &rows).await
         };
-        let outcome = match tokio::time::timeout_at(deadline, run).await {
+        let outcome = match tokio::time::timeout_at(deadline, run.instrument(span)).await {
             Ok(Ok(answers)) if answers.len() != batch.len() => Err(StoreError::Internal(format!(
                 "{}: {} answers for {} rows",
                 S::WHAT,
@@ -316,7 +333,7 @@ async fn flusher<S: Statement>(pool: Pool, rx: Arc<Mutex<Queue<S>>>, timeout: Du
         };
         match outcome {
             Ok(answers) => {
-                for ((_, reply), answer) in batch.into_iter().zip(answers) {
+                for ((_, reply, _), answer) in batch.into_iter().zip(answers) {
                     let _ = reply.send(Ok(answer));
                 }
             }
@@ -331,7 +348,7 @@ async fn flusher<S: Statement>(pool: Pool, rx: Arc<Mutex<Queue<S>>>, timeout: Du
                 let message = e.to_string();
                 let unavailable = e.is_unavailable();
                 let mut first = Some(e);
-                for (_, reply) in batch {
+                for (_, reply, _) in batch {
                     let failure = if retry_alone {
                         Failure::RetryAlone
                     } else if let Some(e) = first.take() {

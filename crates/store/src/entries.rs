@@ -98,6 +98,7 @@ impl Store {
     /// `(client_id, jti)` makes concurrent duplicates produce one entry; `(list_id, idx)`
     /// and `(list_id, position)` make a double allocation impossible even if everything
     /// above failed.
+    #[tracing::instrument(level = "debug", name = "issuance.store", skip_all, fields(list = %lease.list.id, batched = tracing::field::Empty))]
     pub async fn issue(&self, lease: &Lease, req: &IssueRequest) -> Result<IssueOutcome> {
         self.bounded(async {
             for _ in 0..MAX_POSITION_RETRIES {
@@ -122,6 +123,7 @@ impl Store {
                 };
                 let batcher = self.batcher();
                 let (_in_flight, alone) = batcher.enter();
+                tracing::Span::current().record("batched", !alone);
                 let mut outcome = if alone {
                     Err(Failure::RetryAlone)
                 } else {
@@ -310,6 +312,7 @@ impl Store {
     /// clientId dropped by one pool and registered in another has no power over what it
     /// issued under the first. Bumps the list's version in the same statement and wakes the publishers;
     /// concurrent revocations share one statement and one commit (see `batch`).
+    #[tracing::instrument(level = "debug", name = "revocation.store", skip_all, fields(batched = tracing::field::Empty))]
     pub async fn revoke(&self, uri: &str, idx: u64, client_id: &str) -> Result<RevokeOutcome> {
         let Ok(idx) = i64::try_from(idx) else {
             return Ok(RevokeOutcome::NotFound);
@@ -322,6 +325,7 @@ impl Store {
             };
             let revoker = self.revoker();
             let (_in_flight, alone) = revoker.enter();
+            tracing::Span::current().record("batched", !alone);
             let mut outcome = if alone {
                 Err(Failure::RetryAlone)
             } else {
@@ -391,6 +395,7 @@ impl Store {
     /// authority as [`Store::revoke`], in a pool that allows suspension. Moves the list's
     /// version and wakes the publishers when the status changed; a revoked entry stays
     /// revoked. One statement (`statuslist_set_status`).
+    #[tracing::instrument(level = "debug", name = "status.store", skip_all)]
     pub async fn set_suspended(
         &self,
         uri: &str,
@@ -453,6 +458,7 @@ impl Store {
     /// transaction is rolled back and its position returned. Entries revoked before keep
     /// their time; a repeated entry gets the same answer twice. Publishers hear of the
     /// lists and the failover journal of the entries only after the commit.
+    #[tracing::instrument(level = "debug", name = "revocation.batch", skip_all, fields(entries = entries.len()))]
     pub async fn revoke_all(
         &self,
         entries: &[(String, u64)],

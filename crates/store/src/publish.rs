@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use crate::lists::{LIST_COLUMNS, ListInfo, list_from_row};
 use crate::notify::CHANNEL_PUBLISHED;
@@ -165,6 +166,14 @@ impl Store {
             let Some(mut job) = self.bounded(self.claim_publish(now, token, &done)).await? else {
                 break;
             };
+            // One trace per list published: read, render (compress, sign), store.
+            let span = tracing::debug_span!(
+                "publish",
+                list = %job.list.id,
+                version = job.list.version,
+                format = ?job.list.format,
+                changes = tracing::field::Empty
+            );
             // Read after the version: the content is at least as new as the version
             // claimed (a revocation commits its entries with the version bump that
             // covers them). The claim is kept while a large list is read.
@@ -175,7 +184,9 @@ impl Store {
                     token,
                     self.bounded(self.entries_of(&job.list.id, since)),
                 )
+                .instrument(tracing::debug_span!(parent: &span, "publish.read"))
                 .await?;
+            span.record("changes", job.entries.len());
             job.since = since;
             let read = t0.elapsed();
             let (id, version) = (job.list.id.clone(), job.list.version);
@@ -186,12 +197,14 @@ impl Store {
                     token,
                     tokio::time::timeout(self.render_bound, render(job)),
                 )
+                .instrument(tracing::debug_span!(parent: &span, "publish.render"))
                 .await;
             let failure = match outcome {
                 Ok(Ok(artifacts)) if !artifacts.is_empty() => {
                     let rendered = t0.elapsed();
                     let delay = self
                         .bounded(self.store_artifacts(&id, version, token, &artifacts))
+                        .instrument(tracing::debug_span!(parent: &span, "publish.store"))
                         .await?;
                     report.change_delays.extend(delay);
                     tracing::debug!(list = %id, version, ?read, ?rendered, stored = ?t0.elapsed(), "published (times since the claim)");

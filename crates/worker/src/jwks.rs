@@ -177,6 +177,7 @@ impl JwksCache {
         self.fetch(uri).await.map(|keys| keys.len())
     }
 
+    #[tracing::instrument(level = "debug", name = "jwks.fetch", skip_all, fields(otel.kind = "client", url.full = uri))]
     async fn fetch(&self, uri: &str) -> Result<Keys, FetchError> {
         if !(uri.starts_with("https://")
             || (self.settings.allow_http && uri.starts_with("http://")))
@@ -187,9 +188,13 @@ impl JwksCache {
         // An IP literal is never resolved: checked here, before any connection.
         self.egress
             .check_literal(&url.host().ok_or(FetchError::BadUri)?)?;
+        // The issuer's endpoint continues the trace of the request that needed its keys.
+        let mut headers = reqwest::header::HeaderMap::new();
+        statuslist_process::telemetry::inject_current(&mut headers);
         let mut response = self
             .http
             .get(url)
+            .headers(headers)
             .send()
             .await
             // The causes name an egress refusal made at resolution.

@@ -9,6 +9,7 @@ use statuslist_store::notify::CHANNEL_CAPACITY;
 use statuslist_store::pools::Pool;
 use statuslist_store::{IssueOutcome, IssueRequest, Lease, Store, StoreError};
 use tokio::sync::Mutex;
+use tracing::Instrument as _;
 
 /// One pool's slot: the lease held for it, behind its own lock (held across a claim, so
 /// that concurrent requests of this worker claim one lease, and a pool whose claim is
@@ -142,6 +143,7 @@ impl Leases {
         let claimed = self
             .store
             .claim_lease(&pool.name, &self.worker, self.ttl)
+            .instrument(tracing::debug_span!("lease.claim", pool = %pool.name))
             .await;
         let outcome = match &claimed {
             Ok(Some(_)) => "claimed",

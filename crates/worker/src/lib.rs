@@ -111,14 +111,16 @@ async fn record(
     request: Request,
     next: Next,
 ) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .and_then(|p| route::ALL.iter().find(|r| **r == p.as_str()))
-        .copied()
-        .unwrap_or("unmatched");
+    let route = route_of(&request);
     let start = Instant::now();
     let response = next.run(request).await;
+    if statuslist_process::telemetry::enabled() {
+        let span = tracing::Span::current();
+        span.record("http.response.status_code", response.status().as_u16());
+        if response.status().is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
+    }
     metrics
         .latency
         .get_or_create(&RouteLabel { route })
@@ -160,6 +162,49 @@ async fn bounded(State(limit): State<Duration>, request: Request, next: Next) ->
             axum::response::IntoResponse::into_response(error::ApiError::Unavailable)
         }
     }
+}
+
+/// The span of a request: method and path only (no query, no body, no token in the log).
+/// When traces are exported it is also the OpenTelemetry server span, `POST /issue`,
+/// continuing the caller's `traceparent`.
+fn request_span(req: &Request) -> tracing::Span {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let route = route_of(req);
+    if !statuslist_process::telemetry::enabled() {
+        return tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    }
+    if matches!(route, route::HEALTHZ | route::READYZ | route::DATABASE) {
+        // Probes (every few seconds, from the kubelet) are no trace of anyone's: a target
+        // outside this project's keeps them out of the export, in the log as before.
+        return tracing::info_span!(target: "probe", "request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    }
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        otel.name = %format_args!("{} {route}", req.method()),
+        otel.kind = "server",
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    statuslist_process::telemetry::set_remote_parent(&span, req.headers());
+    span
+}
+
+/// The route a request matched, as [`route`] names it ("unmatched" for none).
+fn route_of(request: &Request) -> &'static str {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|p| route::ALL.iter().find(|r| **r == p.as_str()))
+        .copied()
+        .unwrap_or("unmatched")
 }
 
 /// The operator-facing surface, on a port of its own that the Ingress never routes:
@@ -208,15 +253,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             close_when_draining,
         ))
         .layer(CompressionLayer::new().gzip(true))
-        .layer(middleware::from_fn_with_state(state.request_timeout, bounded))
+        .layer(middleware::from_fn_with_state(
+            state.request_timeout,
+            bounded,
+        ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(|req: &Request| {
-                    let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-                    // Method and path only: no query, no body, no token in the log.
-                    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
-                })
+                .make_span_with(request_span)
                 // A 5xx is an answer, not an error of the process: a 503 is what an outage
                 // or a dry pool is expected to answer, and a probe's 503 what a start is.
                 // Their causes are logged once per change where they happen; each answer

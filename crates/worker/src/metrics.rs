@@ -72,6 +72,7 @@ impl std::fmt::Debug for Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("statuslist");
+        statuslist_process::telemetry::register_metrics(&mut registry);
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RouteLabel, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0005, 2.0, 14))

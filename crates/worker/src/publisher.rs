@@ -110,8 +110,10 @@ impl Publisher {
                 |job| {
                     let (key, copies) = (key.clone(), copies.clone());
                     async move {
+                        let span = tracing::Span::current();
                         // Compression and signing are CPU work: keep them off the async threads.
                         tokio::task::spawn_blocking(move || {
+                            let _in = span.enter();
                             let copy = copies
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())

@@ -78,7 +78,9 @@ pub fn render_array(
     };
     match job.list.format {
         ListFormat::Token => {
-            let compressed = CompressedList::new(array, level);
+            let compressed =
+                tracing::debug_span!("compress").in_scope(|| CompressedList::new(array, level));
+            let _in = tracing::debug_span!("sign", kid = key.kid()).entered();
             let claims = TokenClaims {
                 sub: job.list.uri.clone(),
                 iss: Some(issuer_of(&job.list.uri).to_owned()),
@@ -110,6 +112,8 @@ pub fn render_array(
                 valid_until: exp,
                 ttl_seconds: Some(job.ttl_seconds),
             };
+            // Compression happens inside the credential's encoding: one span for both.
+            let _in = tracing::debug_span!("compress.sign", kid = key.kid()).entered();
             Ok(vec![artifact(
                 ArtifactKind::Vc,
                 bitstring::sign_vc_jwt(&meta, array, level, key)?.into_bytes(),

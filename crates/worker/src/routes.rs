@@ -52,6 +52,7 @@ async fn verify(state: &AppState, request: Request, op: Operation) -> Result<Ver
 }
 
 /// [`verify`] with another bound on the body, and the text that refuses a longer one.
+#[tracing::instrument(level = "debug", name = "jws.verify", skip_all, fields(client_id = tracing::field::Empty))]
 async fn verify_within(
     state: &AppState,
     request: Request,
@@ -75,6 +76,7 @@ async fn verify_within(
     let jws = Jws::parse(&body)?;
     let kid = jws.check_header()?.to_owned();
     let client_id = jws.issuer()?;
+    tracing::Span::current().record("client_id", client_id);
     let issuer = match state.issuers.get(&state.store, client_id).await {
         Ok(Some(issuer)) => issuer,
         Ok(None) => return Err(ApiError::Unauthorized(e::UNKNOWN_CLIENT)),
