@@ -99,6 +99,11 @@ pub struct BenchArgs {
     /// each; the last line also gives entries per second.
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Issue, revoke: instead of sending the signed requests, write their bodies to this
+    /// file, one per line, and exit (for another load generator, `wrk` in scripts/bench:
+    /// each body once). Revoke issues its entries first, as it does before a run.
+    #[arg(long)]
+    write_bodies: Option<PathBuf>,
 }
 
 /// What one run measured.
@@ -607,6 +612,9 @@ async fn run(args: BenchArgs) -> Result<(), String> {
                 issues: issue_requests,
             } = Client::prepare(&args)?;
             if args.mode == Mode::Issue {
+                if let Some(file) = &args.write_bodies {
+                    return write_bodies(file, &issue_requests);
+                }
                 drive(
                     &client,
                     issue_requests,
@@ -658,6 +666,9 @@ async fn run(args: BenchArgs) -> Result<(), String> {
                         })
                         .collect::<Vec<_>>(),
                 );
+                if let Some(file) = &args.write_bodies {
+                    return write_bodies(file, &requests);
+                }
                 drive(
                     &client,
                     requests,
@@ -671,6 +682,25 @@ async fn run(args: BenchArgs) -> Result<(), String> {
         }
     };
     run.print(&args);
+    Ok(())
+}
+
+/// The requests' bodies, one per line (a compact JWS has no newline).
+fn write_bodies(file: &std::path::Path, requests: &[Request]) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(file).map_err(|e| format!("{}: {e}", file.display()))?,
+    );
+    for body in requests.iter().filter_map(|r| r.body.as_deref()) {
+        writeln!(out, "{body}").map_err(|e| format!("{}: {e}", file.display()))?;
+    }
+    out.flush()
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    eprintln!(
+        "bench: {} request bodies written to {}",
+        requests.len(),
+        file.display()
+    );
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair,
-    UnparsedPublicKey,
+    ParsedPublicKey,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -183,6 +183,9 @@ mod erased {
 pub struct VerifyingKey {
     /// Uncompressed SEC1 point: `04 || x || y`.
     point: Vec<u8>,
+    /// The point parsed and checked once, not at every verification (parsing and
+    /// validating a point costs a good part of a verification).
+    parsed: ParsedPublicKey,
     kid: String,
     decoding: DecodingKey,
 }
@@ -211,8 +214,11 @@ impl VerifyingKey {
         let x = URL_SAFE_NO_PAD.encode(&point[1..33]);
         let y = URL_SAFE_NO_PAD.encode(&point[33..]);
         let decoding = DecodingKey::from_ec_components(&x, &y)?;
+        let parsed = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+            .map_err(|e| FormatError::Key(format!("not a P-256 point: {e}")))?;
         let mut key = Self {
             point: point.to_vec(),
+            parsed,
             kid: String::new(),
             decoding,
         };
@@ -311,8 +317,8 @@ impl VerifyingKey {
 
     /// Verifies a raw ES256 signature (`r || s`).
     pub fn verify_raw(&self, message: &[u8], signature: &[u8]) -> Result<(), FormatError> {
-        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &self.point)
-            .verify(message, signature)
+        self.parsed
+            .verify_sig(message, signature)
             .map_err(|_| FormatError::BadSignature)
     }
 }

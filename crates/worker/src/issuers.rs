@@ -4,6 +4,7 @@
 //! on `statuslist_config` (a StatusList changed).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use statuslist_store::pools::Issuer;
@@ -21,7 +22,7 @@ const MAX_UNKNOWN: usize = 10_000;
 
 #[derive(Default)]
 struct Entries {
-    registered: HashMap<String, (Issuer, Instant)>,
+    registered: HashMap<String, (Arc<Issuer>, Instant)>,
     /// `iss` values that named no issuer, and when they were looked up.
     unknown: HashMap<String, Instant>,
 }
@@ -41,7 +42,11 @@ impl std::fmt::Debug for IssuerCache {
 }
 
 impl IssuerCache {
-    pub async fn get(&self, store: &Store, client_id: &str) -> Result<Option<Issuer>, StoreError> {
+    pub async fn get(
+        &self,
+        store: &Store,
+        client_id: &str,
+    ) -> Result<Option<Arc<Issuer>>, StoreError> {
         {
             let entries = self.entries.read().await;
             if let Some((issuer, at)) = entries.registered.get(client_id)
@@ -57,7 +62,7 @@ impl IssuerCache {
                 return Ok(None);
             }
         }
-        let issuer = store.issuer(client_id).await?;
+        let issuer = store.issuer(client_id).await?.map(Arc::new);
         let mut entries = self.entries.write().await;
         match &issuer {
             Some(found) => {

@@ -59,11 +59,11 @@ pub enum FetchError {
 }
 
 /// `kid` -> key (`None`: the JWK is not an EC P-256 key, so it can verify nothing here).
-type Keys = HashMap<String, Option<VerifyingKey>>;
+type Keys = HashMap<String, Option<Arc<VerifyingKey>>>;
 
 #[derive(Default)]
 struct Entry {
-    keys: Keys,
+    keys: Arc<Keys>,
     fetched: Option<Instant>,
     attempted: Option<Instant>,
 }
@@ -73,6 +73,10 @@ pub struct JwksCache {
     settings: JwksSettings,
     egress: Egress,
     entries: Mutex<HashMap<String, Arc<Mutex<Entry>>>>,
+    /// Each issuer's keys as last fetched, and when: what nearly every request needs,
+    /// read without an allocation or an await (a miss, or keys past their age, takes the
+    /// entry's lock above, where fetches are decided).
+    fresh: std::sync::RwLock<HashMap<String, (Arc<Keys>, Instant)>>,
     /// Failed fetches by JWKS URI (`statuslist_jwks_fetch_failures_total{jwks_uri}`): only
     /// registered issuers' URIs are fetched, so the label set is bounded by them.
     pub failures: Family<JwksLabel, Counter>,
@@ -89,7 +93,7 @@ impl std::fmt::Debug for JwksCache {
 /// What a key lookup found.
 #[derive(Debug)]
 pub enum Lookup {
-    Found(VerifyingKey),
+    Found(Arc<VerifyingKey>),
     /// The JWKS has this `kid` but not as a P-256 key.
     Unusable,
     /// No such `kid` (or no JWKS could be fetched).
@@ -119,12 +123,29 @@ impl JwksCache {
             settings,
             egress,
             entries: Mutex::default(),
+            fresh: Default::default(),
             failures: Family::default(),
         })
     }
 
     /// The key `kid` of the issuer whose JWKS is at `uri`.
     pub async fn key(&self, uri: &str, kid: &str) -> Lookup {
+        {
+            let fresh = self
+                .fresh
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((keys, fetched)) = fresh.get(uri)
+                && fetched.elapsed() < self.settings.max_age
+            {
+                match keys.get(kid) {
+                    Some(Some(key)) => return Lookup::Found(key.clone()),
+                    Some(None) => return Lookup::Unusable,
+                    // An unknown kid: the entry decides whether to fetch again.
+                    None => {}
+                }
+            }
+        }
         let entry = self
             .entries
             .lock()
@@ -146,8 +167,12 @@ impl JwksCache {
             entry.attempted = Some(now);
             match self.fetch(uri).await {
                 Ok(keys) => {
-                    entry.keys = keys;
+                    entry.keys = Arc::new(keys);
                     entry.fetched = Some(now);
+                    self.fresh
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(uri.to_owned(), (entry.keys.clone(), now));
                 }
                 // Cached keys keep working while the endpoint is down. Fetches are at
                 // most one per issuer per `min_refetch_interval`, and so is this line.
@@ -226,7 +251,7 @@ impl JwksCache {
             .iter()
             .filter_map(|jwk| {
                 let kid = jwk.common.key_id.clone()?;
-                Some((kid, VerifyingKey::from_jwk(jwk).ok()))
+                Some((kid, VerifyingKey::from_jwk(jwk).ok().map(Arc::new)))
             })
             .collect())
     }

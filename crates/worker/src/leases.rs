@@ -173,13 +173,24 @@ impl Leases {
     async fn drop_lease(&self, pool: &str, lease: &Arc<Lease>, release: bool) {
         let slot = self.slot(pool);
         let mut held = slot.lock().await;
-        if held.as_ref().is_some_and(|l| Arc::ptr_eq(l, lease)) {
+        let mine = held.as_ref().is_some_and(|l| Arc::ptr_eq(l, lease));
+        if mine {
             *held = None;
             self.metrics.leases_held.dec();
         }
         drop(held);
-        if release && let Err(err) = self.store.release_lease(lease).await {
-            tracing::warn!(error = %err, lease = lease.id, "releasing a spent lease failed; it will expire");
+        // Only the request that took the spent lease out of its slot gives it back, and
+        // without waiting for it: the release locks the lease row, so it waits for the
+        // issuances still writing to it, while this request needs only the next lease.
+        // (Every request that met the spent lease used to release it, each waiting:
+        // 672 releases of 47 leases in one 8-second run of scripts/bench.)
+        if release && mine {
+            let (store, lease) = (self.store.clone(), lease.clone());
+            tokio::spawn(async move {
+                if let Err(err) = store.release_lease(&lease).await {
+                    tracing::warn!(error = %err, lease = lease.id, "releasing a spent lease failed; it will expire");
+                }
+            });
         }
     }
 

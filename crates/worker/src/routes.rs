@@ -42,7 +42,8 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 /// A verified request: its claims, and the issuer with its pool.
 struct Verified {
     jws: Jws,
-    issuer: statuslist_store::pools::Issuer,
+    /// Shared with the issuer cache: no copy per request.
+    issuer: Arc<statuslist_store::pools::Issuer>,
 }
 
 /// Everything `/issue` and `/revoke` share: content type, size, decoding, header checks,
