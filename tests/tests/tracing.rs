@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 use statuslist_store::testing::TestDb;
 use statuslist_tests::otlp::{Receiver, Span};
+use statuslist_tests::process::Process;
 use statuslist_tests::service::{
     Issuer, Worker, binary, manifest, operator_on_manifests_with, revoke, wait_ready,
 };
@@ -106,6 +107,27 @@ async fn metric(worker: &Worker, line_start: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {line_start} in the worker's metrics"))
 }
 
+/// A worker and an operator (on a manifest of one Token pool of a new issuer) on `db`, each
+/// with its own extra environment. Keep the directory as long as the operator runs.
+async fn start(
+    db: &TestDb,
+    client_id: &str,
+    worker_env: &[(&str, &str)],
+    operator_env: &[(&str, &str)],
+) -> (Worker, Issuer, Process, tempfile::TempDir) {
+    let bin = binary();
+    let worker = Worker::start(&bin, "worker-0", &db.url, worker_env);
+    let issuer = Issuer::start(&bin, client_id).await;
+    let dir = tempfile::tempdir().expect("manifest directory");
+    std::fs::write(
+        dir.path().join("pool.yaml"),
+        manifest("pool", "Token", &worker.url, "Delete", &issuer, ""),
+    )
+    .expect("write the manifest");
+    let operator = operator_on_manifests_with(&bin, "operator", &db.url, dir.path(), operator_env);
+    (worker, issuer, operator, dir)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_issuance_is_one_trace_from_the_issuers_traceparent_to_the_database() {
     let db = TestDb::new().await;
@@ -115,15 +137,7 @@ async fn an_issuance_is_one_trace_from_the_issuers_traceparent_to_the_database()
         ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.as_str()),
         ("OTEL_BSP_SCHEDULE_DELAY", "50"),
     ];
-    let worker = Worker::start(&bin, "worker-0", &db.url, &otel);
-    let issuer = Issuer::start(&bin, "tracing-issuer").await;
-    let dir = tempfile::tempdir().expect("manifest directory");
-    std::fs::write(
-        dir.path().join("pool.yaml"),
-        manifest("pool", "Token", &worker.url, "Delete", &issuer, ""),
-    )
-    .expect("write the manifest");
-    let _operator = operator_on_manifests_with(&bin, "operator", &db.url, dir.path(), &otel);
+    let (worker, issuer, _operator, _dir) = start(&db, "tracing-issuer", &otel, &otel).await;
 
     // The operator traces its reconcile of the pool.
     let reconcile = receiver
@@ -354,7 +368,6 @@ async fn an_issuance_is_one_trace_from_the_issuers_traceparent_to_the_database()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_that_hangs_costs_requests_nothing_and_drops_are_counted() {
     let db = TestDb::new().await;
-    let bin = binary();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let endpoint = format!("http://{}", listener.local_addr().expect("address"));
     // Accepts, reads nothing, answers nothing; the connections stay open until the test ends.
@@ -372,15 +385,7 @@ async fn an_endpoint_that_hangs_costs_requests_nothing_and_drops_are_counted() {
         ("OTEL_BSP_MAX_QUEUE_SIZE", "8"),
         ("OTEL_BSP_EXPORT_TIMEOUT", "300"),
     ];
-    let worker = Worker::start(&bin, "worker-0", &db.url, &otel);
-    let issuer = Issuer::start(&bin, "hanging-issuer").await;
-    let dir = tempfile::tempdir().expect("manifest directory");
-    std::fs::write(
-        dir.path().join("pool.yaml"),
-        manifest("pool", "Token", &worker.url, "Delete", &issuer, ""),
-    )
-    .expect("write the manifest");
-    let _operator = operator_on_manifests_with(&bin, "operator", &db.url, dir.path(), &[]);
+    let (worker, issuer, _operator, _dir) = start(&db, "hanging-issuer", &otel, &[]).await;
     let client = reqwest::Client::new();
     wait_ready(&client, &worker.url, WAIT).await;
     let until = tokio::time::Instant::now() + WAIT;
