@@ -206,10 +206,10 @@ fn request_span(req: &Request) -> tracing::Span {
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
-    let route = route_of(req);
     if !statuslist_process::telemetry::enabled() {
         return tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
     }
+    let route = route_of(req);
     if matches!(route, route::HEALTHZ | route::READYZ | route::DATABASE) {
         // Probes (every few seconds, from the kubelet) are no trace of anyone's: a target
         // outside this project's keeps them out of the export, in the log as before.
