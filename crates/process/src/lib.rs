@@ -20,10 +20,10 @@ pub use telemetry::Telemetry;
 /// [`Telemetry`] that exports nothing): log lines as `format` says, filtered by
 /// `RUST_LOG` (dependencies speak at warn unless it says otherwise: tokio_postgres logs
 /// every server notice at info), and, when the environment configures an OTLP endpoint
-/// ([`telemetry`]), this project's spans at info and above exported as `service` (unless
-/// `OTEL_SERVICE_NAME` names it), whatever `RUST_LOG` keeps in the log. Runs inside a
-/// Tokio runtime (the export task is spawned on it). An OpenTelemetry setting that cannot
-/// be honoured is an error.
+/// ([`telemetry`]), this project's spans (down to debug) and its events at info and above
+/// exported as `service` (unless `OTEL_SERVICE_NAME` names it), whatever `RUST_LOG` keeps
+/// in the log. Runs inside a Tokio runtime (the export task is spawned on it). An
+/// OpenTelemetry setting that cannot be honoured is an error.
 pub fn init_tracing(format: LogFormat, service: &str) -> Result<Telemetry, String> {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
@@ -44,6 +44,10 @@ pub fn init_tracing(format: LogFormat, service: &str) -> Result<Telemetry, Strin
         LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
     };
     let settings = telemetry::Settings::from_env(|name| std::env::var(name).ok())?;
+    if tracing::dispatcher::has_been_set() {
+        // Installed already: no second exporter, whose tracer no subscriber would use.
+        return Ok(Telemetry::default());
+    }
     let (telemetry, tracer) = match settings {
         Some(settings) => {
             let (telemetry, tracer) = telemetry::start(settings, service)?;
