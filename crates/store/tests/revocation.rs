@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use statuslist_store::RevokeOutcome;
+use statuslist_store::{BatchRevokeOutcome, RevokeOutcome};
 
 #[tokio::test]
 async fn revoke_not_found_other_owner_first_time_and_again() {
@@ -401,4 +401,91 @@ async fn a_revocation_is_notified_after_its_commit_and_only_a_change_is() {
             payload: second.list_id.clone()
         }
     );
+}
+
+/// One call revoking entries of several lists at once (the lookup over every list the
+/// batch names is one statement): an entry under another path ending in its list's id,
+/// one of a list never made, one past the list, and an index its list does not hold but
+/// the batch's other lists do refuse the batch at their position and change nothing (so
+/// does another client's batch); without them, every entry of every list is revoked
+/// once, a repeat answered as its first.
+#[tokio::test]
+async fn a_batch_over_several_lists_is_looked_up_entry_by_entry() {
+    let db = with_pool(100, 100).await;
+    let mut issued = Vec::new();
+    // An entry of the first list left out of the batches.
+    let mut left_out = None;
+    for _ in 0..3 {
+        let lease = claim(&db.store, "w").await;
+        // The list filled before the next is made; four of its entries revoked.
+        let mut all = Vec::new();
+        while let Ok(outcome) = db.store.issue(&lease, &request("a", FAR_FUTURE)).await {
+            all.push(outcome);
+        }
+        issued.extend(all.drain(..4));
+        left_out = left_out.or(all.pop());
+        db.store.release_lease(&lease).await.expect("release");
+        db.store.mark_full("p").await.expect("mark full");
+        db.store.ensure_capacity("p").await.expect("provision");
+    }
+    let lists: std::collections::HashSet<_> = issued.iter().map(|i| i.list_id.clone()).collect();
+    assert_eq!(lists.len(), 3);
+    let mut good: Vec<(String, u64)> = issued.iter().map(|i| (i.uri.clone(), i.idx)).collect();
+    // Interleaved: neighbours belong to different lists.
+    good.sort_by_key(|(uri, idx)| (*idx, uri.clone()));
+    let first = &issued[0];
+    // Its slot emptied: the other lists hold that index, this one no longer does.
+    let hole = left_out.expect("an entry left out");
+    db.client()
+        .await
+        .execute(
+            "DELETE FROM entries WHERE list_id = $1 AND idx = $2",
+            &[&hole.list_id, &(hole.idx as i64)],
+        )
+        .await
+        .expect("a hole");
+    for bad in [
+        (first.uri.replace("/t/", "/b/"), first.idx),
+        (
+            "https://status.example.test/t/000000000000".to_owned(),
+            first.idx,
+        ),
+        (first.uri.clone(), 100),
+        (hole.uri.clone(), hole.idx),
+    ] {
+        let mut batch = good.clone();
+        batch.insert(5, bad.clone());
+        assert_eq!(
+            db.store.revoke_all(&batch, "a").await.expect("batch"),
+            BatchRevokeOutcome::Refused { position: 5 },
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        db.store.revoke_all(&good, "b").await.expect("batch"),
+        BatchRevokeOutcome::Refused { position: 0 },
+        "another client's"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM revocations").await, 0);
+    let mut batch = good.clone();
+    batch.push(good[3].clone());
+    let BatchRevokeOutcome::Revoked(outcomes) =
+        db.store.revoke_all(&batch, "a").await.expect("batch")
+    else {
+        panic!("every entry is the client's");
+    };
+    assert!(
+        outcomes[..good.len()]
+            .iter()
+            .all(|o| matches!(o, RevokeOutcome::Revoked { .. }))
+    );
+    assert_eq!(outcomes[good.len()], outcomes[3]);
+    assert_eq!(
+        db.count("SELECT count(*) FROM revocations WHERE status = 1")
+            .await,
+        12
+    );
+    for list in &lists {
+        assert_eq!(version(&db, list).await, 1, "{list}: one version per batch");
+    }
 }
