@@ -261,7 +261,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             CorsLayer::new()
                 .allow_origin(Any)
                 .allow_methods([Method::GET])
-                .expose_headers([axum::http::header::ETAG, axum::http::header::CACHE_CONTROL]),
+                .expose_headers([axum::http::header::ETAG, axum::http::header::CACHE_CONTROL])
+                // No `Vary: Origin, Access-Control-Request-*`: the answers are the same
+                // whatever those say (any origin, GET). The layer is cloned for every
+                // request, and a list of headers to vary on is copied and joined each time.
+                .vary(Vec::<axum::http::HeaderName>::new()),
         );
     let issuer = Router::new()
         .route(route::ISSUE, post(routes::issue))
