@@ -403,8 +403,8 @@ async fn a_revocation_is_notified_after_its_commit_and_only_a_change_is() {
     );
 }
 
-/// One call revoking entries of several lists at once (the lookup over every list the
-/// batch names is one statement): an entry under another path ending in its list's id,
+/// One call revoking entries of several lists at once (each looked up in its own list's
+/// partition): an entry under another path ending in its list's id,
 /// one of a list never made, one past the list, and an index its list does not hold but
 /// the batch's other lists do refuse the batch at their position and change nothing (so
 /// does another client's batch); without them, every entry of every list is revoked
