@@ -403,12 +403,12 @@ async fn a_revocation_is_notified_after_its_commit_and_only_a_change_is() {
     );
 }
 
-/// One call revoking entries of several lists at once (each looked up in its own list's
-/// partition): an entry under another path ending in its list's id,
-/// one of a list never made, one past the list, and an index its list does not hold but
-/// the batch's other lists do refuse the batch at their position and change nothing (so
-/// does another client's batch); without them, every entry of every list is revoked
-/// once, a repeat answered as its first.
+/// One call revoking entries of several lists at once, interleaved. Each of these refuses
+/// the batch at its position and changes nothing: an entry under another path ending in
+/// its list's id, one of a list never made, one past the list, and an index its own list
+/// does not hold but the batch's other lists do; so does another client's batch. Without
+/// them every entry of every list is revoked once, a repeat answered as its first, and
+/// each list's version moves once.
 #[tokio::test]
 async fn a_batch_over_several_lists_is_looked_up_entry_by_entry() {
     let db = with_pool(100, 100).await;
