@@ -15,6 +15,7 @@ const BASELINE: i32 = 15;
 const MIGRATIONS: &[(i32, &str)] = &[
     (BASELINE, include_str!("../migrations/0015_schema.sql")),
     (16, include_str!("../migrations/0016_suspension.sql")),
+    (17, include_str!("../migrations/0017_revoke_lookup.sql")),
 ];
 
 /// The version the migrations bring the schema to.
