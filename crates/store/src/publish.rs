@@ -102,7 +102,10 @@ const FAILED_BACKOFF_SECONDS: f64 = 10.0;
 /// commit lock are held): the artifacts unless a newer version is stored, the list's
 /// published version and `exp`, the claim released, the signing key's latest `exp`, and
 /// the `published` notification. (Data-modifying `WITH` parts run to completion whether
-/// or not the main query reads them.)
+/// or not the main query reads them.) The key's `exp` is recorded rounded up to the
+/// minute: its row is written once a minute, not by every publish (each passes the last
+/// `exp` by a second or more, and concurrent publishes queued on that one row lock until
+/// each other's commit); the JWKS keeps a key at most a minute past what it signed.
 const STORE_ARTIFACTS: &str = "
     WITH a AS (
         INSERT INTO artifacts (list_id, kind, version, body, etag, iat, exp, kid, ttl)
@@ -115,7 +118,8 @@ const STORE_ARTIFACTS: &str = "
         WHERE artifacts.version <= EXCLUDED.version),
     k AS (
         UPDATE signing_keys s SET last_exp = u.exp
-        FROM (SELECT kid, max(exp) AS exp FROM unnest($8::text[], $7::bigint[]) AS u(kid, exp) GROUP BY kid) u
+        FROM (SELECT kid, (max(exp) + 59) / 60 * 60 AS exp
+              FROM unnest($8::text[], $7::bigint[]) AS u(kid, exp) GROUP BY kid) u
         WHERE s.kid = u.kid AND coalesce(s.last_exp, 0) < u.exp),
     p AS (
         UPDATE list_publish SET

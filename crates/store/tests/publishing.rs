@@ -147,19 +147,44 @@ async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
         "past half its validity: re-rendered"
     );
     // In use: an announced key that has not signed yet (kid-0), and a key until the last
-    // thing it signed expires (kid-1, exp now + 7200), re-signing or not.
+    // thing it signed expires (kid-1, exp now + 7200 = 8,200, recorded rounded up to the
+    // minute: 8,220), re-signing or not.
     let key = |k: &str| (k.to_owned(), format!(r#"{{"kid":"{k}"}}"#));
-    assert_eq!(
-        db.store.signing_keys_in_use(now).await.expect("keys"),
-        vec![key("kid-0"), key("kid-1")]
-    );
-    assert_eq!(
-        db.store
-            .signing_keys_in_use(now + 7_200)
+    let in_use = |at: i64| {
+        let store = db.store.clone();
+        async move { store.signing_keys_in_use(at).await.expect("keys") }
+    };
+    assert_eq!(in_use(now).await, vec![key("kid-0"), key("kid-1")]);
+    assert_eq!(in_use(now + 7_219).await, vec![key("kid-0"), key("kid-1")]);
+    assert_eq!(in_use(now + 7_220).await, vec![key("kid-0")]);
+
+    // The key's row is written when a publish passes its recorded minute, not by every
+    // publish: an `exp` ten seconds later leaves it as it was, thirty seconds later (the
+    // next minute) moves it.
+    let row = || async {
+        db.count("SELECT last_exp * 1000000 + xmin::text::bigint % 1000000 FROM signing_keys WHERE kid = 'kid-1'")
             .await
-            .expect("keys"),
-        vec![key("kid-0")]
+    };
+    let before = row().await;
+    assert_eq!(before / 1_000_000, 8_220);
+    let report = db
+        .store
+        .publish_due(10, now + 7_200, |_| None, |job| plain(job, now + 7_210))
+        .await
+        .expect("pass");
+    assert_eq!(report.published.len(), 1, "due again, near its exp");
+    assert_eq!(
+        row().await,
+        before,
+        "the same minute: the row is not written"
     );
+    let report = db
+        .store
+        .publish_due(10, now + 7_210, |_| None, |job| plain(job, now + 7_230))
+        .await
+        .expect("pass");
+    assert_eq!(report.published.len(), 1, "due again, near its exp");
+    assert_eq!(row().await / 1_000_000, 8_280, "the next minute: recorded");
 }
 
 /// A publisher that dies just after claiming gives its list up within seconds, long before
