@@ -162,11 +162,86 @@ impl Statement for Revoke {
     }
 }
 
+/// A batch of revocations whose entries were looked up first ([`found_entries`]), in one
+/// call of `statuslist_revoke_found` (schema 18): the lists locked in id order, then as
+/// [`REVOKE_BATCH`]. The lookup holds no lock (entries never change once written); the
+/// locks are taken and released within this one statement.
+const REVOKE_FOUND: &str = "SELECT out_n AS n, out_at AS at FROM statuslist_revoke_found($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7)";
+
+/// Statements a connection keeps in its cache, lookups included (one per list it met):
+/// past this many the cache is emptied, and statements are prepared again as they come.
+const STATEMENTS_KEPT: usize = 512;
+
+/// The statement that looks entries of list `list_id` up among some indexes, or `None`
+/// when `list_id` cannot be a list's (`lists.id` is 12 upper-case hexadecimal digits; its
+/// partition is `entries_` and the id in lower case, see `statuslist_add_entries_partition`).
+fn lookup_sql(list_id: &str) -> Option<String> {
+    let is_id = list_id.len() == 12
+        && list_id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b));
+    is_id.then(|| {
+        format!(
+            "SELECT idx, client_id FROM entries_{} WHERE idx = ANY ($1::bigint[])",
+            list_id.to_ascii_lowercase()
+        )
+    })
+}
+
+/// Entries found, in three columns: list id, index, owner.
+type Found = (Vec<String>, Vec<i64>, Vec<String>);
+
+/// The entries of the rows' lists among the rows' indexes. One statement per list the
+/// rows name, each prepared once per connection (parsed once: the same lookup made in a
+/// function is dynamic SQL, parsed and planned at every call), all sent in one round
+/// trip. A list without a partition (never made, or dropped with its retirement) has no
+/// entries.
+async fn found_entries(client: &crate::Conn, rows: &[&RevokeRow]) -> Result<Found, StoreError> {
+    let mut by_list: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
+    for row in rows {
+        // A list's URI ends in its id (see `ensure_capacity`); the function matches the
+        // whole URI.
+        let id = row.uri.rsplit('/').next().unwrap_or_default();
+        by_list.entry(id).or_default().push(row.idx);
+    }
+    if client.statement_cache.size() > STATEMENTS_KEPT {
+        client.statement_cache.clear();
+    }
+    let lookups = by_list.iter().filter_map(|(id, idxs)| {
+        let sql = lookup_sql(id)?;
+        Some(async move {
+            let looked = async {
+                let stmt = client.prepare_cached(&sql).await?;
+                client.query(&stmt, &[idxs]).await
+            };
+            match looked.await {
+                Ok(found) => Ok((*id, found)),
+                // No partition (any more): a statement prepared for it is dropped too.
+                Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+                    client.statement_cache.remove(&sql, &[]);
+                    Ok((*id, Vec::new()))
+                }
+                Err(e) => Err(StoreError::from(e)),
+            }
+        })
+    });
+    let mut found: Found = Default::default();
+    for (id, entries) in futures_util::future::try_join_all(lookups).await? {
+        for entry in entries {
+            found.0.push(id.to_owned());
+            found.1.push(entry.try_get(0)?);
+            found.2.push(entry.try_get(1)?);
+        }
+    }
+    Ok(found)
+}
+
 async fn revoke_rows(
     client: &crate::Conn,
     rows: &[&RevokeRow],
 ) -> Result<Vec<Option<i64>>, StoreError> {
-    let stmt = client.prepare_cached(REVOKE_BATCH).await?;
+    let (found_lists, found_idxs, found_clients) = found_entries(client, rows).await?;
+    let stmt = client.prepare_cached(REVOKE_FOUND).await?;
     let uris: Vec<&str> = rows.iter().map(|r| r.uri.as_str()).collect();
     let idxs: Vec<i64> = rows.iter().map(|r| r.idx).collect();
     let clients: Vec<&str> = rows.iter().map(|r| r.client_id.as_str()).collect();
@@ -174,8 +249,16 @@ async fn revoke_rows(
     for row in client
         .query(
             &stmt,
-            // No channel: the store notifies after the commit.
-            &[&uris, &idxs, &clients, &None::<&str>],
+            &[
+                &uris,
+                &idxs,
+                &clients,
+                &found_lists,
+                &found_idxs,
+                &found_clients,
+                // No channel: the store notifies after the commit.
+                &None::<&str>,
+            ],
         )
         .await?
     {
@@ -397,4 +480,88 @@ async fn insert(
     rows.iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect()
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use super::*;
+    use crate::testing::TestDb;
+
+    /// One batch interleaved over two lists, each list's entries found by its own lookup:
+    /// an entry counts only for the row naming its list. Found: an entry of each list,
+    /// in either order. Not found: an index its own list lacks while the other list's row
+    /// in the same batch holds it (both ways), another client's entry, a path that ends in
+    /// the list's id but is not its URI, a list never made, an id that cannot be a list's,
+    /// and a row repeated in the batch (the first answers for it).
+    #[tokio::test]
+    async fn a_batch_counts_an_entry_only_for_the_row_that_names_its_list() {
+        let db = TestDb::new().await;
+        let client = db.client().await;
+        client
+            .batch_execute(
+                "INSERT INTO pools (name, format, bits, base_uri, entries_per_list, min_free_entries, lease_size,
+                                    ttl_seconds, validity_seconds, max_status_lifetime_seconds, generation)
+                 VALUES ('p', 'Token', 1, 'https://x.test', 100, 10, 10, 60, 3600, 86400, 1);
+                 INSERT INTO issuers (client_id, pool, jwks_uri) VALUES ('a', 'p', 'https://x.test/a'),
+                                                                        ('b', 'p', 'https://x.test/b');
+                 INSERT INTO lists (id, pool, uri, format, bits, size, secret)
+                 VALUES ('AAAAAAAAAAAA', 'p', 'https://x.test/t/AAAAAAAAAAAA', 'Token', 1, 100, '\\x00000000000000000000000000000000'),
+                        ('BBBBBBBBBBBB', 'p', 'https://x.test/t/BBBBBBBBBBBB', 'Token', 1, 100, '\\x00000000000000000000000000000000');
+                 SELECT statuslist_add_entries_partition('AAAAAAAAAAAA');
+                 SELECT statuslist_add_entries_partition('BBBBBBBBBBBB');
+                 INSERT INTO entries (list_id, idx, position, status_expiry, jti, client_id)
+                 VALUES ('AAAAAAAAAAAA', 1, 1, 0, gen_random_uuid(), 'a'),
+                        ('AAAAAAAAAAAA', 2, 2, 0, gen_random_uuid(), 'a'),
+                        ('AAAAAAAAAAAA', 4, 4, 0, gen_random_uuid(), 'b'),
+                        ('BBBBBBBBBBBB', 1, 1, 0, gen_random_uuid(), 'a'),
+                        ('BBBBBBBBBBBB', 3, 3, 0, gen_random_uuid(), 'a');",
+            )
+            .await
+            .expect("two lists");
+        let (a, b) = (
+            "https://x.test/t/AAAAAAAAAAAA",
+            "https://x.test/t/BBBBBBBBBBBB",
+        );
+        let row = |uri: &str, idx: i64| RevokeRow {
+            uri: uri.to_owned(),
+            idx,
+            client_id: "a".to_owned(),
+        };
+        let rows = [
+            row(a, 1),
+            row(b, 3),
+            row(a, 3),
+            row(b, 2),
+            row(a, 2),
+            row(a, 4),
+            row("https://x.test/u/AAAAAAAAAAAA", 1),
+            row("https://x.test/t/000000000000", 1),
+            row("https://x.test/t/not-a-list", 1),
+            row(a, 1),
+        ];
+        let refs: Vec<&RevokeRow> = rows.iter().collect();
+        let conn = db.store.client().await.expect("a connection");
+        let answers = revoke_rows(&conn, &refs).await.expect("the batch");
+        let revoked: Vec<bool> = answers.iter().map(Option::is_some).collect();
+        assert_eq!(
+            revoked,
+            [
+                true, true, false, false, true, false, false, false, false, false
+            ]
+        );
+        let versions: Vec<(String, i64, i64)> = client
+            .query("SELECT id, version, revoked FROM lists ORDER BY id", &[])
+            .await
+            .expect("lists")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert_eq!(
+            versions,
+            [
+                ("AAAAAAAAAAAA".to_owned(), 1, 2),
+                ("BBBBBBBBBBBB".to_owned(), 1, 1)
+            ]
+        );
+    }
 }

@@ -489,3 +489,166 @@ async fn a_batch_over_several_lists_is_looked_up_entry_by_entry() {
         assert_eq!(version(&db, list).await, 1, "{list}: one version per batch");
     }
 }
+
+/// Single revocations (each a request of its own, gathered into batches by the store) find
+/// their entries before the batch, one lookup per list the batch names. Interleaved over
+/// three lists and all in flight at once, each of these is not found and changes nothing:
+/// an entry under another path ending in its list's id, one of a list never made, one
+/// under an id that cannot be a list's, one past the list, an index its own list does not
+/// hold while another list's entry at that index is revoked at the same time, and another
+/// client's entry; every other is revoked once, and a repeat is answered with its first
+/// time. (Which rows share a batch is the store's choice here; the crate's own test of
+/// `revoke_rows` puts such rows in one batch.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_revocations_look_their_entries_up_list_by_list() {
+    let db = with_pool(100, 100).await;
+    let mut issued = Vec::new();
+    for _ in 0..3 {
+        let lease = claim(&db.store, "w").await;
+        // Each list filled (it holds every index) before the next is made.
+        let mut all = Vec::new();
+        while let Ok(outcome) = db.store.issue(&lease, &request("a", FAR_FUTURE)).await {
+            all.push(outcome);
+        }
+        assert_eq!(all.len(), 100);
+        issued.extend(all.drain(..4));
+        db.store.release_lease(&lease).await.expect("release");
+        db.store.mark_full("p").await.expect("mark full");
+        db.store.ensure_capacity("p").await.expect("provision");
+    }
+    let lists: std::collections::HashSet<_> = issued.iter().map(|i| i.list_id.clone()).collect();
+    assert_eq!(lists.len(), 3);
+    let first = &issued[0];
+    // A hole in the first list at an index the batch revokes in the second.
+    let hole = issued[4..8]
+        .iter()
+        .find(|i| issued[..4].iter().all(|f| f.idx != i.idx))
+        .map(|i| (first.uri.clone(), i.idx))
+        .expect("an index the first list's four do not have");
+    db.client()
+        .await
+        .execute(
+            "DELETE FROM entries WHERE list_id = $1 AND idx = $2",
+            &[&first.list_id, &(hole.1 as i64)],
+        )
+        .await
+        .expect("a hole");
+    let mut good: Vec<(String, u64, &str)> =
+        issued.iter().map(|i| (i.uri.clone(), i.idx, "a")).collect();
+    good.sort_by_key(|(uri, idx, _)| (*idx, uri.clone()));
+    let bad = vec![
+        (first.uri.replace("/t/", "/b/"), first.idx, "a"),
+        (
+            "https://status.example.test/t/000000000000".to_owned(),
+            first.idx,
+            "a",
+        ),
+        (
+            "https://status.example.test/t/not-a-list".to_owned(),
+            1,
+            "a",
+        ),
+        (first.uri.clone(), 100, "a"),
+        (hole.0.clone(), hole.1, "a"),
+        (issued[1].uri.clone(), issued[1].idx, "b"),
+    ];
+    let all: Vec<_> = good.iter().chain(&bad).collect();
+    let outcomes = futures_util::future::join_all(
+        all.iter()
+            .map(|(uri, idx, client)| db.store.revoke(uri, *idx, client)),
+    )
+    .await;
+    for (request, outcome) in all.iter().zip(&outcomes) {
+        let outcome = outcome.as_ref().expect("answered");
+        if good.contains(request) {
+            assert!(
+                matches!(outcome, RevokeOutcome::Revoked { .. }),
+                "{request:?}: {outcome:?}"
+            );
+        } else {
+            assert_eq!(*outcome, RevokeOutcome::NotFound, "{request:?}");
+        }
+    }
+    assert_eq!(
+        db.count("SELECT count(*) FROM revocations WHERE status = 1")
+            .await,
+        12
+    );
+    for list in &lists {
+        assert_eq!(
+            db.count(&format!("SELECT revoked FROM lists WHERE id = '{list}'"))
+                .await,
+            4,
+            "{list}"
+        );
+    }
+    let (uri, idx, _) = &good[5];
+    let Ok(RevokeOutcome::Revoked { at }) = &outcomes[5] else {
+        panic!("revoked");
+    };
+    assert_eq!(
+        db.store.revoke(uri, *idx, "a").await.expect("again"),
+        RevokeOutcome::AlreadyRevoked { at: *at }
+    );
+}
+
+/// A lookup prepared on a connection for a list whose partition is then dropped (the list
+/// retired and swept): the list's entries are not found, an answer and not an error, and
+/// the connection goes on (a store of one connection, so that the lookup prepared is the
+/// one met again).
+#[tokio::test]
+async fn a_list_swept_after_its_lookup_was_prepared_has_no_entries() {
+    let db = with_pool(100, 100).await;
+    let now = 1_700_000_000;
+    let lease = claim(&db.store, "w").await;
+    let mut issued = Vec::new();
+    while let Ok(outcome) = db.store.issue(&lease, &request("a", now + 10)).await {
+        issued.push(outcome);
+    }
+    db.store.release_lease(&lease).await.expect("release");
+    let mut config = statuslist_store::testing::config(&db.url);
+    config.max_connections = 1;
+    let store = statuslist_store::Store::connect(&config)
+        .await
+        .expect("a store of one connection");
+    let (a, b) = (&issued[0], &issued[1]);
+    assert!(matches!(
+        store.revoke(&a.uri, a.idx, "a").await.expect("revoke"),
+        RevokeOutcome::Revoked { .. }
+    ));
+    db.store.mark_full("p").await.expect("mark full");
+    db.store.ensure_capacity("p").await.expect("provision");
+    assert_eq!(
+        db.store
+            .retire_expired("p", now + 11)
+            .await
+            .expect("retire"),
+        vec![a.list_id.clone()]
+    );
+    assert_eq!(
+        db.store
+            .drop_dead_partitions(std::time::Duration::from_secs(60))
+            .await
+            .expect("sweep"),
+        vec![a.list_id.clone()]
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            store.revoke(&b.uri, b.idx, "a").await.expect("an answer"),
+            RevokeOutcome::NotFound
+        );
+    }
+    let next = db.store.capacity("p").await.expect("capacity");
+    let lease = claim(&db.store, "w").await;
+    let c = db
+        .store
+        .issue(&lease, &request("a", FAR_FUTURE))
+        .await
+        .expect("issue");
+    assert_ne!(c.list_id, a.list_id);
+    assert!(next.lists.iter().any(|l| l.id == c.list_id));
+    assert!(matches!(
+        store.revoke(&c.uri, c.idx, "a").await.expect("revoke"),
+        RevokeOutcome::Revoked { .. }
+    ));
+}
