@@ -162,86 +162,11 @@ impl Statement for Revoke {
     }
 }
 
-/// A batch of revocations whose entries were looked up first ([`found_entries`]), in one
-/// call of `statuslist_revoke_found` (schema 18): the lists locked in id order, then as
-/// [`REVOKE_BATCH`]. The lookup holds no lock (entries never change once written); the
-/// locks are taken and released within this one statement.
-const REVOKE_FOUND: &str = "SELECT out_n AS n, out_at AS at FROM statuslist_revoke_found($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7)";
-
-/// Statements a connection keeps in its cache, lookups included (one per list it met):
-/// past this many the cache is emptied, and statements are prepared again as they come.
-const STATEMENTS_KEPT: usize = 512;
-
-/// The statement that looks entries of list `list_id` up among some indexes, or `None`
-/// when `list_id` cannot be a list's (`lists.id` is 12 upper-case hexadecimal digits; its
-/// partition is `entries_` and the id in lower case, see `statuslist_add_entries_partition`).
-fn lookup_sql(list_id: &str) -> Option<String> {
-    let is_id = list_id.len() == 12
-        && list_id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b));
-    is_id.then(|| {
-        format!(
-            "SELECT idx, client_id FROM entries_{} WHERE idx = ANY ($1::bigint[])",
-            list_id.to_ascii_lowercase()
-        )
-    })
-}
-
-/// Entries found, in three columns: list id, index, owner.
-type Found = (Vec<String>, Vec<i64>, Vec<String>);
-
-/// The entries of the rows' lists among the rows' indexes. One statement per list the
-/// rows name, each prepared once per connection (parsed once: the same lookup made in a
-/// function is dynamic SQL, parsed and planned at every call), all sent in one round
-/// trip. A list without a partition (never made, or dropped with its retirement) has no
-/// entries.
-async fn found_entries(client: &crate::Conn, rows: &[&RevokeRow]) -> Result<Found, StoreError> {
-    let mut by_list: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
-    for row in rows {
-        // A list's URI ends in its id (see `ensure_capacity`); the function matches the
-        // whole URI.
-        let id = row.uri.rsplit('/').next().unwrap_or_default();
-        by_list.entry(id).or_default().push(row.idx);
-    }
-    if client.statement_cache.size() > STATEMENTS_KEPT {
-        client.statement_cache.clear();
-    }
-    let lookups = by_list.iter().filter_map(|(id, idxs)| {
-        let sql = lookup_sql(id)?;
-        Some(async move {
-            let looked = async {
-                let stmt = client.prepare_cached(&sql).await?;
-                client.query(&stmt, &[idxs]).await
-            };
-            match looked.await {
-                Ok(found) => Ok((*id, found)),
-                // No partition (any more): a statement prepared for it is dropped too.
-                Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
-                    client.statement_cache.remove(&sql, &[]);
-                    Ok((*id, Vec::new()))
-                }
-                Err(e) => Err(StoreError::from(e)),
-            }
-        })
-    });
-    let mut found: Found = Default::default();
-    for (id, entries) in futures_util::future::try_join_all(lookups).await? {
-        for entry in entries {
-            found.0.push(id.to_owned());
-            found.1.push(entry.try_get(0)?);
-            found.2.push(entry.try_get(1)?);
-        }
-    }
-    Ok(found)
-}
-
 async fn revoke_rows(
     client: &crate::Conn,
     rows: &[&RevokeRow],
 ) -> Result<Vec<Option<i64>>, StoreError> {
-    let (found_lists, found_idxs, found_clients) = found_entries(client, rows).await?;
-    let stmt = client.prepare_cached(REVOKE_FOUND).await?;
+    let stmt = client.prepare_cached(REVOKE_BATCH).await?;
     let uris: Vec<&str> = rows.iter().map(|r| r.uri.as_str()).collect();
     let idxs: Vec<i64> = rows.iter().map(|r| r.idx).collect();
     let clients: Vec<&str> = rows.iter().map(|r| r.client_id.as_str()).collect();
@@ -249,16 +174,8 @@ async fn revoke_rows(
     for row in client
         .query(
             &stmt,
-            &[
-                &uris,
-                &idxs,
-                &clients,
-                &found_lists,
-                &found_idxs,
-                &found_clients,
-                // No channel: the store notifies after the commit.
-                &None::<&str>,
-            ],
+            // No channel: the store notifies after the commit.
+            &[&uris, &idxs, &clients, &None::<&str>],
         )
         .await?
     {
@@ -487,8 +404,8 @@ mod tests {
     use super::*;
     use crate::testing::TestDb;
 
-    /// One batch interleaved over two lists, each list's entries found by its own lookup:
-    /// an entry counts only for the row naming its list. Found: an entry of each list,
+    /// One batch interleaved over two lists, each list's entries looked up in its own
+    /// partition: an entry counts only for the row naming its list. Found: an entry of each list,
     /// in either order. Not found: an index its own list lacks while the other list's row
     /// in the same batch holds it (both ways), another client's entry, a path that ends in
     /// the list's id but is not its URI, a list never made, an id that cannot be a list's,

@@ -16,7 +16,6 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (BASELINE, include_str!("../migrations/0015_schema.sql")),
     (16, include_str!("../migrations/0016_suspension.sql")),
     (17, include_str!("../migrations/0017_revoke_lookup.sql")),
-    (18, include_str!("../migrations/0018_revoke_found.sql")),
 ];
 
 /// The version the migrations bring the schema to.

@@ -491,7 +491,7 @@ async fn a_batch_over_several_lists_is_looked_up_entry_by_entry() {
 }
 
 /// Single revocations (each a request of its own, gathered into batches by the store) find
-/// their entries before the batch, one lookup per list the batch names. Interleaved over
+/// their entries list by list, one lookup per list a batch names. Interleaved over
 /// three lists and all in flight at once, each of these is not found and changes nothing:
 /// an entry under another path ending in its list's id, one of a list never made, one
 /// under an id that cannot be a list's, one past the list, an index its own list does not
@@ -592,12 +592,12 @@ async fn single_revocations_look_their_entries_up_list_by_list() {
     );
 }
 
-/// A lookup prepared on a connection for a list whose partition is then dropped (the list
-/// retired and swept): the list's entries are not found, an answer and not an error, and
-/// the connection goes on (a store of one connection, so that the lookup prepared is the
-/// one met again).
+/// A list whose partition is dropped (the list retired and swept) after a revocation in it
+/// on the same connection (a store of one connection, whose cached batch plan met the
+/// partition): its other entries are not found, an answer and not an error, and the
+/// connection goes on revoking in the next list.
 #[tokio::test]
-async fn a_list_swept_after_its_lookup_was_prepared_has_no_entries() {
+async fn a_list_swept_after_a_revocation_in_it_has_no_entries() {
     let db = with_pool(100, 100).await;
     let now = 1_700_000_000;
     let lease = claim(&db.store, "w").await;
