@@ -248,16 +248,7 @@ async fn a_re_registered_client_id_has_no_power_over_entries_of_its_old_registra
 async fn concurrent_revocations_across_many_lists_never_fail() {
     const LISTS: usize = 10;
     let db = with_pool(100, 100).await;
-    let mut issued = Vec::new();
-    for _ in 0..LISTS {
-        let lease = claim(&db.store, "w").await;
-        while let Ok(outcome) = db.store.issue(&lease, &request("a", FAR_FUTURE)).await {
-            issued.push(outcome);
-        }
-        db.store.release_lease(&lease).await.expect("release");
-        db.store.mark_full("p").await.expect("mark full");
-        db.store.ensure_capacity("p").await.expect("provision");
-    }
+    let issued: Vec<_> = full_lists(&db, LISTS).await.into_iter().flatten().collect();
     let lists: std::collections::HashSet<_> = issued.iter().map(|i| i.list_id.clone()).collect();
     assert_eq!(lists.len(), LISTS, "{} entries", issued.len());
     // A deterministic shuffle: neighbours in the request stream belong to different lists.
@@ -412,22 +403,11 @@ async fn a_revocation_is_notified_after_its_commit_and_only_a_change_is() {
 #[tokio::test]
 async fn a_batch_over_several_lists_is_looked_up_entry_by_entry() {
     let db = with_pool(100, 100).await;
-    let mut issued = Vec::new();
+    // Each list filled before the next is made; four of its entries revoked.
+    let full = full_lists(&db, 3).await;
+    let issued: Vec<_> = full.iter().flat_map(|l| l[..4].iter().cloned()).collect();
     // An entry of the first list left out of the batches.
-    let mut left_out = None;
-    for _ in 0..3 {
-        let lease = claim(&db.store, "w").await;
-        // The list filled before the next is made; four of its entries revoked.
-        let mut all = Vec::new();
-        while let Ok(outcome) = db.store.issue(&lease, &request("a", FAR_FUTURE)).await {
-            all.push(outcome);
-        }
-        issued.extend(all.drain(..4));
-        left_out = left_out.or(all.pop());
-        db.store.release_lease(&lease).await.expect("release");
-        db.store.mark_full("p").await.expect("mark full");
-        db.store.ensure_capacity("p").await.expect("provision");
-    }
+    let left_out = full[0].last().cloned();
     let lists: std::collections::HashSet<_> = issued.iter().map(|i| i.list_id.clone()).collect();
     assert_eq!(lists.len(), 3);
     let mut good: Vec<(String, u64)> = issued.iter().map(|i| (i.uri.clone(), i.idx)).collect();
@@ -502,20 +482,10 @@ async fn a_batch_over_several_lists_is_looked_up_entry_by_entry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_revocations_look_their_entries_up_list_by_list() {
     let db = with_pool(100, 100).await;
-    let mut issued = Vec::new();
-    for _ in 0..3 {
-        let lease = claim(&db.store, "w").await;
-        // Each list filled (it holds every index) before the next is made.
-        let mut all = Vec::new();
-        while let Ok(outcome) = db.store.issue(&lease, &request("a", FAR_FUTURE)).await {
-            all.push(outcome);
-        }
-        assert_eq!(all.len(), 100);
-        issued.extend(all.drain(..4));
-        db.store.release_lease(&lease).await.expect("release");
-        db.store.mark_full("p").await.expect("mark full");
-        db.store.ensure_capacity("p").await.expect("provision");
-    }
+    // Each list filled (it holds every index) before the next is made.
+    let full = full_lists(&db, 3).await;
+    assert!(full.iter().all(|l| l.len() == 100));
+    let issued: Vec<_> = full.iter().flat_map(|l| l[..4].iter().cloned()).collect();
     let lists: std::collections::HashSet<_> = issued.iter().map(|i| i.list_id.clone()).collect();
     assert_eq!(lists.len(), 3);
     let first = &issued[0];

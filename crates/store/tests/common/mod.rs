@@ -80,6 +80,25 @@ pub async fn issue_one(store: &Store, lease: &Lease) -> statuslist_store::IssueO
         .expect("issue")
 }
 
+/// `n` lists of pool `p`, each filled with client `a`'s entries (expiring far in the
+/// future) through a lease of its own, then marked Full and the next one provisioned: the
+/// entries of each list, in issuance order.
+pub async fn full_lists(db: &TestDb, n: usize) -> Vec<Vec<statuslist_store::IssueOutcome>> {
+    let mut lists = Vec::new();
+    for _ in 0..n {
+        let lease = claim(&db.store, "w").await;
+        let mut issued = Vec::new();
+        while let Ok(outcome) = db.store.issue(&lease, &request("a", FAR_FUTURE)).await {
+            issued.push(outcome);
+        }
+        db.store.release_lease(&lease).await.expect("release");
+        db.store.mark_full("p").await.expect("mark full");
+        db.store.ensure_capacity("p").await.expect("provision");
+        lists.push(issued);
+    }
+    lists
+}
+
 /// The version of list `list` (bumped by every status change).
 pub async fn version(db: &TestDb, list: &str) -> i64 {
     db.store
