@@ -161,12 +161,21 @@ async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
     // The key's row is written when a publish passes its recorded minute, not by every
     // publish: an `exp` ten seconds later leaves it as it was, thirty seconds later (the
     // next minute) moves it.
+    // (last_exp, the transaction that wrote the row version).
     let row = || async {
-        db.count("SELECT last_exp * 1000000 + xmin::text::bigint % 1000000 FROM signing_keys WHERE kid = 'kid-1'")
+        let row = db
+            .client()
             .await
+            .query_one(
+                "SELECT last_exp, xmin::text FROM signing_keys WHERE kid = 'kid-1'",
+                &[],
+            )
+            .await
+            .expect("kid-1");
+        (row.get::<_, i64>(0), row.get::<_, String>(1))
     };
     let before = row().await;
-    assert_eq!(before / 1_000_000, 8_220);
+    assert_eq!(before.0, 8_220);
     let report = db
         .store
         .publish_due(10, now + 7_200, |_| None, |job| plain(job, now + 7_210))
@@ -184,7 +193,7 @@ async fn the_publish_claim_never_hands_one_list_to_two_renderers() {
         .await
         .expect("pass");
     assert_eq!(report.published.len(), 1, "due again, near its exp");
-    assert_eq!(row().await / 1_000_000, 8_280, "the next minute: recorded");
+    assert_eq!(row().await.0, 8_280, "the next minute: recorded");
 }
 
 /// A publisher that dies just after claiming gives its list up within seconds, long before
