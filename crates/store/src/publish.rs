@@ -576,23 +576,36 @@ mod tests {
         }
     }
 
+    /// A pool `p` and its Token list `AAAAAAAAAAAA` of `size` entries of `bits` bits at
+    /// `version`, its publish row at `published`.
+    async fn a_list(
+        client: &tokio_postgres::Client,
+        bits: i16,
+        size: i64,
+        version: i64,
+        published: i64,
+    ) {
+        client
+            .batch_execute(&format!(
+                "INSERT INTO pools (name, format, bits, base_uri, entries_per_list, min_free_entries, lease_size,
+                                    ttl_seconds, validity_seconds, max_status_lifetime_seconds, generation)
+                 VALUES ('p', 'Token', {bits}, 'https://x.test', {size}, 10, 10, 60, 3600, 86400, 1);
+                 INSERT INTO lists (id, pool, uri, format, bits, size, secret, version)
+                 VALUES ('AAAAAAAAAAAA', 'p', 'https://x.test/t/AAAAAAAAAAAA', 'Token', {bits}, {size},
+                         '\\x00000000000000000000000000000000', {version});
+                 INSERT INTO list_publish (list_id, published_version) VALUES ('AAAAAAAAAAAA', {published});"
+            ))
+            .await
+            .expect("a list");
+    }
+
     /// A render that finishes late (its claim long gone, a newer version stored since)
     /// changes nothing.
     #[tokio::test]
     async fn an_older_render_never_replaces_a_newer_one() {
         let db = TestDb::new().await;
         let client = db.client().await;
-        client
-            .batch_execute(
-                "INSERT INTO pools (name, format, bits, base_uri, entries_per_list, min_free_entries, lease_size,
-                                    ttl_seconds, validity_seconds, max_status_lifetime_seconds, generation)
-                 VALUES ('p', 'Token', 2, 'https://x.test', 100, 10, 10, 60, 3600, 86400, 1);
-                 INSERT INTO lists (id, pool, uri, format, bits, size, secret, version)
-                 VALUES ('AAAAAAAAAAAA', 'p', 'https://x.test/t/AAAAAAAAAAAA', 'Token', 2, 100, '\\x00000000000000000000000000000000', 2);
-                 INSERT INTO list_publish (list_id) VALUES ('AAAAAAAAAAAA');",
-            )
-            .await
-            .expect("a list");
+        a_list(&client, 2, 100, 2, -1).await;
         let id = "AAAAAAAAAAAA";
         let (new, old) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
         db.store
@@ -629,15 +642,10 @@ mod tests {
     async fn storing_a_version_reads_only_the_revocations_it_publishes_first() {
         let db = TestDb::new().await;
         let mut client = db.client().await;
+        a_list(&client, 1, 10_000, 2001, 2000).await;
         client
             .batch_execute(
-                "INSERT INTO pools (name, format, bits, base_uri, entries_per_list, min_free_entries, lease_size,
-                                    ttl_seconds, validity_seconds, max_status_lifetime_seconds, generation)
-                 VALUES ('p', 'Token', 1, 'https://x.test', 10000, 10, 10, 60, 3600, 86400, 1);
-                 INSERT INTO lists (id, pool, uri, format, bits, size, secret, version)
-                 VALUES ('AAAAAAAAAAAA', 'p', 'https://x.test/t/AAAAAAAAAAAA', 'Token', 1, 10000, '\\x00000000000000000000000000000000', 2001);
-                 INSERT INTO list_publish (list_id, published_version) VALUES ('AAAAAAAAAAAA', 2000);
-                 -- The statistics know another list's revocations; this list's came after
+                "-- The statistics know another list's revocations; this list's came after
                  -- them (a list being revoked in now): 2,000 published, one not yet.
                  INSERT INTO revocations (list_id, idx, version)
                  SELECT 'BBBBBBBBBBBB', v, v FROM generate_series(1, 5000) AS v;
