@@ -47,6 +47,10 @@ pub struct OperatorArgs {
     /// takes over after at most this).
     #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15)]
     pub lease_duration_seconds: u64,
+    /// With `--manifests`: seconds a pool's document must stay gone before its deletion
+    /// policy applies (a file caught mid-rewrite reads as empty).
+    #[arg(long, env = "MANIFEST_REMOVAL_WAIT_SECONDS", default_value_t = 2)]
+    pub manifest_removal_wait_seconds: u64,
 }
 
 /// The example StatusLists, built in: what `statuslist dev` loads without `--manifests`.
@@ -82,20 +86,43 @@ pub fn read_manifests(dir: Option<&Path>) -> Result<Vec<(PoolSpec, DeletionPolic
 }
 
 /// What the manifest loop remembers between passes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Known {
     /// Each pool's last valid spec and deletion policy: reconciled as it was while its
     /// document is invalid or its file does not parse.
     pub pools: BTreeMap<String, (PoolSpec, DeletionPolicy)>,
     /// The problems reported last, so that each is logged once, not once per pass.
     problems: Vec<String>,
+    /// Pools whose document a complete scan found gone, and since when: their deletion
+    /// policy applies once they have been gone for `removal_wait`.
+    gone_since: BTreeMap<String, std::time::Instant>,
+    /// How long a pool's document must stay gone before its deletion policy applies. A
+    /// file read while it is being rewritten in place (truncated, then written: what
+    /// `std::fs::write`, many editors and configuration tools do) parses as a file
+    /// without documents; read as the pools' removal, that deleted their lists and the
+    /// entries of every credential issued from them (the 60-second soak: a Bitstring list
+    /// of 33,263 issued entries dropped by a manifest rewrite). A pass runs every second
+    /// while a removal waits.
+    removal_wait: Duration,
+}
+
+impl Known {
+    pub fn new(removal_wait: Duration) -> Self {
+        Self {
+            pools: BTreeMap::new(),
+            problems: Vec::new(),
+            gone_since: BTreeMap::new(),
+            removal_wait,
+        }
+    }
 }
 
 /// One pass over the manifests: reconciles each valid pool; keeps every pool whose
 /// document is invalid or whose file does not parse as it was (reconciled with its last
 /// valid spec); carries out the deletion policy of pools whose document is gone, only
-/// when every file of the directory parsed. Returns whether a pool is still short of
-/// capacity (the caller comes back soon).
+/// when every file of the directory parsed and the document has stayed gone for
+/// `known.removal_wait`. Returns whether a pool is still short of capacity or a removal
+/// waits (the caller comes back soon).
 pub async fn reconcile_manifests(store: &Store, dir: &Path, known: &mut Known) -> bool {
     let mut short = false;
     let (scans, readable) = match scan_dir(dir) {
@@ -126,14 +153,33 @@ pub async fn reconcile_manifests(store: &Store, dir: &Path, known: &mut Known) -
         }
     }
     let invalid: Vec<&String> = scans.iter().flat_map(|s| &s.invalid).collect();
+    // A removal that waited and whose document is back (or valid again) is forgotten.
+    known.gone_since.retain(|name, _| {
+        let back = next.contains_key(name) || invalid.contains(&name);
+        if back {
+            tracing::info!(pool = %name, "manifest back before its removal was confirmed; nothing deleted");
+        }
+        !back
+    });
     let mut gone = Vec::new();
+    let mut waiting = false;
     for (name, previous) in &known.pools {
         if next.contains_key(name) {
             continue;
         }
-        if complete && !invalid.contains(&name) {
+        let confirmed = complete
+            && !invalid.contains(&name)
+            && {
+                let since = *known.gone_since.entry(name.clone()).or_insert_with(|| {
+                tracing::info!(pool = %name, wait = ?known.removal_wait, "manifest gone: its deletion policy applies if it stays gone");
+                std::time::Instant::now()
+            });
+                since.elapsed() >= known.removal_wait
+            };
+        if confirmed {
             gone.push((name.clone(), previous.1));
         } else {
+            waiting |= complete && !invalid.contains(&name);
             next.insert(name.clone(), previous.clone());
         }
     }
@@ -158,6 +204,7 @@ pub async fn reconcile_manifests(store: &Store, dir: &Path, known: &mut Known) -
     for (name, policy) in gone {
         match core::cleanup(store, &name, None, policy).await {
             Ok(()) => {
+                known.gone_since.remove(&name);
                 tracing::info!(pool = %name, ?policy, "manifest removed; deletion policy applied")
             }
             Err(e) => {
@@ -173,7 +220,7 @@ pub async fn reconcile_manifests(store: &Store, dir: &Path, known: &mut Known) -
         Ok(drained) => core::log_drained(&drained),
         Err(e) => tracing::warn!(error = %e, "sweep of retained pools failed"),
     }
-    short
+    short || waiting
 }
 
 /// Reconciles the manifests until `shutdown` resolves: at once, on every change, when a
@@ -184,9 +231,10 @@ pub async fn watch_manifests(
     store: Store,
     dir: PathBuf,
     resync: Duration,
+    removal_wait: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut known = Known::default();
+    let mut known = Known::new(removal_wait);
     let mut last = Vec::new();
     let mut last_pass = tokio::time::Instant::now();
     let mut short = false;
@@ -250,6 +298,7 @@ async fn run(args: OperatorArgs) -> Result<(), String> {
             store,
             dir,
             Duration::from_secs(30),
+            Duration::from_secs(args.manifest_removal_wait_seconds),
             statuslist_process::shutdown_signal(),
         )
         .await;
@@ -396,7 +445,7 @@ spec:
         )
         .expect("write");
         std::fs::write(dir.join("notes.txt"), "not a manifest").expect("write");
-        let mut known = Known::default();
+        let mut known = Known::new(Duration::ZERO);
         reconcile_manifests(&db.store, &dir, &mut known).await;
         assert_eq!(known.pools.keys().collect::<Vec<_>>(), vec!["ns/tok"]);
         let cap = db.store.capacity("ns/tok").await.expect("capacity");
@@ -419,6 +468,23 @@ spec:
                 .jwks_uri,
             "https://a.example/jwks2"
         );
+
+        // Emptied (a rewrite in place, read between its truncation and its write): with
+        // a removal wait, the pool is kept and nothing is deleted; written again, the
+        // removal is forgotten.
+        let content = std::fs::read_to_string(dir.join("a.yaml")).expect("read");
+        let wait = std::mem::replace(&mut known.removal_wait, Duration::from_secs(3600));
+        std::fs::write(dir.join("a.yaml"), "").expect("empty");
+        let soon = reconcile_manifests(&db.store, &dir, &mut known).await;
+        assert_eq!(known.pools.keys().collect::<Vec<_>>(), vec!["ns/tok"]);
+        assert!(db.store.pool("ns/tok").await.expect("read").is_some());
+        let lists = db.store.capacity("ns/tok").await.expect("capacity").lists;
+        assert_eq!(lists.len(), 1, "the pool's list is kept");
+        assert!(soon, "a pass comes back soon while a removal waits");
+        std::fs::write(dir.join("a.yaml"), content).expect("write");
+        reconcile_manifests(&db.store, &dir, &mut known).await;
+        assert!(known.gone_since.is_empty());
+        known.removal_wait = wait;
 
         // Removed: its deletion policy (Delete) is carried out.
         std::fs::remove_file(dir.join("a.yaml")).expect("remove");
