@@ -157,7 +157,10 @@ pub async fn reconcile_manifests(store: &Store, dir: &Path, known: &mut Known) -
     known.gone_since.retain(|name, _| {
         let back = next.contains_key(name) || invalid.contains(&name);
         if back {
-            tracing::info!(pool = %name, "manifest back before its removal was confirmed; nothing deleted");
+            tracing::info!(
+                pool = %name,
+                "manifest back before its removal was confirmed; nothing deleted"
+            );
         }
         !back
     });
@@ -167,19 +170,22 @@ pub async fn reconcile_manifests(store: &Store, dir: &Path, known: &mut Known) -
         if next.contains_key(name) {
             continue;
         }
-        let confirmed = complete
-            && !invalid.contains(&name)
-            && {
-                let since = *known.gone_since.entry(name.clone()).or_insert_with(|| {
-                tracing::info!(pool = %name, wait = ?known.removal_wait, "manifest gone: its deletion policy applies if it stays gone");
+        let removable = complete && !invalid.contains(&name);
+        let confirmed = removable && {
+            let since = known.gone_since.entry(name.clone()).or_insert_with(|| {
+                tracing::info!(
+                    pool = %name,
+                    wait = ?known.removal_wait,
+                    "manifest gone: its deletion policy applies if it stays gone"
+                );
                 std::time::Instant::now()
             });
-                since.elapsed() >= known.removal_wait
-            };
+            since.elapsed() >= known.removal_wait
+        };
         if confirmed {
             gone.push((name.clone(), previous.1));
         } else {
-            waiting |= complete && !invalid.contains(&name);
+            waiting |= removable;
             next.insert(name.clone(), previous.clone());
         }
     }
