@@ -405,11 +405,11 @@ mod tests {
     use crate::testing::TestDb;
 
     /// One batch interleaved over two lists, each list's entries looked up in its own
-    /// partition: an entry counts only for the row naming its list. Found: an entry of each list,
-    /// in either order. Not found: an index its own list lacks while the other list's row
-    /// in the same batch holds it (both ways), another client's entry, a path that ends in
-    /// the list's id but is not its URI, a list never made, an id that cannot be a list's,
-    /// and a row repeated in the batch (the first answers for it).
+    /// partition: an entry counts only for the row naming its list. Found: an entry of
+    /// each list, in either order. Not found: an index its own list lacks while the other
+    /// list's row in the same batch holds it (both ways), another client's entry, a path
+    /// that ends in the list's id but is not its URI, a list never made, an id that
+    /// cannot be a list's, and a row repeated in the batch (the first answers for it).
     #[tokio::test]
     async fn a_batch_counts_an_entry_only_for_the_row_that_names_its_list() {
         let db = TestDb::new().await;
