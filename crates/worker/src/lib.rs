@@ -26,9 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, Method};
-use axum::middleware::{self, Next};
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::response::Response;
 use axum::routing::{get, post};
 use statuslist_store::Store;
@@ -36,10 +35,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{Any, CorsLayer};
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
-use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tracing::Instrument as _;
 
 use crate::jwks::JwksCache;
 use crate::leases::Leases;
@@ -111,35 +107,32 @@ mod route {
 /// Ids for requests that bring no `x-request-id`: UUID-shaped, a random half per process
 /// and a counter (unique within the process, and across processes by the random half),
 /// without the call to the kernel's random source a v4 UUID makes per request.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct RequestIds {
     base: u64,
-    next: Arc<std::sync::atomic::AtomicU64>,
+    next: std::sync::atomic::AtomicU64,
 }
 
 impl RequestIds {
     fn new() -> Self {
         Self {
             base: uuid::Uuid::new_v4().as_u64_pair().0,
-            next: Arc::default(),
+            next: std::sync::atomic::AtomicU64::new(0),
         }
     }
-}
 
-impl MakeRequestId for RequestIds {
-    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+    fn make(&self) -> HeaderValue {
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let id = uuid::Uuid::from_u64_pair(self.base, n)
             .hyphenated()
             .encode_lower(&mut text);
-        axum::http::HeaderValue::from_str(id)
-            .ok()
-            .map(RequestId::new)
+        // Hex digits and hyphens: always a valid header value.
+        HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("-"))
     }
 }
 
-/// What [`edge`] needs, cloned once per request as one `Arc`.
+/// What [`EdgeService`] needs, shared by every route's copy as one `Arc`.
 struct Edge {
     metrics: Metrics,
     summary: Arc<summary::Summary>,
@@ -147,69 +140,140 @@ struct Edge {
     draining: Arc<std::sync::atomic::AtomicBool>,
     /// [`AppState::request_timeout`].
     limit: Duration,
+    ids: RequestIds,
 }
 
-/// Around every route, in one middleware (one boxed future per request, not three):
+/// Around every route, as one service: axum applies a layer to each route and clones
+/// the layered route for every request, a boxed clone per layer; one layer is one clone
+/// and one boxed future. It does:
+/// - the request id: the caller's `x-request-id`, or one made here; echoed in the answer;
+/// - the request's span ([`request_span`]), entered while the route runs;
 /// - the time bound: a request past it gets the contract's 503 body;
 /// - the metrics and the summary line's counts, by route and status (a timed-out request
 ///   counted as the 503 it was answered);
 /// - while draining, `Connection: close` on every answer: the client's next request opens
 ///   a new connection, which the Service sends to another worker.
-async fn edge(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
-    let route = route_of(&request);
-    let start = Instant::now();
-    let mut response = match tokio::time::timeout(edge.limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(
-                limit_ms = edge.limit.as_millis() as u64,
-                "request timed out"
-            );
-            axum::response::IntoResponse::into_response(error::ApiError::Unavailable)
-        }
-    };
-    let status = response.status();
-    if statuslist_process::telemetry::enabled() {
-        let span = tracing::Span::current();
-        span.record("http.response.status_code", status.as_u16());
-        if status.is_server_error() {
-            span.record("otel.status_code", "ERROR");
+#[derive(Clone)]
+struct EdgeLayer(Arc<Edge>);
+
+impl<S> tower::Layer<S> for EdgeLayer {
+    type Service = EdgeService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        EdgeService {
+            inner,
+            edge: self.0.clone(),
         }
     }
-    edge.metrics
-        .latency
-        .get_or_create(&RouteLabel { route })
-        .observe(start.elapsed().as_secs_f64());
-    edge.metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route,
-            status: status.as_u16(),
-        })
-        .inc();
-    edge.summary.count(route, status);
-    if edge.draining.load(std::sync::atomic::Ordering::Relaxed) {
-        response.headers_mut().insert(
-            axum::http::header::CONNECTION,
-            axum::http::HeaderValue::from_static("close"),
-        );
+}
+
+#[derive(Clone)]
+struct EdgeService<S> {
+    inner: S,
+    edge: Arc<Edge>,
+}
+
+type Answer = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
+>;
+
+impl<S> tower::Service<Request> for EdgeService<S>
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = Answer;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
     }
-    response
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let start = Instant::now();
+        let edge = self.edge.clone();
+        let route = route_of(&request);
+        let id = match request.headers().get(&REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => edge.ids.make(),
+        };
+        let span = request_span(&request, route, &id);
+        let answer = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        Box::pin(
+            async move {
+                let mut response = match tokio::time::timeout(edge.limit, answer).await {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    Err(_) => {
+                        tracing::warn!(
+                            limit_ms = edge.limit.as_millis() as u64,
+                            "request timed out"
+                        );
+                        axum::response::IntoResponse::into_response(error::ApiError::Unavailable)
+                    }
+                };
+                let status = response.status();
+                let elapsed = start.elapsed();
+                if statuslist_process::telemetry::enabled() {
+                    let span = tracing::Span::current();
+                    span.record("http.response.status_code", status.as_u16());
+                    if status.is_server_error() {
+                        span.record("otel.status_code", "ERROR");
+                    }
+                }
+                // A 5xx is an answer, not an error of the process: a 503 is what an outage
+                // or a dry pool is expected to answer, and a probe's 503 what a start is.
+                // Their causes are logged once per change where they happen; each answer
+                // only at debug, and counted in the summary line and the metrics.
+                tracing::debug!(
+                    status = status.as_u16(),
+                    latency_us = elapsed.as_micros() as u64,
+                    "finished processing request"
+                );
+                edge.metrics
+                    .latency
+                    .get_or_create(&RouteLabel { route })
+                    .observe(elapsed.as_secs_f64());
+                edge.metrics
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        route,
+                        status: status.as_u16(),
+                    })
+                    .inc();
+                edge.summary.count(route, status);
+                let headers = response.headers_mut();
+                if !headers.contains_key(&REQUEST_ID) {
+                    headers.insert(REQUEST_ID.clone(), id);
+                }
+                if edge.draining.load(std::sync::atomic::Ordering::Relaxed) {
+                    headers.insert(
+                        axum::http::header::CONNECTION,
+                        HeaderValue::from_static("close"),
+                    );
+                }
+                Ok(response)
+            }
+            .instrument(span),
+        )
+    }
 }
 
 /// The span of a request: method and path only (no query, no body, no token in the log).
 /// When traces are exported it is also the OpenTelemetry server span, `POST /issue`,
 /// continuing the caller's `traceparent`.
-fn request_span(req: &Request) -> tracing::Span {
-    let id = req
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
+fn request_span(req: &Request, route: &'static str, id: &HeaderValue) -> tracing::Span {
+    let id = id.to_str().unwrap_or("-");
     if !statuslist_process::telemetry::enabled() {
         return tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
     }
-    let route = route_of(req);
     if matches!(route, route::HEALTHZ | route::READYZ | route::DATABASE) {
         // Probes (every few seconds, from the kubelet) are no trace of anyone's: a target
         // outside this project's keeps them out of the export, in the log as before.
@@ -255,8 +319,16 @@ pub fn router(state: Arc<AppState>) -> Router {
     let public = Router::new()
         .route(route::TOKEN_LIST, get(routes::token_list))
         .route(route::BITSTRING_LIST, get(routes::bitstring_list))
-        .route(route::AGGREGATION, get(routes::aggregation))
-        .route(route::JWKS, get(routes::jwks))
+        // The lists bring their own gzip (encoded once per version); these two JSON
+        // documents are compressed as they are answered.
+        .route(
+            route::AGGREGATION,
+            get(routes::aggregation).layer(CompressionLayer::new().gzip(true)),
+        )
+        .route(
+            route::JWKS,
+            get(routes::jwks).layer(CompressionLayer::new().gzip(true)),
+        )
         .layer(
             CorsLayer::new()
                 .allow_origin(Any)
@@ -280,31 +352,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(route::READYZ, get(routes::readyz))
         .route(route::DATABASE, get(routes::database))
         .fallback(routes::not_found)
-        // The middleware's state is cloned for every request: one Arc.
-        .layer(middleware::from_fn_with_state(
-            Arc::new(Edge {
-                metrics: state.metrics.clone(),
-                summary: state.summary.clone(),
-                draining: state.draining.clone(),
-                limit: state.request_timeout,
-            }),
-            edge,
-        ))
-        .layer(CompressionLayer::new().gzip(true))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                // A 5xx is an answer, not an error of the process: a 503 is what an outage
-                // or a dry pool is expected to answer, and a probe's 503 what a start is.
-                // Their causes are logged once per change where they happen; each answer
-                // only at debug, and counted in the summary line and the metrics.
-                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
-        )
-        .layer(SetRequestIdLayer::new(
-            REQUEST_ID.clone(),
-            RequestIds::new(),
-        ))
+        // Every route's edge in one layer: a layer is applied to every route and cloned
+        // with it for every request.
+        .layer(EdgeLayer(Arc::new(Edge {
+            metrics: state.metrics.clone(),
+            summary: state.summary.clone(),
+            draining: state.draining.clone(),
+            limit: state.request_timeout,
+            ids: RequestIds::new(),
+        })))
         .with_state(state)
 }
 

@@ -286,6 +286,125 @@ async fn a_revocation_through_one_worker_is_served_by_another_within_a_second() 
     second.stop().await;
 }
 
+/// What every route's edge adds, on a list GET, an issuance, a probe and an unknown path:
+/// the caller's `x-request-id` echoed or one made (UUID-shaped, one per request); the
+/// CORS preflight of the lists; gzip of the JWKS (the lists bring their own); the
+/// answers counted by route and status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_carries_a_request_id_and_is_counted_by_route() {
+    let env = Env::start().await;
+    let (uri, _) = env.issue("a").await;
+    token_list_when(&env, &env.worker.url, &uri, Duration::from_secs(10), |_| {
+        true
+    })
+    .await;
+    let id = uri.rsplit('/').next().expect("id");
+    let request_id = |resp: &reqwest::Response| {
+        resp.headers()
+            .get("x-request-id")
+            .map(|v| v.to_str().expect("ascii").to_owned())
+    };
+    let url = |path: &str| format!("{}{path}", env.worker.url);
+    let list = format!("/t/{id}");
+
+    let mut made = std::collections::HashSet::new();
+    for path in [list.as_str(), "/healthz", "/no/such/path", "/t/x/y"] {
+        let resp = env
+            .http
+            .get(url(path))
+            .header("x-request-id", "issuer-trace-7")
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(
+            request_id(&resp).as_deref(),
+            Some("issuer-trace-7"),
+            "{path}"
+        );
+        for _ in 0..2 {
+            let resp = env.get(path).await;
+            let id = request_id(&resp).expect("a request id made");
+            assert_eq!(id.len(), 36, "{id}");
+            assert!(
+                id.chars().all(|c| c.is_ascii_hexdigit() || c == '-'),
+                "{id}"
+            );
+            made.insert(id);
+        }
+    }
+    assert_eq!(made.len(), 8, "one id per request: {made:?}");
+    let resp = env
+        .http
+        .post(url("/issue"))
+        .header("content-type", "application/jwt")
+        .header("x-request-id", "issuer-trace-8")
+        .body(env.issuers.issue_jwt("a"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(request_id(&resp).as_deref(), Some("issuer-trace-8"));
+
+    // A browser's preflight of a list GET (any origin, GET only).
+    let resp = env
+        .http
+        .request(reqwest::Method::OPTIONS, url(&list))
+        .header("origin", "https://verifier.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .expect("preflight");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    assert_eq!(resp.headers()["access-control-allow-methods"], "GET");
+    assert!(request_id(&resp).is_some());
+    let resp = env.get(&list).await;
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    let exposed = resp.headers()["access-control-expose-headers"]
+        .to_str()
+        .expect("ascii")
+        .to_ascii_lowercase();
+    assert!(
+        exposed.contains("etag") && exposed.contains("cache-control"),
+        "{exposed}"
+    );
+    // Issuer answers are not for browsers.
+    let (status, _) = env.try_issue("a").await;
+    assert_eq!(status, 200);
+
+    let resp = env
+        .http
+        .get(url("/.well-known/jwks.json"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .expect("jwks");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    let jwks: Value = serde_json::from_slice(&inflate(flate2::read::GzDecoder::new(
+        &resp.bytes().await.expect("body")[..],
+    )))
+    .expect("JSON");
+    assert!(!jwks["keys"].as_array().expect("keys").is_empty());
+
+    let metrics = env.metrics_text().await;
+    let count = |labels: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("statuslist_http_requests_total{{{labels}}} ")))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(count("route=\"/t/{id}\",status=\"200\"") >= 4, "{metrics}");
+    assert!(count("route=\"/healthz\",status=\"200\"") >= 3, "{metrics}");
+    assert!(
+        count("route=\"unmatched\",status=\"404\"") >= 6,
+        "{metrics}"
+    );
+    assert!(count("route=\"/issue\",status=\"200\"") >= 3, "{metrics}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_caching_negotiation_and_cors() {
     let env = Env::start().await;
