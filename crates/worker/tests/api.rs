@@ -73,6 +73,16 @@ fn w3c_status(bytes: &[u8], idx: u64) -> u8 {
     (bytes[(idx / 4) as usize] >> (6 - (idx % 4) * 2)) & 0b11
 }
 
+/// Issues one entry of client "a" and waits until its list is published; its URI.
+async fn issued_and_published(env: &Env) -> String {
+    let (uri, _) = env.issue("a").await;
+    token_list_when(env, &env.worker.url, &uri, Duration::from_secs(10), |_| {
+        true
+    })
+    .await;
+    uri
+}
+
 fn inflate(reader: impl Read) -> Vec<u8> {
     let mut out = Vec::new();
     std::io::BufReader::new(reader)
@@ -293,11 +303,7 @@ async fn a_revocation_through_one_worker_is_served_by_another_within_a_second() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_carries_a_request_id_and_is_counted_by_route() {
     let env = Env::start().await;
-    let (uri, _) = env.issue("a").await;
-    token_list_when(&env, &env.worker.url, &uri, Duration::from_secs(10), |_| {
-        true
-    })
-    .await;
+    let uri = issued_and_published(&env).await;
     let id = uri.rsplit('/').next().expect("id");
     let request_id = |resp: &reqwest::Response| {
         resp.headers()
@@ -408,11 +414,7 @@ async fn every_answer_carries_a_request_id_and_is_counted_by_route() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_caching_negotiation_and_cors() {
     let env = Env::start().await;
-    let (uri, _) = env.issue("a").await;
-    token_list_when(&env, &env.worker.url, &uri, Duration::from_secs(10), |_| {
-        true
-    })
-    .await;
+    let uri = issued_and_published(&env).await;
     let id = uri.rsplit('/').next().expect("id");
     let url = format!("{}/t/{id}", env.worker.url);
     let resp = env
@@ -748,11 +750,7 @@ async fn issuer_jwks_failures_are_401_and_cached_keys_keep_working() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_database_down_lists_are_still_served_and_the_worker_stays_ready() {
     let mut env = Env::with_own_server().await;
-    let (uri, _) = env.issue("a").await;
-    token_list_when(&env, &env.worker.url, &uri, Duration::from_secs(10), |_| {
-        true
-    })
-    .await;
+    let uri = issued_and_published(&env).await;
     let aggregation = format!("/a/{}", statuslist_worker::aggregation::id("tok"));
     assert!(env.get_text(&aggregation).await.contains(&uri));
     tokio::task::block_in_place(|| {
