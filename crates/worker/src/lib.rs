@@ -316,6 +316,7 @@ pub fn metrics_router(state: Arc<AppState>) -> Router {
 /// The HTTP surface of issuers, verifiers and probes (metrics are on
 /// [`metrics_router`]).
 pub fn router(state: Arc<AppState>) -> Router {
+    let compressed = CompressionLayer::new().gzip(true);
     let public = Router::new()
         .route(route::TOKEN_LIST, get(routes::token_list))
         .route(route::BITSTRING_LIST, get(routes::bitstring_list))
@@ -323,12 +324,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         // documents are compressed as they are answered.
         .route(
             route::AGGREGATION,
-            get(routes::aggregation).layer(CompressionLayer::new().gzip(true)),
+            get(routes::aggregation).layer(compressed.clone()),
         )
-        .route(
-            route::JWKS,
-            get(routes::jwks).layer(CompressionLayer::new().gzip(true)),
-        )
+        .route(route::JWKS, get(routes::jwks).layer(compressed))
         .layer(
             CorsLayer::new()
                 .allow_origin(Any)

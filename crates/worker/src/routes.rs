@@ -366,7 +366,8 @@ fn respond(headers: &HeaderMap, served: &Served, media: &'static str) -> Respons
     let max_age = a.ttl.min(a.exp - unix_now()).max(0);
     let not_modified = if_none_match(headers, &[&served.etag, &served.gzip_etag]);
     // Written into the answer's own map, sized once for every header it will carry
-    // (these, CORS's two, the request id): no second map copied in, no regrowth.
+    // (these five, CORS's two, the request id, `Connection` while draining): no second
+    // map copied in, no regrowth.
     let mut response = if not_modified {
         let mut r = Response::new(Body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;

@@ -374,9 +374,22 @@ async fn every_answer_carries_a_request_id_and_is_counted_by_route() {
         exposed.contains("etag") && exposed.contains("cache-control"),
         "{exposed}"
     );
-    // Issuer answers are not for browsers.
-    let (status, _) = env.try_issue("a").await;
-    assert_eq!(status, 200);
+    // Issuer answers are not for browsers: no CORS headers on them.
+    let resp = env
+        .http
+        .post(url("/issue"))
+        .header("content-type", "application/jwt")
+        .header("origin", "https://verifier.example")
+        .body(env.issuers.issue_jwt("a"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers().get("access-control-allow-origin").is_none(),
+        "{:?}",
+        resp.headers()
+    );
 
     let resp = env
         .http
