@@ -513,21 +513,43 @@ pub async fn run(bin: &Path, plan: &Plan) -> Figures {
         .filter(|w| Some(*w) != killed)
         .map(|w| format!("worker-{w}"))
         .collect();
-    eventually(
-        Duration::from_secs(60),
-        "the survivors' write-back",
-        || async {
-            let row = db
-                .query_one(
-                    "SELECT count(*) FROM failover_restores WHERE worker = ANY ($1)",
-                    &[&survivors],
-                )
-                .await
-                .ok()?;
-            (row.get::<_, i64>(0) as usize == survivors.len()).then_some(())
-        },
-    )
-    .await;
+    // Polled by hand rather than with `eventually`: when it does not come, what the
+    // survivors logged is the only account of why.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let written = db
+            .query_one(
+                "SELECT count(*) FROM failover_restores WHERE worker = ANY ($1)",
+                &[&survivors],
+            )
+            .await
+            .ok()
+            .map(|row| row.get::<_, i64>(0) as usize);
+        if written == Some(survivors.len()) {
+            break;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = workers
+                .iter()
+                .filter(|w| survivors.contains(&w.process.name))
+                .map(|w| {
+                    let out = w.process.output();
+                    let tail = out[out.len().saturating_sub(60)..].join("\n");
+                    format!(
+                        "--- {} (last 60 of {} lines):\n{tail}",
+                        w.process.name,
+                        out.len()
+                    )
+                })
+                .collect();
+            panic!(
+                "timed out after 60 s waiting for the survivors' write-back ({written:?} of {} rows):\n{}",
+                survivors.len(),
+                logs.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await; // polling a condition
+    }
 
     let record = std::mem::take(&mut *record.lock().expect("record"));
     let mut figures = Figures {
