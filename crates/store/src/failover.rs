@@ -984,3 +984,35 @@ mod tests {
         assert_eq!(overflowed, 3);
     }
 }
+
+#[cfg(all(test, feature = "testing"))]
+mod db_tests {
+    use crate::testing::TestDb;
+
+    /// What a new connection reads (`INCARNATION_QUERY`) and what the schema's function
+    /// answers (leases are fenced with it) are the same text: a mismatch would make every
+    /// connection look like a failover, or fence every lease out.
+    #[tokio::test]
+    async fn a_connection_and_the_schema_name_the_same_incarnation() {
+        let db = TestDb::new().await;
+        // Any statement opens a connection, which observes the incarnation.
+        db.store.replication().await.expect("replication facts");
+        let observed = db.store.incarnation().expect("observed on connecting");
+        let row = db
+            .client()
+            .await
+            .query_one(
+                "SELECT statuslist_incarnation(), (SELECT l.lanname FROM pg_proc p
+                     JOIN pg_language l ON l.oid = p.prolang WHERE p.proname = 'statuslist_incarnation')",
+                &[],
+            )
+            .await
+            .expect("incarnation");
+        assert_eq!(row.get::<_, String>(0), observed);
+        // Schema 18: prepared once per session, not parsed at every call.
+        assert_eq!(row.get::<_, String>(1), "plpgsql");
+        let (system, timeline) = observed.split_once('/').expect("system/timeline");
+        assert!(system.parse::<u64>().is_ok(), "{observed}");
+        assert_eq!(timeline, "1", "{observed}");
+    }
+}

@@ -16,6 +16,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (BASELINE, include_str!("../migrations/0015_schema.sql")),
     (16, include_str!("../migrations/0016_suspension.sql")),
     (17, include_str!("../migrations/0017_revoke_lookup.sql")),
+    (
+        18,
+        include_str!("../migrations/0018_incarnation_plpgsql.sql"),
+    ),
 ];
 
 /// The version the migrations bring the schema to.
