@@ -482,17 +482,46 @@ pub fn error_policy(obj: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -
 }
 
 /// Runs the controller until `shutdown` resolves. A worker's capacity request
-/// (`statuslist_capacity`) triggers an immediate pass over every pool.
+/// (`statuslist_capacity`) for a pool that needs a list (or that cannot be checked)
+/// triggers an immediate pass over every pool.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let api = ctx.watched();
     let (events, _listener) = ctx
         .store
         .listen(&[statuslist_store::notify::CHANNEL_CAPACITY]);
     let (tx, rx) = mpsc::channel::<()>(1);
+    let store = ctx.store.clone();
     tokio::spawn(async move {
+        use statuslist_store::notify::Event;
+        use tokio::sync::broadcast::error::{RecvError, TryRecvError};
         let mut events = events;
-        while let Ok(ev) = events.recv().await {
-            if matches!(ev, statuslist_store::notify::Event::Notification { .. }) {
+        loop {
+            // The asks queued by now, checked once each; a lagging receiver only means
+            // several asked (a pass, unchecked).
+            let mut pools = std::collections::BTreeSet::new();
+            let mut unchecked = false;
+            match events.recv().await {
+                Ok(Event::Notification { payload, .. }) => {
+                    pools.insert(payload);
+                }
+                Ok(Event::Connected) => {}
+                Err(RecvError::Lagged(_)) => unchecked = true,
+                Err(RecvError::Closed) => return,
+            }
+            loop {
+                match events.try_recv() {
+                    Ok(Event::Notification { payload, .. }) => {
+                        pools.insert(payload);
+                    }
+                    Ok(Event::Connected) => {}
+                    Err(TryRecvError::Lagged(_)) => unchecked = true,
+                    Err(_) => break,
+                }
+            }
+            if unchecked
+                || (!pools.is_empty()
+                    && core::asks_need_a_pass(&store, pools.iter().map(String::as_str)).await)
+            {
                 let _ = tx.try_send(());
             }
         }

@@ -230,7 +230,8 @@ pub async fn reconcile_manifests(store: &Store, dir: &Path, known: &mut Known) -
 }
 
 /// Reconciles the manifests until `shutdown` resolves: at once, on every change, when a
-/// worker asks for capacity (`statuslist_capacity`), every second while a pool is short,
+/// worker asks for capacity (`statuslist_capacity`) for a pool that needs a list (or the
+/// request cannot be checked), every second while a pool is short,
 /// and every `resync` regardless. `shutdown` interrupts a pass (a database that does not
 /// answer must not delay the exit).
 pub async fn watch_manifests(
@@ -271,17 +272,36 @@ pub async fn watch_manifests(
         tokio::select! {
             _ = &mut shutdown => return,
             event = capacity.recv(), if !closed => {
-                // A worker runs short (or the listener reconnected): a pass now. A
-                // lagging receiver only means several asked. Every ask queued by now is
-                // answered by that one pass: a burst of asks (one per lease at three
-                // quarters spent, from every worker) made one pass each, back to back,
-                // long after the burst (measured: ~5 passes a second through a 5 s
-                // revocation run that followed 40,000 issuances).
-                closed = matches!(event, Err(tokio::sync::broadcast::error::RecvError::Closed));
-                asked = !closed;
-                while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
-                    capacity.try_recv()
-                {}
+                // A worker runs short (or the listener reconnected): a pass now, when one
+                // of the pools asked for needs a list. A lagging receiver only means
+                // several asked (a pass, unchecked). Every ask queued by now is answered
+                // by that one pass: a burst of asks (one per lease at three quarters
+                // spent, from every worker) made one pass each, back to back, long after
+                // the burst (measured: ~5 passes a second through a 5 s revocation run
+                // that followed 40,000 issuances).
+                use statuslist_store::notify::Event;
+                use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+                closed = matches!(event, Err(RecvError::Closed));
+                let mut pools = std::collections::BTreeSet::new();
+                let mut unchecked = matches!(event, Ok(Event::Connected) | Err(RecvError::Lagged(_)));
+                if let Ok(Event::Notification { payload, .. }) = event {
+                    pools.insert(payload);
+                }
+                loop {
+                    match capacity.try_recv() {
+                        Ok(Event::Notification { payload, .. }) => {
+                            pools.insert(payload);
+                        }
+                        Ok(Event::Connected) | Err(TryRecvError::Lagged(_)) => unchecked = true,
+                        Err(_) => break,
+                    }
+                }
+                asked = !closed
+                    && (unchecked
+                        || tokio::select! {
+                            _ = &mut shutdown => return,
+                            need = core::asks_need_a_pass(&store, pools.iter().map(String::as_str)) => need,
+                        });
             }
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
@@ -497,6 +517,74 @@ spec:
         reconcile_manifests(&db.store, &dir, &mut known).await;
         assert!(known.pools.is_empty());
         assert!(db.store.pool("ns/tok").await.expect("read").is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// With no resync due, a worker's capacity request (a real NOTIFY) brings a pass when
+    /// its pool needs a list: the pool is short once two entries are issued
+    /// (`minFreeEntries` is its whole list but one), and the pass that provisions the
+    /// second list must be the request's.
+    #[tokio::test]
+    async fn a_capacity_request_brings_a_pass_when_its_pool_needs_a_list() {
+        let db = TestDb::new().await;
+        let dir =
+            std::env::temp_dir().join(format!("statuslist-manifests-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(
+            dir.join("a.yaml"),
+            TOKEN.replace("leaseSize: 100", "leaseSize: 100\n  minFreeEntries: 999"),
+        )
+        .expect("write");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let watcher = tokio::spawn(watch_manifests(
+            db.store.clone(),
+            dir.clone(),
+            Duration::from_secs(3600),
+            Duration::ZERO,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let lists = || async {
+            db.store
+                .capacity("ns/tok")
+                .await
+                .map(|c| c.lists.len())
+                .ok()
+        };
+        statuslist_testkit::eventually(Duration::from_secs(30), "the first list", || async {
+            (lists().await? == 1).then_some(())
+        })
+        .await;
+
+        let lease = db
+            .store
+            .claim_lease("ns/tok", "w", Duration::from_secs(30))
+            .await
+            .expect("claim")
+            .expect("lease");
+        for n in 0..2 {
+            assert!(!core::asks_need_a_pass(&db.store, ["ns/tok"]).await, "{n}");
+            let req = statuslist_store::IssueRequest {
+                client_id: "a".into(),
+                jti: uuid::Uuid::new_v4(),
+                status_expiry: unix_now() + 3600,
+            };
+            db.store.issue(&lease, &req).await.expect("issued");
+        }
+        assert!(core::asks_need_a_pass(&db.store, ["ns/tok"]).await);
+        // Asked again until heard (a request sent before the operator listens is lost,
+        // as a worker's would be; the worker asks again with its next lease).
+        statuslist_testkit::eventually(Duration::from_secs(30), "a second list", || async {
+            db.store
+                .notify(statuslist_store::notify::CHANNEL_CAPACITY, "ns/tok")
+                .await
+                .ok()?;
+            (lists().await? == 2).then_some(())
+        })
+        .await;
+        let _ = stop.send(());
+        watcher.await.expect("the watcher stops");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -106,15 +106,21 @@ async fn provisions_reclaims_and_retires() {
         .await
         .expect("reconcile");
     assert!(again.provisioned.is_empty(), "nothing to do");
+    // A worker's capacity request for a pool with plenty calls for no pass; for a pool
+    // the database does not know, one (the pass applies it).
+    assert!(!core::asks_need_a_pass(&db.store, ["ns/sl"]).await);
+    assert!(core::asks_need_a_pass(&db.store, ["ns/sl", "ns/unknown"]).await);
 
     // Issue until free (200 - 160 = 40) < minFreeEntries (50): the next list comes.
     issue_n(&db.store, 160, now + 10).await;
+    assert!(core::asks_need_a_pass(&db.store, ["ns/sl"]).await);
     let report = core::reconcile_pool(&db.store, &p, now)
         .await
         .expect("reconcile");
     assert_eq!(report.provisioned.len(), 1);
     assert_eq!(report.capacity.lists.len(), 2);
     assert_eq!(report.capacity.free, 240);
+    assert!(!core::asks_need_a_pass(&db.store, ["ns/sl"]).await);
 
     // A worker dies holding a lease: after expiry its remainder returns.
     let lease = claim(&db.store, "dead").await;

@@ -248,6 +248,33 @@ impl Store {
         .await
     }
 
+    /// Whether `pool` would get a list from [`Store::ensure_capacity`] now: it is issuing
+    /// and has no Active list or fewer free entries than its `minFreeEntries`. A pool not
+    /// in the database needs one too (a pass applies it first). Read without locks: what a
+    /// worker's capacity request is checked with before the operator runs a pass over
+    /// every pool (a request comes with every lease three quarters spent, most of them
+    /// while the pool has plenty).
+    pub async fn needs_capacity(&self, pool: &str) -> Result<bool> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached("SELECT issuing, min_free_entries FROM pools WHERE name = $1")
+                .await?;
+            let Some(row) = client.query_opt(&stmt, &[&pool]).await? else {
+                return Ok(true);
+            };
+            let (issuing, min_free): (bool, i64) = (row.try_get(0)?, row.try_get(1)?);
+            if !issuing {
+                return Ok(false);
+            }
+            let stmt = client.prepare_cached(FREE_QUERY).await?;
+            let free = client.query_one(&stmt, &[&pool]).await?;
+            let (has_active, free): (bool, i64) = (free.try_get(0)?, free.try_get(1)?);
+            Ok(!has_active || free < min_free)
+        })
+        .await
+    }
+
     /// Provisions a new list when the pool's free capacity is below `minFreeEntries` (or
     /// it has no list at all). The pool row is locked, so concurrent callers provision at
     /// most one list between them. Returns the new list, if any.
