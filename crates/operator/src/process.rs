@@ -583,6 +583,18 @@ spec:
             (lists().await? == 2).then_some(())
         })
         .await;
+        assert!(!core::asks_need_a_pass(&db.store, ["ns/tok"]).await);
+        // Active lists of an earlier incarnation of the database (after a failover) are
+        // for a pass to seal, however much room they have.
+        db.client()
+            .await
+            .execute(
+                "UPDATE lists SET incarnation = '0/1' WHERE pool = 'ns/tok'",
+                &[],
+            )
+            .await
+            .expect("an earlier incarnation");
+        assert!(core::asks_need_a_pass(&db.store, ["ns/tok"]).await);
         let _ = stop.send(());
         watcher.await.expect("the watcher stops");
         let _ = std::fs::remove_dir_all(&dir);

@@ -249,8 +249,10 @@ impl Store {
     }
 
     /// Whether `pool` would get a list from [`Store::ensure_capacity`] now: it is issuing
-    /// and has no Active list or fewer free entries than its `minFreeEntries`. A pool not
-    /// in the database needs one too (a pass applies it first). Read without locks: what a
+    /// and has no Active list or fewer free entries than its `minFreeEntries`, or an
+    /// Active list of an earlier incarnation of the database (a pass seals it, then counts
+    /// again). A pool not in the database needs one too (a pass applies it first). Read
+    /// without locks: what a
     /// worker's capacity request is checked with before the operator runs a pass over
     /// every pool (a request comes with every lease three quarters spent, most of them
     /// while the pool has plenty).
@@ -258,14 +260,23 @@ impl Store {
         self.bounded(async {
             let client = self.client().await?;
             let stmt = client
-                .prepare_cached("SELECT issuing, min_free_entries FROM pools WHERE name = $1")
+                .prepare_cached(
+                    "SELECT p.issuing, p.min_free_entries,
+                            EXISTS (SELECT 1 FROM lists l WHERE l.pool = p.name AND l.state = 'Active'
+                                      AND l.incarnation <> statuslist_incarnation())
+                     FROM pools p WHERE p.name = $1",
+                )
                 .await?;
             let Some(row) = client.query_opt(&stmt, &[&pool]).await? else {
                 return Ok(true);
             };
-            let (issuing, min_free): (bool, i64) = (row.try_get(0)?, row.try_get(1)?);
+            let (issuing, min_free, unsealed): (bool, i64, bool) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
             if !issuing {
                 return Ok(false);
+            }
+            if unsealed {
+                return Ok(true);
             }
             let stmt = client.prepare_cached(FREE_QUERY).await?;
             let free = client.query_one(&stmt, &[&pool]).await?;
