@@ -264,10 +264,11 @@ pub async fn reconcile_pool(
 
 /// Whether workers' capacity requests for `pools` call for a pass now: one of them needs
 /// a list ([`Store::needs_capacity`]), or that cannot be read (the pass finds out). A
-/// request comes with every lease three quarters spent, so at a thousand issuances a
-/// second and leases of a thousand, about one a second per worker, nearly all while the
-/// pool has plenty: a pass over every pool for each (a dozen statements per pool) was a
-/// tenth of the database's time under `/issue` load (scripts/bench, four pools).
+/// request comes with every lease three quarters spent (at a thousand issuances a second
+/// and leases of a thousand, one a second per worker), nearly all while the pool has
+/// plenty: a pass over every pool for each, a dozen statements per pool parsed and planned
+/// anew, was about 28 pool reconciles a second under `/issue` load in scripts/bench (four
+/// pools; docs/performance.md).
 pub async fn asks_need_a_pass<'a>(store: &Store, pools: impl IntoIterator<Item = &'a str>) -> bool {
     for pool in pools {
         match store.needs_capacity(pool).await {

@@ -451,12 +451,17 @@ spec:
   issuers: [{clientId: a, jwksUri: https://a.example/jwks}]
 ";
 
-    #[tokio::test]
-    async fn manifests_are_reconciled_re_read_and_removed() {
-        let db = TestDb::new().await;
+    /// A directory of its own for a test's manifests.
+    fn manifests_dir() -> PathBuf {
         let dir =
             std::env::temp_dir().join(format!("statuslist-manifests-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("dir");
+        dir
+    }
+
+    #[tokio::test]
+    async fn manifests_are_reconciled_re_read_and_removed() {
+        let (db, dir) = (TestDb::new().await, manifests_dir());
         // One valid StatusList, one invalid (skipped), one other kind, one non-YAML file.
         std::fs::write(
             dir.join("a.yaml"),
@@ -526,10 +531,7 @@ spec:
     /// second list must be the request's.
     #[tokio::test]
     async fn a_capacity_request_brings_a_pass_when_its_pool_needs_a_list() {
-        let db = TestDb::new().await;
-        let dir =
-            std::env::temp_dir().join(format!("statuslist-manifests-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let (db, dir) = (TestDb::new().await, manifests_dir());
         std::fs::write(
             dir.join("a.yaml"),
             TOKEN.replace("leaseSize: 100", "leaseSize: 100\n  minFreeEntries: 999"),

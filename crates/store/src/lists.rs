@@ -252,10 +252,9 @@ impl Store {
     /// and has no Active list or fewer free entries than its `minFreeEntries`, or an
     /// Active list of an earlier incarnation of the database (a pass seals it, then counts
     /// again). A pool not in the database needs one too (a pass applies it first). Read
-    /// without locks: what a
-    /// worker's capacity request is checked with before the operator runs a pass over
-    /// every pool (a request comes with every lease three quarters spent, most of them
-    /// while the pool has plenty).
+    /// without locks: what a worker's capacity request is checked with before the
+    /// operator runs a pass over every pool (a request comes with every lease three
+    /// quarters spent, most of them while the pool has plenty).
     pub async fn needs_capacity(&self, pool: &str) -> Result<bool> {
         self.bounded(async {
             let client = self.client().await?;
