@@ -513,42 +513,43 @@ pub async fn run(bin: &Path, plan: &Plan) -> Figures {
         .filter(|w| Some(*w) != killed)
         .map(|w| format!("worker-{w}"))
         .collect();
-    // Polled by hand rather than with `eventually`: when it does not come, what the
-    // survivors logged is the only account of why.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let written = db
-            .query_one(
-                "SELECT count(*) FROM failover_restores WHERE worker = ANY ($1)",
-                &[&survivors],
-            )
-            .await
-            .ok()
-            .map(|row| row.get::<_, i64>(0) as usize);
-        if written == Some(survivors.len()) {
-            break;
-        }
-        if Instant::now() > deadline {
-            let logs: Vec<String> = workers
-                .iter()
-                .filter(|w| survivors.contains(&w.process.name))
-                .map(|w| {
-                    let out = w.process.output();
-                    let tail = out[out.len().saturating_sub(60)..].join("\n");
-                    format!(
-                        "--- {} (last 60 of {} lines):\n{tail}",
-                        w.process.name,
-                        out.len()
-                    )
-                })
-                .collect();
-            panic!(
-                "timed out after 60 s waiting for the survivors' write-back ({written:?} of {} rows):\n{}",
-                survivors.len(),
-                logs.join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await; // polling a condition
+    let written = || async {
+        db.query_one(
+            "SELECT count(*) FROM failover_restores WHERE worker = ANY ($1)",
+            &[&survivors],
+        )
+        .await
+        .ok()
+        .map(|row| row.get::<_, i64>(0) as usize)
+    };
+    let wait = Duration::from_secs(60);
+    let every = Duration::from_millis(100);
+    if statuslist_testkit::within(every, wait, || async {
+        (written().await? == survivors.len()).then_some(())
+    })
+    .await
+    .is_none()
+    {
+        // When it does not come, what the survivors logged is the only account of why.
+        let logs: Vec<String> = workers
+            .iter()
+            .filter(|w| survivors.contains(&w.process.name))
+            .map(|w| {
+                let out = w.process.output();
+                let tail = out[out.len().saturating_sub(60)..].join("\n");
+                format!(
+                    "--- {} (last 60 of {} lines):\n{tail}",
+                    w.process.name,
+                    out.len()
+                )
+            })
+            .collect();
+        panic!(
+            "timed out after {wait:?} waiting for the survivors' write-back ({:?} of {} rows):\n{}",
+            written().await,
+            survivors.len(),
+            logs.join("\n")
+        );
     }
 
     let record = std::mem::take(&mut *record.lock().expect("record"));

@@ -20,8 +20,21 @@ pub async fn eventually_every<T, F, Fut>(
     every: Duration,
     timeout: Duration,
     what: &str,
-    mut check: F,
+    check: F,
 ) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    match within(every, timeout, check).await {
+        Some(v) => v,
+        None => panic!("timed out after {timeout:?} waiting for {what}"),
+    }
+}
+
+/// Polls `check` every `every` until it returns `Some`; `None` once `timeout` has passed
+/// without it (for a caller whose failure must say more than what it waited for).
+pub async fn within<T, F, Fut>(every: Duration, timeout: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -29,12 +42,11 @@ where
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = check().await {
-            return v;
+            return Some(v);
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        if Instant::now() >= deadline {
+            return None;
+        }
         tokio::time::sleep(every).await; // polling a condition
     }
 }
