@@ -492,35 +492,19 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let (tx, rx) = mpsc::channel::<()>(1);
     let store = ctx.store.clone();
     tokio::spawn(async move {
-        use statuslist_store::notify::Event;
-        use tokio::sync::broadcast::error::{RecvError, TryRecvError};
         let mut events = events;
         loop {
             // The asks queued by now, checked once each; a lagging receiver only means
-            // several asked (a pass, unchecked).
-            let mut pools = std::collections::BTreeSet::new();
-            let mut unchecked = false;
-            match events.recv().await {
-                Ok(Event::Notification { payload, .. }) => {
-                    pools.insert(payload);
-                }
-                Ok(Event::Connected) => {}
-                Err(RecvError::Lagged(_)) => unchecked = true,
-                Err(RecvError::Closed) => return,
+            // several asked (a pass, unchecked). A reconnection alone brings none: the
+            // controller requeues every pool within seconds anyway.
+            let first = events.recv().await;
+            let asks = core::Asks::gather(first, &mut events);
+            if asks.closed {
+                return;
             }
-            loop {
-                match events.try_recv() {
-                    Ok(Event::Notification { payload, .. }) => {
-                        pools.insert(payload);
-                    }
-                    Ok(Event::Connected) => {}
-                    Err(TryRecvError::Lagged(_)) => unchecked = true,
-                    Err(_) => break,
-                }
-            }
-            if unchecked
-                || (!pools.is_empty()
-                    && core::asks_need_a_pass(&store, pools.iter().map(String::as_str)).await)
+            if asks.lagged
+                || (!asks.pools.is_empty()
+                    && core::asks_need_a_pass(&store, asks.pools.iter().map(String::as_str)).await)
             {
                 let _ = tx.try_send(());
             }

@@ -16,10 +16,12 @@ use statuslist_crd::{
 };
 use statuslist_format::Bits;
 use statuslist_store::failover::{FailoverReport, Replication};
+use statuslist_store::notify::Event;
 use statuslist_store::pools::IssuerConflict;
 use statuslist_store::{
     Capacity, IssuerSpec, ListInfo, ListState, PoolSettings, PoolSpec, Store, StoreError,
 };
+use tokio::sync::broadcast;
 
 /// The pool name of a resource: unique across namespaces.
 pub fn pool_name(namespace: &str, name: &str) -> String {
@@ -260,6 +262,51 @@ pub async fn reconcile_pool(
     let mut report = prepare(store, pool, now).await?;
     provision(store, pool, &mut report).await?;
     Ok(report)
+}
+
+/// Workers' capacity requests (`statuslist_capacity`) as the listener delivered them: the
+/// event received and every one queued behind it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Asks {
+    /// The pools asked for.
+    pub pools: std::collections::BTreeSet<String>,
+    /// The listener (re)connected: asks may have been missed meanwhile.
+    pub reconnected: bool,
+    /// The receiver lagged: some asks were lost unread.
+    pub lagged: bool,
+    /// The listener is gone: no ask will come again.
+    pub closed: bool,
+}
+
+impl Asks {
+    /// `first` (a receive's result) and whatever is queued behind it.
+    pub fn gather(
+        first: Result<Event, broadcast::error::RecvError>,
+        rx: &mut broadcast::Receiver<Event>,
+    ) -> Self {
+        let mut asks = Asks::default();
+        match first {
+            Ok(event) => asks.add(event),
+            Err(broadcast::error::RecvError::Lagged(_)) => asks.lagged = true,
+            Err(broadcast::error::RecvError::Closed) => asks.closed = true,
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(event) => asks.add(event),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => asks.lagged = true,
+                Err(_) => return asks,
+            }
+        }
+    }
+
+    fn add(&mut self, event: Event) {
+        match event {
+            Event::Notification { payload, .. } => {
+                self.pools.insert(payload);
+            }
+            Event::Connected => self.reconnected = true,
+        }
+    }
 }
 
 /// Whether workers' capacity requests for `pools` call for a pass now: one of them needs
@@ -666,6 +713,52 @@ pub fn invalid_status(
 mod tests {
     use super::*;
     use statuslist_store::ListCapacity;
+
+    fn ask(pool: &str) -> Event {
+        Event::Notification {
+            channel: "statuslist_capacity".into(),
+            payload: pool.into(),
+        }
+    }
+
+    /// The event received and everything queued behind it, once each; a reconnection, a
+    /// lag and a closed listener are told apart.
+    #[tokio::test]
+    async fn asks_are_gathered_with_what_is_queued_behind_them() {
+        let (tx, mut rx) = broadcast::channel(2);
+        for event in [ask("ns/a"), ask("ns/b"), ask("ns/a")] {
+            tx.send(event).expect("sent");
+        }
+        // Three sent into room for two: the first is lost, and said so; the rest are read.
+        let first = rx.recv().await;
+        let asks = Asks::gather(first, &mut rx);
+        assert_eq!(
+            asks,
+            Asks {
+                pools: ["ns/a".to_owned(), "ns/b".to_owned()].into(),
+                lagged: true,
+                ..Asks::default()
+            }
+        );
+        tx.send(ask("ns/b")).expect("sent");
+        let first = rx.recv().await;
+        let asks = Asks::gather(first, &mut rx);
+        assert_eq!(
+            asks,
+            Asks {
+                pools: ["ns/b".to_owned()].into(),
+                ..Asks::default()
+            }
+        );
+        tx.send(Event::Connected).expect("sent");
+        tx.send(ask("ns/c")).expect("sent");
+        let first = rx.recv().await;
+        let asks = Asks::gather(first, &mut rx);
+        assert!(asks.reconnected && asks.pools.contains("ns/c"), "{asks:?}");
+        drop(tx);
+        let first = rx.recv().await;
+        assert!(Asks::gather(first, &mut rx).closed);
+    }
 
     /// `reconciledAt` stays as it was while younger than the heartbeat (an unchanged
     /// status is not written again), and moves to now once older: its age in `kubectl

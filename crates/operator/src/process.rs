@@ -279,28 +279,14 @@ pub async fn watch_manifests(
                 // spent, from every worker) made one pass each, back to back, long after
                 // the burst (measured: ~5 passes a second through a 5 s revocation run
                 // that followed 40,000 issuances).
-                use statuslist_store::notify::Event;
-                use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-                closed = matches!(event, Err(RecvError::Closed));
-                let mut pools = std::collections::BTreeSet::new();
-                let mut unchecked = matches!(event, Ok(Event::Connected) | Err(RecvError::Lagged(_)));
-                if let Ok(Event::Notification { payload, .. }) = event {
-                    pools.insert(payload);
-                }
-                loop {
-                    match capacity.try_recv() {
-                        Ok(Event::Notification { payload, .. }) => {
-                            pools.insert(payload);
-                        }
-                        Ok(Event::Connected) | Err(TryRecvError::Lagged(_)) => unchecked = true,
-                        Err(_) => break,
-                    }
-                }
+                let asks = core::Asks::gather(event, &mut capacity);
+                closed = asks.closed;
                 asked = !closed
-                    && (unchecked
+                    && (asks.reconnected
+                        || asks.lagged
                         || tokio::select! {
                             _ = &mut shutdown => return,
-                            need = core::asks_need_a_pass(&store, pools.iter().map(String::as_str)) => need,
+                            need = core::asks_need_a_pass(&store, asks.pools.iter().map(String::as_str)) => need,
                         });
             }
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
