@@ -73,6 +73,18 @@ fn w3c_status(bytes: &[u8], idx: u64) -> u8 {
     (bytes[(idx / 4) as usize] >> (6 - (idx % 4) * 2)) & 0b11
 }
 
+/// A valid `/issue` of client `a` carrying one extra header; the whole answer.
+async fn issue_with_header(env: &Env, name: &str, value: &str) -> reqwest::Response {
+    env.http
+        .post(format!("{}/issue", env.worker.url))
+        .header("content-type", "application/jwt")
+        .header(name, value)
+        .body(env.issuers.issue_jwt("a"))
+        .send()
+        .await
+        .expect("post")
+}
+
 /// Issues one entry of client "a" and waits until its list is published; its URI.
 async fn issued_and_published(env: &Env) -> String {
     let (uri, _) = env.issue("a").await;
@@ -339,15 +351,7 @@ async fn every_answer_carries_a_request_id_and_is_counted_by_route() {
         }
     }
     assert_eq!(made.len(), 8, "one id per request: {made:?}");
-    let resp = env
-        .http
-        .post(url("/issue"))
-        .header("content-type", "application/jwt")
-        .header("x-request-id", "issuer-trace-8")
-        .body(env.issuers.issue_jwt("a"))
-        .send()
-        .await
-        .expect("post");
+    let resp = issue_with_header(&env, "x-request-id", "issuer-trace-8").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(request_id(&resp).as_deref(), Some("issuer-trace-8"));
 
@@ -375,15 +379,7 @@ async fn every_answer_carries_a_request_id_and_is_counted_by_route() {
         "{exposed}"
     );
     // Issuer answers are not for browsers: no CORS headers on them.
-    let resp = env
-        .http
-        .post(url("/issue"))
-        .header("content-type", "application/jwt")
-        .header("origin", "https://verifier.example")
-        .body(env.issuers.issue_jwt("a"))
-        .send()
-        .await
-        .expect("post");
+    let resp = issue_with_header(&env, "origin", "https://verifier.example").await;
     assert_eq!(resp.status(), 200);
     assert!(
         resp.headers().get("access-control-allow-origin").is_none(),
