@@ -20,6 +20,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         18,
         include_str!("../migrations/0018_incarnation_plpgsql.sql"),
     ),
+    (
+        19,
+        include_str!("../migrations/0019_publish_generic_plans.sql"),
+    ),
 ];
 
 /// The version the migrations bring the schema to.

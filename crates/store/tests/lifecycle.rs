@@ -421,7 +421,7 @@ async fn a_version_15_database_is_migrated_keeping_what_it_holds() {
     assert_eq!(
         db.count("SELECT max(version)::bigint FROM schema_migrations")
             .await,
-        18
+        19
     );
     let pool = store.pool("ns/old").await.expect("read").expect("kept");
     assert!(!pool.settings.suspension);
