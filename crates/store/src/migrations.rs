@@ -22,7 +22,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (
         19,
-        include_str!("../migrations/0019_publish_generic_plans.sql"),
+        include_str!("../migrations/0019_store_artifacts_generic_plan.sql"),
     ),
 ];
 

@@ -1,37 +1,26 @@
--- Version 19: a publish plans its two statements once per session, not at every call.
+-- Version 19: storing a publish's render is planned once per session, not at every call.
 --
--- A publish reads the list's revocations changed since the version its renderer holds,
--- then stores what it rendered in one statement (the artifacts, the signing key's latest
--- `exp`, the publish state and claim, the delay of the oldest change it publishes, the
--- notification). Both were prepared statements, yet PostgreSQL's plan cache planned them
+-- A publish stores what it rendered in one statement (the artifacts, the signing key's
+-- latest `exp`, the publish state and claim, the delay of the oldest change it publishes,
+-- the notification). It was a prepared statement, yet PostgreSQL's plan cache planned it
 -- again at every call: priced with the call's version bounds, a custom plan always looked
 -- cheaper than the generic one. Under revocations interleaved over 54 lists (about 220
--- publishes a second on one worker and its observer) that was one planning per call of
--- each: 105 µs (the read) and 355 µs (the store) of planning a publish, 20 µs of wall time
--- per revocation (pg_stat_statements, scripts/bench with PERF_DIR, 2026-12-07).
+-- publishes a second on one worker and its observer) that was 355 µs of planning a
+-- publish, 15.6 µs of wall time per revocation (pg_stat_statements, scripts/bench with
+-- PERF_DIR, 2026-12-07); one client on a quiet server: 638-726 µs a call against 382-419
+-- µs as this function.
 --
--- As PL/pgSQL functions with `plan_cache_mode = force_generic_plan` they are planned once
--- per session. The plans read the same index ranges: the bounds are values when the plan
--- runs (checked by the store's tests: the store reads one revocation of a list of 2,001).
--- Same statements, same answers; workers of version 18 go on sending theirs.
+-- As a PL/pgSQL function with `plan_cache_mode = force_generic_plan` it is planned once
+-- per session. The generic plan reads the same index range (two bounds, values when the
+-- plan runs): the store's tests count the revocations it reads (one of a list of 2,001),
+-- and so did a list holding every revocation of its table (10 of 5,000). Not so the
+-- publish's other statement, the changes since a version (one bound): its generic plan
+-- scanned the whole table where one list holds most revocations, so it stays a prepared
+-- statement, planned per call (105 µs, 4.5 µs of wall time per revocation).
+-- Same statement, same answers; workers of version 18 go on sending theirs.
 
--- The entries of `p_list` changed after version `p_since` (their current status), by index.
-CREATE FUNCTION statuslist_changes(p_list text, p_since bigint)
-RETURNS TABLE (idx bigint, status smallint)
-LANGUAGE plpgsql STABLE
-SET plan_cache_mode = force_generic_plan
-AS $fn$
-#variable_conflict use_column
-BEGIN
-    RETURN QUERY
-    SELECT r.idx, r.status FROM revocations r
-    WHERE r.list_id = p_list AND r.version > p_since
-    ORDER BY r.idx;
-END
-$fn$;
-
--- Stores a render of version `p_version` of `p_list` (the statement version 18's workers
--- send, `STORE_ARTIFACTS` in crates/store/src/publish.rs, with its parameters named):
+-- Stores a render of version `p_version` of `p_list` (the statement workers of version 18
+-- send, with its parameters named):
 -- each artifact unless a newer version is stored; the signing keys' `last_exp`, rounded
 -- up to the minute; the publish state (version forward only, `exp`, the claim `p_claim`
 -- released); `pg_notify(p_channel, p_payload)`. Answers the seconds since the oldest
