@@ -254,9 +254,10 @@ impl Store {
         let client = self.client().await?;
         let rows = match since {
             Some(v) => {
-                // Planned at every call (a custom plan, for the version bound): a generic
-                // plan of it scans the whole table where one list holds most revocations
-                // (measured with schema 19's other statement, which keeps its generic plan).
+                // Planned at every call (a custom plan, for the version bound), unlike the
+                // store (schema 19): a generic plan of this one scans the whole table where
+                // one list holds most revocations (0.46 ms a call against 0.18 ms planned
+                // per call, one client; docs/performance.md).
                 let changed = client
                     .prepare_cached(
                         "SELECT idx, status FROM revocations WHERE list_id = $1 AND version > $2 ORDER BY idx",
