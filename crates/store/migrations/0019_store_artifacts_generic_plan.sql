@@ -24,7 +24,8 @@
 -- each artifact unless a newer version is stored; the signing keys' `last_exp`, rounded
 -- up to the minute; the publish state (version forward only, `exp`, the claim `p_claim`
 -- released); `pg_notify(p_channel, p_payload)`. Answers the seconds since the oldest
--- status change this version publishes first (NULL when it publishes none).
+-- status change this version publishes first (NULL when it publishes none). The
+-- data-modifying parts run to completion although the final SELECT reads none of them.
 CREATE FUNCTION statuslist_store_artifacts(
     p_list text, p_version bigint, p_kind text[], p_body bytea[], p_etag text[],
     p_iat bigint[], p_exp bigint[], p_kid text[], p_ttl bigint[], p_list_exp bigint,
