@@ -404,8 +404,8 @@ mod tests {
     use super::*;
     use crate::testing::TestDb;
 
-    /// One batch interleaved over two lists, each list's entries looked up in its own
-    /// partition: an entry counts only for the row naming its list. Found: an entry of
+    /// One batch interleaved over two lists, each entry found through its issuance key:
+    /// an entry counts only for the row naming its list. Found: an entry of
     /// each list, in either order. Not found: an index its own list lacks while the other
     /// list's row in the same batch holds it (both ways), another client's entry, a path
     /// that ends in the list's id but is not its URI, a list never made, an id that
@@ -431,7 +431,10 @@ mod tests {
                         ('AAAAAAAAAAAA', 2, 2, 0, gen_random_uuid(), 'a'),
                         ('AAAAAAAAAAAA', 4, 4, 0, gen_random_uuid(), 'b'),
                         ('BBBBBBBBBBBB', 1, 1, 0, gen_random_uuid(), 'a'),
-                        ('BBBBBBBBBBBB', 3, 3, 0, gen_random_uuid(), 'a');",
+                        ('BBBBBBBBBBBB', 3, 3, 0, gen_random_uuid(), 'a');
+                 -- Each entry's issuance key, as issuance writes them.
+                 INSERT INTO issuance_keys (client_id, jti, list_id, idx)
+                 SELECT client_id, jti, list_id, idx FROM entries;",
             )
             .await
             .expect("two lists");

@@ -24,7 +24,22 @@ const MIGRATIONS: &[(i32, &str)] = &[
         19,
         include_str!("../migrations/0019_store_artifacts_generic_plan.sql"),
     ),
+    (
+        20,
+        include_str!("../migrations/0020_revoke_by_issuance_key.sql"),
+    ),
 ];
+
+/// Indexes a migration needs, built before its transaction with `CREATE INDEX
+/// CONCURRENTLY` (which cannot run in one): writers of the table go on during the build,
+/// which on a national wallet's key table takes minutes. `(version, name, definition)`;
+/// the migration itself checks that the index is there and valid. A build that failed
+/// half-way leaves an invalid index: it is dropped and built again.
+const CONCURRENT_INDEXES: &[(i32, &str, &str)] = &[(
+    20,
+    "issuance_keys_entry",
+    "ON issuance_keys (list_id, idx) INCLUDE (client_id)",
+)];
 
 /// The version the migrations bring the schema to.
 pub(crate) const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -32,10 +47,23 @@ pub(crate) const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 /// Advisory lock key: "statusls" in ASCII.
 const LOCK_KEY: i64 = 0x7374_6174_7573_6c73;
 
+/// How often a start waiting for another's migrations tries the lock again.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+
 pub(crate) async fn run(client: &mut Object) -> Result<()> {
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
-        .await?;
+    // Tried, not waited for: a session waiting in `pg_advisory_lock` holds a snapshot for
+    // as long as it waits, and `CREATE INDEX CONCURRENTLY` (a migration's index, below)
+    // waits for every such snapshot to go, a deadlock between the two.
+    loop {
+        let locked: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
+            .await?
+            .try_get(0)?;
+        if locked {
+            break;
+        }
+        tokio::time::sleep(LOCK_RETRY).await;
+    }
     let result = apply(client).await;
     // Unlock even when a migration failed; a lost connection releases it anyway.
     let unlock = client
@@ -86,6 +114,9 @@ async fn apply(client: &mut Object) -> Result<()> {
         if applied.contains(version) {
             continue;
         }
+        for (_, name, definition) in CONCURRENT_INDEXES.iter().filter(|i| i.0 == *version) {
+            build_index(client, name, definition).await?;
+        }
         let tx = client.transaction().await?;
         tx.batch_execute(sql).await?;
         tx.execute(
@@ -100,5 +131,33 @@ async fn apply(client: &mut Object) -> Result<()> {
     if let (Some(first), Some(last)) = (newly.first(), newly.last()) {
         tracing::info!(from = first, to = last, "database schema migrated");
     }
+    Ok(())
+}
+
+/// Builds index `name` concurrently unless a valid one is there (names are this file's
+/// constants, not input).
+async fn build_index(client: &Object, name: &str, definition: &str) -> Result<()> {
+    let valid: Option<bool> = client
+        .query_opt(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)",
+            &[&name],
+        )
+        .await?
+        .map(|row| row.try_get(0))
+        .transpose()?;
+    match valid {
+        Some(true) => return Ok(()),
+        Some(false) => {
+            tracing::warn!(index = name, "dropping an index whose build did not finish");
+            client
+                .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+                .await?;
+        }
+        None => {}
+    }
+    tracing::info!(index = name, "building an index concurrently");
+    client
+        .batch_execute(&format!("CREATE INDEX CONCURRENTLY {name} {definition}"))
+        .await?;
     Ok(())
 }

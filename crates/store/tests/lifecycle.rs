@@ -287,17 +287,86 @@ async fn deletion_policies() {
     assert_eq!(db.count("SELECT count(*) FROM issuance_keys").await, 0);
 }
 
+/// Four components starting at once on an empty database: one migrates, the others wait
+/// for it (migration 20 builds an index concurrently, which waits for every open
+/// snapshot: a start waiting in `pg_advisory_lock` would hold one), and every migration
+/// is applied once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_starts_migrate_once() {
     let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+        .await
+        .expect("an empty database");
     let config = statuslist_store::testing::config(&db.url);
     let results = futures_util::future::join_all((0..4).map(|_| Store::connect(&config))).await;
-    assert!(results.iter().all(|r| r.is_ok()));
+    for result in &results {
+        assert!(result.is_ok(), "{:?}", result.as_ref().err());
+    }
     let n = db.count("SELECT count(*) FROM schema_migrations").await;
     let shipped = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
         .expect("migrations")
         .count() as i64;
     assert_eq!(n, shipped, "each migration applied once");
+    assert_eq!(entry_index(&db).await.as_deref(), Some(ENTRY_INDEX));
+}
+
+/// The definition of migration 20's index when it is there and valid.
+const ENTRY_INDEX: &str = "CREATE INDEX issuance_keys_entry ON public.issuance_keys USING btree (list_id, idx) INCLUDE (client_id)";
+
+async fn entry_index(db: &TestDb) -> Option<String> {
+    db.client()
+        .await
+        .query_opt(
+            "SELECT pg_get_indexdef(indexrelid) FROM pg_index
+             WHERE indexrelid = to_regclass('issuance_keys_entry') AND indisvalid",
+            &[],
+        )
+        .await
+        .expect("read the index")
+        .map(|row| row.get(0))
+}
+
+/// A build of migration 20's index that failed half-way (the process stopped, or as here
+/// the build itself failed) leaves an invalid index of that name, and no version 20: the
+/// next start drops it, builds the index and applies the migration.
+#[tokio::test]
+async fn a_half_built_index_is_built_again() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "DROP INDEX issuance_keys_entry;
+             DELETE FROM schema_migrations WHERE version = 20;
+             INSERT INTO issuance_keys (client_id, jti, list_id, idx) VALUES
+                 ('a', gen_random_uuid(), '00000000000A', 1),
+                 ('a', gen_random_uuid(), '00000000000A', 2);",
+        )
+        .await
+        .expect("version 19 with keys");
+    // Two keys of one client: a unique build over client_id fails, its index left invalid.
+    client
+        .batch_execute(
+            "CREATE UNIQUE INDEX CONCURRENTLY issuance_keys_entry ON issuance_keys (client_id)",
+        )
+        .await
+        .expect_err("duplicate client ids");
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_index WHERE indexrelid = to_regclass('issuance_keys_entry') AND NOT indisvalid")
+            .await,
+        1
+    );
+    let store = Store::connect(&statuslist_store::testing::config(&db.url))
+        .await
+        .expect("migrated");
+    assert_eq!(entry_index(&db).await.as_deref(), Some(ENTRY_INDEX));
+    assert_eq!(
+        db.count("SELECT max(version)::bigint FROM schema_migrations")
+            .await,
+        20
+    );
+    drop(store);
 }
 
 #[tokio::test]
@@ -421,7 +490,7 @@ async fn a_version_15_database_is_migrated_keeping_what_it_holds() {
     assert_eq!(
         db.count("SELECT max(version)::bigint FROM schema_migrations")
             .await,
-        19
+        20
     );
     let pool = store.pool("ns/old").await.expect("read").expect("kept");
     assert!(!pool.settings.suspension);

@@ -419,7 +419,8 @@ async fn a_batch_over_several_lists_is_looked_up_entry_by_entry() {
     db.client()
         .await
         .execute(
-            "DELETE FROM entries WHERE list_id = $1 AND idx = $2",
+            "WITH e AS (DELETE FROM entries WHERE list_id = $1 AND idx = $2 RETURNING list_id, idx)
+             DELETE FROM issuance_keys k USING e WHERE k.list_id = e.list_id AND k.idx = e.idx",
             &[&hole.list_id, &(hole.idx as i64)],
         )
         .await
@@ -498,7 +499,8 @@ async fn single_revocations_look_their_entries_up_list_by_list() {
     db.client()
         .await
         .execute(
-            "DELETE FROM entries WHERE list_id = $1 AND idx = $2",
+            "WITH e AS (DELETE FROM entries WHERE list_id = $1 AND idx = $2 RETURNING list_id, idx)
+             DELETE FROM issuance_keys k USING e WHERE k.list_id = e.list_id AND k.idx = e.idx",
             &[&first.list_id, &(hole.1 as i64)],
         )
         .await
@@ -621,4 +623,60 @@ async fn a_list_swept_after_a_revocation_in_it_has_no_entries() {
         store.revoke(&c.uri, c.idx, "a").await.expect("revoke"),
         RevokeOutcome::Revoked { .. }
     ));
+}
+
+/// A revocation batch finds its entries through their issuance keys, one index probe a
+/// row, whatever lists it names (schema 20): it reads no list's entries partition (a
+/// statement per list, parsed and planned at every call, did) and scans nothing. What
+/// it read is the transaction's own counts of the tables.
+#[tokio::test]
+async fn a_batch_finds_its_entries_by_their_keys_alone() {
+    let db = with_pool(100, 100).await;
+    let full = full_lists(&db, 3).await;
+    let mut client = db.client().await;
+    let tx = client.transaction().await.expect("begin");
+    let uris: Vec<&str> = vec![
+        &full[0][0].uri,
+        &full[1][0].uri,
+        &full[2][0].uri,
+        &full[2][1].uri,
+    ];
+    let idxs: Vec<i64> = vec![
+        full[0][0].idx as i64,
+        full[1][0].idx as i64,
+        full[2][0].idx as i64,
+        full[2][1].idx as i64,
+    ];
+    // The last one is asked for by another client: not revoked.
+    let clients = vec!["a", "a", "a", "b"];
+    let revoked: Vec<i64> = tx
+        .query(
+            "SELECT out_n FROM statuslist_revoke($1, $2, $3, NULL) ORDER BY out_n",
+            &[&uris, &idxs, &clients],
+        )
+        .await
+        .expect("revoke")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(revoked, [1, 2, 3]);
+    let read = |table: &'static str| {
+        let tx = &tx;
+        async move {
+            let row = tx
+                .query_one(
+                    "SELECT coalesce(sum(seq_scan), 0)::bigint, coalesce(sum(idx_scan), 0)::bigint
+                     FROM pg_stat_xact_user_tables WHERE relname LIKE $1",
+                    &[&table],
+                )
+                .await
+                .expect("the transaction's counts");
+            (row.get::<_, i64>(0), row.get::<_, i64>(1))
+        }
+    };
+    let (keys_scanned, keys_probed) = read("issuance_keys").await;
+    assert_eq!(keys_scanned, 0, "issuance keys scanned");
+    assert!(keys_probed >= 1, "issuance keys probed {keys_probed} times");
+    assert_eq!(read("entries%").await, (0, 0), "entries scanned, probed");
+    tx.rollback().await.expect("rollback");
 }
