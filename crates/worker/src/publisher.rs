@@ -28,9 +28,7 @@ const TICK: Duration = Duration::from_secs(1);
 /// arriving meanwhile are covered by one render instead of one each, so a storm on one
 /// list costs at most four renders a second (a 1,000,000-entry list at zlib 9 takes about
 /// 23 ms: under a tenth of a core), while a revocation is still visible well within a
-/// second (this, plus a render, plus the notification). Across workers too: a changed
-/// list stays with the publisher that claimed it last for twice this (the store's
-/// `TAKEOVER_SECONDS`), so other workers' passes leave it alone.
+/// second (this, plus a render, plus the notification).
 const COALESCE: Duration = Duration::from_millis(250);
 
 pub struct Publisher {
