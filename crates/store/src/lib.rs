@@ -118,8 +118,6 @@ pub struct Store {
     /// Per dead list, the position up to which its idempotency keys are removed (see
     /// `drop_dead_partitions`).
     purged: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
-    /// This store's identity as a publisher (see `publish::TAKEOVER_SECONDS`).
-    publisher: uuid::Uuid,
 }
 
 impl std::fmt::Debug for Store {
@@ -312,7 +310,6 @@ impl Store {
             incarnations,
             journal: Arc::default(),
             purged: Arc::default(),
-            publisher: uuid::Uuid::new_v4(),
         })
     }
 

@@ -28,7 +28,6 @@ const MIGRATIONS: &[(i32, &str)] = &[
         20,
         include_str!("../migrations/0020_revoke_by_issuance_key.sql"),
     ),
-    (21, include_str!("../migrations/0021_publish_claimer.sql")),
 ];
 
 /// Indexes a migration needs, built before its transaction with `CREATE INDEX

@@ -96,15 +96,6 @@ const CLAIM_SECONDS: f64 = 3.0;
 const CLAIM_HEARTBEAT: Duration = Duration::from_secs(1);
 /// A list whose render failed is left alone this long, so it cannot starve the others.
 const FAILED_BACKOFF_SECONDS: f64 = 10.0;
-/// A list whose status changed is claimed again by the publisher (store) that claimed it
-/// last, at its own pace; another publisher takes it over once it has not been claimed
-/// for this long (schema 21). So N workers publish a list under a stream of changes about
-/// as often as one does (each paces itself: a pass that published is followed by the next
-/// no sooner than 250 ms later, see the worker's publisher), not N times as often. Twice
-/// that pace, so that a publisher's own next pass comes first; when its publisher is gone,
-/// a change waits this much longer at most before another publishes it (a claim held by a
-/// dead publisher already lapses only after `CLAIM_SECONDS`).
-const TAKEOVER_SECONDS: f64 = 0.5;
 
 /// Storing a rendered list, in one statement (one round trip, one short transaction:
 /// under load every extra round trip is time the row locks and the notification queue's
@@ -126,8 +117,7 @@ impl Store {
     /// have less than half of the pool's `validitySeconds` left at `now` (unix seconds), so
     /// they are re-signed well before `exp`; one list at a time: claim it (a row with an
     /// owner and a deadline, `SKIP LOCKED`, so two publishers never render the same list
-    /// and revocations never wait for one; a changed list is left to the publisher that
-    /// claimed it last for [`TAKEOVER_SECONDS`]), read its statuses, render with `render` with
+    /// and revocations never wait for one), read its statuses, render with `render` with
     /// no transaction open and within the render bound ([`RENDER_BOUND`] unless
     /// configured), then store the artifacts unless a
     /// newer version was stored meanwhile. A list that fails (or takes too long) is
@@ -212,8 +202,6 @@ impl Store {
     }
 
     /// Claims the most urgent due list for `CLAIM_SECONDS`: its settings, no entries yet.
-    /// A list due for a status change that another publisher claimed less than
-    /// [`TAKEOVER_SECONDS`] ago is left to that publisher.
     async fn claim_publish(
         &self,
         now: i64,
@@ -224,8 +212,7 @@ impl Store {
         let stmt = client
             .prepare_cached(&format!(
                 "UPDATE list_publish p SET claimed_by = $2,
-                     claimed_until = now() + make_interval(secs => $3),
-                     last_claimer = $5, last_claimed_at = now()
+                     claimed_until = now() + make_interval(secs => $3)
                  FROM lists l JOIN pools po ON po.name = l.pool
                  WHERE l.id = p.list_id AND p.list_id = (
                      SELECT c.list_id FROM list_publish c
@@ -234,10 +221,8 @@ impl Store {
                      WHERE cl.state IN ('Active', 'Full')
                        AND (c.claimed_until IS NULL OR c.claimed_until < now())
                        AND c.list_id <> ALL($4)
-                       AND ((c.published_version < cl.version
-                             AND (c.last_claimer IS NULL OR c.last_claimer = $5
-                                  OR c.last_claimed_at <= now() - make_interval(secs => $6)))
-                            OR c.exp IS NULL OR c.exp <= $1 + cp.validity_seconds / 2)
+                       AND (c.published_version < cl.version OR c.exp IS NULL
+                            OR c.exp <= $1 + cp.validity_seconds / 2)
                      ORDER BY c.published_version < cl.version DESC, c.exp NULLS FIRST, cl.id
                      LIMIT 1
                      FOR UPDATE OF c SKIP LOCKED)
@@ -245,17 +230,7 @@ impl Store {
             ))
             .await?;
         let Some(row) = client
-            .query_opt(
-                &stmt,
-                &[
-                    &now,
-                    &token,
-                    &CLAIM_SECONDS,
-                    &done,
-                    &self.publisher,
-                    &TAKEOVER_SECONDS,
-                ],
-            )
+            .query_opt(&stmt, &[&now, &token, &CLAIM_SECONDS, &done])
             .await?
         else {
             return Ok(None);

@@ -364,7 +364,7 @@ async fn a_half_built_index_is_built_again() {
     assert_eq!(
         db.count("SELECT max(version)::bigint FROM schema_migrations")
             .await,
-        21
+        20
     );
     drop(store);
 }
@@ -490,7 +490,7 @@ async fn a_version_15_database_is_migrated_keeping_what_it_holds() {
     assert_eq!(
         db.count("SELECT max(version)::bigint FROM schema_migrations")
             .await,
-        21
+        20
     );
     let pool = store.pool("ns/old").await.expect("read").expect("kept");
     assert!(!pool.settings.suspension);

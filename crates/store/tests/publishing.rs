@@ -268,22 +268,13 @@ async fn a_publisher_that_dies_mid_render_gives_its_list_up_long_before_the_rend
     );
 
     // A revocation makes the list due again; this renderer lives for twice the claim's
-    // length, and nobody takes the list meanwhile; then it dies too. (The list is the
-    // taker's for the takeover interval: made older by hand, so this renderer may claim it.)
+    // length, and nobody takes the list meanwhile; then it dies too.
     let lease = claim(&db.store, "w").await;
     let issued = issue_one(&db.store, &lease).await;
     db.store
         .revoke(&issued.uri, issued.idx, "a")
         .await
         .expect("revoke");
-    db.client()
-        .await
-        .execute(
-            "UPDATE list_publish SET last_claimed_at = now() - interval '1 second' WHERE list_id = $1",
-            &[&claimed],
-        )
-        .await
-        .expect("an older claim");
     let (a, started) = hanging(store);
     assert_eq!(started.await.expect("A started rendering"), claimed);
     let alive_until = Instant::now() + Duration::from_secs(6);
@@ -505,61 +496,4 @@ async fn a_publish_reports_the_delay_from_the_status_changes_it_shows() {
         "{report:?}"
     );
     assert!(pass().await.published.is_empty(), "nothing due");
-}
-
-/// Two publishers (stores) over one database: a list whose status changed is published
-/// again by the one that claimed it last, at once; the other leaves it alone until the
-/// list has not been claimed for the takeover interval (here its claim is made older by
-/// hand), then publishes it; the first then leaves it to that one in turn. A list whose
-/// `exp` nears is re-signed by whichever publisher comes first.
-#[tokio::test]
-async fn a_changed_list_is_left_to_its_last_publisher_for_a_while() {
-    let db = with_pool(1_000, 100).await;
-    let other = statuslist_store::Store::connect(&statuslist_store::testing::config(&db.url))
-        .await
-        .expect("a second store");
-    // A pass at `now`, storing artifacts that expire an hour later.
-    let pass = |store: &statuslist_store::Store, now: i64| {
-        let store = store.clone();
-        async move {
-            store
-                .publish_due(10, now, |_| None, |job| plain(job, now + 3_600))
-                .await
-                .expect("pass")
-                .published
-        }
-    };
-    let lease = claim(&db.store, "w").await;
-    let issued = [
-        issue_one(&db.store, &lease).await,
-        issue_one(&db.store, &lease).await,
-        issue_one(&db.store, &lease).await,
-    ];
-    let list = issued[0].list_id.clone();
-    let revoke = |n: usize| db.store.revoke(&issued[n].uri, issued[n].idx, "a");
-    assert_eq!(pass(&db.store, 0).await, vec![(list.clone(), 0)]);
-
-    // A change: the other store leaves the list to the one that published it.
-    revoke(0).await.expect("revoke");
-    assert_eq!(pass(&other, 0).await, vec![]);
-    assert_eq!(pass(&db.store, 0).await, vec![(list.clone(), 1)]);
-
-    // Not claimed for the takeover interval: the other store publishes it, and keeps it.
-    revoke(1).await.expect("revoke");
-    db.client()
-        .await
-        .execute(
-            "UPDATE list_publish SET last_claimed_at = now() - interval '1 second' WHERE list_id = $1",
-            &[&list],
-        )
-        .await
-        .expect("an older claim");
-    assert_eq!(pass(&other, 0).await, vec![(list.clone(), 2)]);
-    revoke(2).await.expect("revoke");
-    assert_eq!(pass(&db.store, 0).await, vec![]);
-    assert_eq!(pass(&other, 0).await, vec![(list.clone(), 3)]);
-
-    // Its artifacts expire at 3,600: at 3,000 they have less than half the pool's
-    // validity left, and the first store, not the last to claim it, re-signs them.
-    assert_eq!(pass(&db.store, 3_000).await, vec![(list.clone(), 3)]);
 }
