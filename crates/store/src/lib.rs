@@ -55,6 +55,15 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// setting may not follow every statement; nothing depends on it but speed.
 const SESSION_SETTINGS: &str = "SET jit = off";
 
+/// How long the migrations may take: one may build an index over a large table (schema
+/// 20's over every issuance key, concurrently: minutes on a national wallet's), and a
+/// start waits for another's. Cut off at the operation timeout instead, the build's
+/// connection was closed, the server went on building while holding the migration lock,
+/// and every later start timed out on that lock until it finished (or, where the server
+/// checks for closed connections, cancelled it and began again: never done). A
+/// connection the network drops still fails within the TCP timeout.
+const MIGRATION_BOUND: Duration = Duration::from_secs(3600);
+
 /// Connection settings. Every wait is bounded so that a database outage turns into
 /// [`StoreError::Unavailable`] quickly instead of a hang.
 #[derive(Debug, Clone)]
@@ -313,13 +322,17 @@ impl Store {
         })
     }
 
-    /// Applies the embedded migrations.
+    /// Applies the embedded migrations, within [`MIGRATION_BOUND`] rather than the
+    /// operation timeout.
     pub async fn migrate(&self) -> Result<()> {
-        self.bounded_unchecked(async {
+        let deadline = Instant::now() + MIGRATION_BOUND;
+        let run = DEADLINE.scope(deadline, async {
             let mut client = self.checkout().await?;
             migrations::run(&mut client).await
-        })
-        .await?;
+        });
+        tokio::time::timeout_at(deadline, run)
+            .await
+            .map_err(|_| StoreError::Unavailable("migrations timed out".into()))??;
         self.schema_epoch
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.migrated.send_replace(true);
