@@ -325,14 +325,11 @@ impl Store {
     /// Applies the embedded migrations, within [`MIGRATION_BOUND`] rather than the
     /// operation timeout.
     pub async fn migrate(&self) -> Result<()> {
-        let deadline = Instant::now() + MIGRATION_BOUND;
-        let run = DEADLINE.scope(deadline, async {
+        within(MIGRATION_BOUND, async {
             let mut client = self.checkout().await?;
             migrations::run(&mut client).await
-        });
-        tokio::time::timeout_at(deadline, run)
-            .await
-            .map_err(|_| StoreError::Unavailable("migrations timed out".into()))??;
+        })
+        .await?;
         self.schema_epoch
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.migrated.send_replace(true);
@@ -459,11 +456,17 @@ impl Store {
     }
 
     async fn bounded_unchecked<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
-        let deadline = Instant::now() + self.operation_timeout;
-        match tokio::time::timeout_at(deadline, DEADLINE.scope(deadline, f)).await {
-            Ok(r) => r,
-            Err(_) => Err(StoreError::Unavailable("operation timed out".into())),
-        }
+        within(self.operation_timeout, f).await
+    }
+}
+
+/// Runs `f` for at most `bound`, its connections checked out for that deadline (see
+/// [`Conn`]).
+async fn within<T>(bound: Duration, f: impl Future<Output = Result<T>>) -> Result<T> {
+    let deadline = Instant::now() + bound;
+    match tokio::time::timeout_at(deadline, DEADLINE.scope(deadline, f)).await {
+        Ok(r) => r,
+        Err(_) => Err(StoreError::Unavailable("operation timed out".into())),
     }
 }
 

@@ -5,6 +5,20 @@ mod common;
 use common::*;
 use statuslist_store::{BatchRevokeOutcome, RevokeOutcome};
 
+/// Empties slot `idx` of list `list_id`: its entry and its issuance key go, as if never
+/// issued (the service writes and keeps the two together).
+async fn empty_slot(db: &statuslist_store::testing::TestDb, list_id: &str, idx: u64) {
+    db.client()
+        .await
+        .execute(
+            "WITH e AS (DELETE FROM entries WHERE list_id = $1 AND idx = $2 RETURNING list_id, idx)
+             DELETE FROM issuance_keys k USING e WHERE k.list_id = e.list_id AND k.idx = e.idx",
+            &[&list_id, &(idx as i64)],
+        )
+        .await
+        .expect("a hole");
+}
+
 #[tokio::test]
 async fn revoke_not_found_other_owner_first_time_and_again() {
     let db = with_pool(10_000, 100).await;
@@ -416,15 +430,7 @@ async fn a_batch_over_several_lists_is_looked_up_entry_by_entry() {
     let first = &issued[0];
     // Its slot emptied: the other lists hold that index, this one no longer does.
     let hole = left_out.expect("an entry left out");
-    db.client()
-        .await
-        .execute(
-            "WITH e AS (DELETE FROM entries WHERE list_id = $1 AND idx = $2 RETURNING list_id, idx)
-             DELETE FROM issuance_keys k USING e WHERE k.list_id = e.list_id AND k.idx = e.idx",
-            &[&hole.list_id, &(hole.idx as i64)],
-        )
-        .await
-        .expect("a hole");
+    empty_slot(&db, &hole.list_id, hole.idx).await;
     for bad in [
         (first.uri.replace("/t/", "/b/"), first.idx),
         (
@@ -496,15 +502,7 @@ async fn single_revocations_look_their_entries_up_list_by_list() {
         .find(|i| issued[..4].iter().all(|f| f.idx != i.idx))
         .map(|i| (first.uri.clone(), i.idx))
         .expect("an index the first list's four do not have");
-    db.client()
-        .await
-        .execute(
-            "WITH e AS (DELETE FROM entries WHERE list_id = $1 AND idx = $2 RETURNING list_id, idx)
-             DELETE FROM issuance_keys k USING e WHERE k.list_id = e.list_id AND k.idx = e.idx",
-            &[&first.list_id, &(hole.1 as i64)],
-        )
-        .await
-        .expect("a hole");
+    empty_slot(&db, &first.list_id, hole.1).await;
     let mut good: Vec<(String, u64, &str)> =
         issued.iter().map(|i| (i.uri.clone(), i.idx, "a")).collect();
     good.sort_by_key(|(uri, idx, _)| (*idx, uri.clone()));
