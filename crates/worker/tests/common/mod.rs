@@ -188,6 +188,8 @@ pub struct WorkerOptions {
     /// The JWKS egress policy; `None`: the one `jwks.allow_cidrs` gives.
     pub egress: Option<statuslist_worker::egress::Egress>,
     pub request_timeout: Duration,
+    /// How long a request waits for a database connection before its 503.
+    pub db_wait: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -201,6 +203,7 @@ impl Default for WorkerOptions {
             },
             egress: None,
             request_timeout: statuslist_worker::REQUEST_TIMEOUT,
+            db_wait: StoreConfig::new("").wait_timeout,
         }
     }
 }
@@ -218,6 +221,7 @@ impl TestWorker {
     ) -> Self {
         let mut config = StoreConfig::new(db_url);
         config.max_connections = 8;
+        config.wait_timeout = options.db_wait;
         let store = Store::connect(&config).await.expect("store");
         let metrics = Metrics::default();
         let jwks = match options.egress {
@@ -323,18 +327,39 @@ impl Env {
     }
 
     pub async fn with_token_list(entries: u64, lease: u64) -> Self {
-        Self::build(TestDb::new().await, entries, lease).await
+        Self::build(
+            TestDb::new().await,
+            entries,
+            lease,
+            WorkerOptions::default(),
+        )
+        .await
+    }
+
+    pub async fn with_worker_options(options: WorkerOptions) -> Self {
+        Self::build(TestDb::new().await, 10_000, 1_000, options).await
     }
 
     /// On a database server of its own, which the test may stop.
     pub async fn with_own_server() -> Self {
-        Self::build(TestDb::with_own_server().await, 10_000, 1_000).await
+        Self::build(
+            TestDb::with_own_server().await,
+            10_000,
+            1_000,
+            WorkerOptions::default(),
+        )
+        .await
     }
 
-    async fn build(db: TestDb, entries: u64, lease: u64) -> Self {
+    async fn build(db: TestDb, entries: u64, lease: u64, options: WorkerOptions) -> Self {
         let issuers = Issuers::start(&["a", "b", "c", "d"]).await;
-        let worker =
-            TestWorker::start(&db.url, vec![SigningKey::generate().expect("key")], "w1").await;
+        let worker = TestWorker::start_with(
+            &db.url,
+            vec![SigningKey::generate().expect("key")],
+            "w1",
+            options,
+        )
+        .await;
         let store = &db.store;
         store
             .apply_pool(&spec(
