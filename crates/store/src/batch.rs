@@ -413,6 +413,19 @@ mod tests {
     use super::*;
     use crate::testing::TestDb;
 
+    /// Token pool `p` of lists of `entries`, leases of `lease`.
+    async fn pool(client: &tokio_postgres::Client, entries: i64, lease: i64) {
+        client
+            .execute(
+                "INSERT INTO pools (name, format, bits, base_uri, entries_per_list, min_free_entries, lease_size,
+                                    ttl_seconds, validity_seconds, max_status_lifetime_seconds, generation)
+                 VALUES ('p', 'Token', 1, 'https://x.test', $1, 10, $2, 60, 3600, 86400, 1)",
+                &[&entries, &lease],
+            )
+            .await
+            .expect("pool p");
+    }
+
     /// One batch interleaved over two lists, each entry found through its issuance key:
     /// an entry counts only for the row naming its list. Found: an entry of
     /// each list, in either order. Not found: an index its own list lacks while the other
@@ -423,12 +436,10 @@ mod tests {
     async fn a_batch_counts_an_entry_only_for_the_row_that_names_its_list() {
         let db = TestDb::new().await;
         let client = db.client().await;
+        pool(&client, 100, 10).await;
         client
             .batch_execute(
-                "INSERT INTO pools (name, format, bits, base_uri, entries_per_list, min_free_entries, lease_size,
-                                    ttl_seconds, validity_seconds, max_status_lifetime_seconds, generation)
-                 VALUES ('p', 'Token', 1, 'https://x.test', 100, 10, 10, 60, 3600, 86400, 1);
-                 INSERT INTO issuers (client_id, pool, jwks_uri) VALUES ('a', 'p', 'https://x.test/a'),
+                "INSERT INTO issuers (client_id, pool, jwks_uri) VALUES ('a', 'p', 'https://x.test/a'),
                                                                         ('b', 'p', 'https://x.test/b');
                  INSERT INTO lists (id, pool, uri, format, bits, size, secret)
                  VALUES ('AAAAAAAAAAAA', 'p', 'https://x.test/t/AAAAAAAAAAAA', 'Token', 1, 100, '\\x00000000000000000000000000000000'),
@@ -502,12 +513,10 @@ mod tests {
     async fn an_issuance_batch_reads_only_the_leases_it_names() {
         let db = TestDb::new().await;
         let client = db.client().await;
+        pool(&client, 300_000, 100).await;
         client
             .batch_execute(
-                "INSERT INTO pools (name, format, bits, base_uri, entries_per_list, min_free_entries, lease_size,
-                                    ttl_seconds, validity_seconds, max_status_lifetime_seconds, generation)
-                 VALUES ('p', 'Token', 1, 'https://x.test', 300000, 10, 100, 60, 3600, 86400, 1);
-                 INSERT INTO lists (id, pool, uri, format, bits, size, secret)
+                "INSERT INTO lists (id, pool, uri, format, bits, size, secret)
                  VALUES ('AAAAAAAAAAAA', 'p', 'https://x.test/t/AAAAAAAAAAAA', 'Token', 1, 300000, '\\x00000000000000000000000000000000');
                  SELECT statuslist_add_entries_partition('AAAAAAAAAAAA');
                  INSERT INTO leases (id, list_id, start_pos, end_pos, holder, token, expires_at, incarnation)
