@@ -411,7 +411,7 @@ async fn insert(
 #[cfg(all(test, feature = "testing"))]
 mod tests {
     use super::*;
-    use crate::testing::TestDb;
+    use crate::testing::{TestDb, scans};
 
     /// Token pool `p` of lists of `entries`, leases of `lease`.
     async fn pool(client: &tokio_postgres::Client, entries: i64, lease: i64) {
@@ -553,22 +553,11 @@ mod tests {
         conn.batch_execute("SET plan_cache_mode = force_generic_plan; BEGIN")
             .await
             .expect("begin");
-        // The session's counts not yet reported (its earlier transactions') are in the
-        // view too, and none is reported while a transaction is open: the batch's own
+        // The view holds the session's earlier transactions' counts too: the batch's own
         // are the difference.
-        let counts = || async {
-            let row = conn
-                .query_one(
-                    "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'leases'",
-                    &[],
-                )
-                .await
-                .expect("the transaction's counts");
-            (row.get::<_, i64>(0), row.get::<_, i64>(1))
-        };
-        let before = counts().await;
+        let before = scans(&***conn, "leases").await;
         let inserted = insert(&conn, &refs).await.expect("the batch");
-        let after = counts().await;
+        let after = scans(&***conn, "leases").await;
         let answers: Vec<bool> = rows
             .iter()
             .map(|r| inserted.contains(&(r.list_id.clone(), r.position)))

@@ -151,6 +151,21 @@ pub async fn session_setting(store: &crate::Store, name: &str) -> String {
         .get(0)
 }
 
+/// The sequential and the index scans of the tables whose names match `pattern` (LIKE)
+/// counted by the client's session and not yet reported: in an open transaction, its own
+/// and those of the session's earlier transactions (none is reported while one is open).
+pub async fn scans(client: &impl tokio_postgres::GenericClient, pattern: &str) -> (i64, i64) {
+    let row = client
+        .query_one(
+            "SELECT coalesce(sum(seq_scan), 0)::bigint, coalesce(sum(idx_scan), 0)::bigint
+             FROM pg_stat_xact_user_tables WHERE relname LIKE $1",
+            &[&pattern],
+        )
+        .await
+        .expect("the transaction's counts");
+    (row.get(0), row.get(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_database;

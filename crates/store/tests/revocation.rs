@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use statuslist_store::testing::scans;
 use statuslist_store::{BatchRevokeOutcome, RevokeOutcome};
 
 /// Empties slot `idx` of list `list_id`: its entry and its issuance key go, as if never
@@ -658,23 +659,13 @@ async fn a_batch_finds_its_entries_by_their_keys_alone() {
         .map(|row| row.get(0))
         .collect();
     assert_eq!(revoked, [1, 2, 3]);
-    let read = |table: &'static str| {
-        let tx = &tx;
-        async move {
-            let row = tx
-                .query_one(
-                    "SELECT coalesce(sum(seq_scan), 0)::bigint, coalesce(sum(idx_scan), 0)::bigint
-                     FROM pg_stat_xact_user_tables WHERE relname LIKE $1",
-                    &[&table],
-                )
-                .await
-                .expect("the transaction's counts");
-            (row.get::<_, i64>(0), row.get::<_, i64>(1))
-        }
-    };
-    let (keys_scanned, keys_probed) = read("issuance_keys").await;
+    let (keys_scanned, keys_probed) = scans(&tx, "issuance_keys").await;
     assert_eq!(keys_scanned, 0, "issuance keys scanned");
     assert!(keys_probed >= 1, "issuance keys probed {keys_probed} times");
-    assert_eq!(read("entries%").await, (0, 0), "entries scanned, probed");
+    assert_eq!(
+        scans(&tx, "entries%").await,
+        (0, 0),
+        "entries scanned, probed"
+    );
     tx.rollback().await.expect("rollback");
 }
